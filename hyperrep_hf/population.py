@@ -1,0 +1,414 @@
+"""Population training: N networks of one family trained at once, each as if it were trained alone.
+
+Every parameter of the family is stored *stacked*: a (N, out, in) tensor for a linear weight, (N·out, in, k, k)
+for a conv weight. One forward pass runs all N networks with batched kernels:
+
+    linear   x: (N, B, in)            ── baddbmm ──►  (N, B, out)
+    conv     x: (B, N·C, H, W)        ── conv2d(groups=N) ──►  (B, N·out, H', W')
+
+Each network keeps its own seed, initialisation, data order, learning rate, weight decay and dropout rate; the
+optimizers below are written over stacked tensors with per-network hyper-parameters and follow
+``torch.optim.Adam`` / ``SGD`` step for step, so a network trained here matches the same network trained alone
+(tests/test_population.py checks it against a plain ``nn.Module`` loop).
+
+Networks in one population share their activation, optimizer kind and batch size (these change the kernels or
+the step structure); the zoo builder groups a recipe's networks accordingly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+from .networks import ACTIVATIONS, INITS, NetworkSpec, init_parameters
+
+OPTIMIZERS = ("adam", "sgd")
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+SGD_MOMENTUM = 0.9
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """How one network of a zoo is trained.
+
+    Attributes:
+        seed: Seeds the network's initialisation and its data order.
+        activation: One of ``networks.ACTIVATIONS``.
+        init: One of ``networks.INITS``.
+        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
+        learning_rate: Step size, > 0.
+        weight_decay: L2 penalty added to the gradient (PyTorch's ``weight_decay``), ≥ 0.
+        dropout: Dropout rate of the family's ``dropout`` layers, in [0, 1).
+        batch_size: Training batch size.
+        bias_init: Constant initial bias (ignored for ``init="default"``).
+    """
+
+    seed: int
+    activation: str = "tanh"
+    init: str = "kaiming_uniform"
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    dropout: float = 0.0
+    batch_size: int = 32
+    bias_init: float = 0.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation={self.activation!r} (expected one of {ACTIVATIONS})")
+        if self.init not in INITS:
+            problems.append(f"init={self.init!r} (expected one of {INITS})")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer={self.optimizer!r} (expected one of {OPTIMIZERS})")
+        if not (isinstance(self.learning_rate, int | float) and math.isfinite(self.learning_rate)) or (
+            self.learning_rate <= 0
+        ):
+            problems.append(f"learning_rate={self.learning_rate!r} (expected a finite number > 0)")
+        if not (isinstance(self.weight_decay, int | float) and 0 <= self.weight_decay < math.inf):
+            problems.append(f"weight_decay={self.weight_decay!r} (expected a finite number ≥ 0)")
+        if not (isinstance(self.dropout, int | float) and 0 <= self.dropout < 1):
+            problems.append(f"dropout={self.dropout!r} (expected 0 ≤ dropout < 1)")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            problems.append(f"batch_size={self.batch_size!r} (expected an integer ≥ 1)")
+        if not isinstance(self.seed, int):
+            problems.append(f"seed={self.seed!r} (expected an integer)")
+        if problems:
+            raise ValueError("Invalid network configuration: " + "; ".join(problems) + ".")
+
+    def to_dict(self) -> dict:
+        """Plain dict of the fields."""
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names of the configuration fields, in order."""
+        return [f.name for f in fields(cls)]
+
+
+def data_order(seed: int, epoch: int, num_examples: int) -> torch.Tensor:
+    """The order in which a network with ``seed`` sees the training set in ``epoch`` (1-based): a permutation."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(num_examples, generator=generator)
+
+
+class Population:
+    """N networks of one family, trained together with batched kernels.
+
+    Args:
+        spec: The network family.
+        configs: One configuration per network; activation, optimizer and batch size must agree.
+        device: Where the stacked parameters live.
+    """
+
+    def __init__(self, spec: NetworkSpec, configs: list[NetworkConfig], device: str | torch.device = "cpu") -> None:
+        if not configs:
+            raise ValueError("A population needs at least one network configuration.")
+        for key in ("activation", "optimizer", "batch_size"):
+            values = {getattr(config, key) for config in configs}
+            if len(values) > 1:
+                raise ValueError(f"All networks of a population must share {key}; got {sorted(values)}.")
+        self.spec = spec
+        self.configs = list(configs)
+        self.device = torch.device(device)
+        self.activation = configs[0].activation
+        self.optimizer = configs[0].optimizer
+        self.batch_size = configs[0].batch_size
+        self.size = len(configs)
+
+        initial = [
+            init_parameters(spec, config.init, torch.Generator().manual_seed(config.seed), config.bias_init)
+            for config in configs
+        ]
+        self.parameters: dict[str, torch.Tensor] = {
+            name: torch.stack([params[name] for params in initial]).to(self.device).requires_grad_()
+            for name in spec.parameter_shapes
+        }
+        column = (self.size,)
+        self.learning_rate = torch.tensor([c.learning_rate for c in configs], dtype=torch.float32).view(column)
+        self.weight_decay = torch.tensor([c.weight_decay for c in configs], dtype=torch.float32).view(column)
+        self.dropout = torch.tensor([c.dropout for c in configs], dtype=torch.float32).view(column)
+        self.learning_rate, self.weight_decay, self.dropout = (
+            t.to(self.device) for t in (self.learning_rate, self.weight_decay, self.dropout)
+        )
+        self.step_count = 0
+        self.first_moment = {name: torch.zeros_like(p) for name, p in self.parameters.items()}
+        self.second_moment = {name: torch.zeros_like(p) for name, p in self.parameters.items()}
+        self.alive = torch.ones(self.size, dtype=torch.bool, device=self.device)
+
+    # ---------------------------------------------------------------- forward
+
+    def forward(
+        self, inputs: torch.Tensor, dropout_generator: torch.Generator | None = None, shared: bool = False
+    ) -> torch.Tensor:
+        """Runs every network on its own inputs, or all of them on the same inputs.
+
+        Args:
+            inputs: (N, B, *input_shape), network n reads inputs[n]; or with ``shared`` (B, *input_shape), read
+                by every network (evaluation: the first layer then runs as one dense kernel, no copies).
+            dropout_generator: When given, dropout layers are active (training) and draw from it.
+            shared: Whether ``inputs`` are shared by all networks.
+
+        Returns:
+            logits: (N, B, num_classes).
+        """
+        num_networks = self.size
+        batch = inputs.shape[0] if shared else inputs.shape[1]
+        hidden = inputs
+        # Layouts: "flat" (N, B, F); "conv" (B, N·C, H, W); "shared_flat" (B, F); "shared_conv" (B, C, H, W).
+        if len(self.spec.input_shape) == 1:
+            layout = "shared_flat" if shared else "flat"
+        elif shared:
+            layout = "shared_conv"
+        else:
+            layout = "conv"
+            hidden = inputs.transpose(0, 1).reshape(batch, num_networks * inputs.shape[2], *inputs.shape[3:])
+        for index, layer in enumerate(self.spec.layers):
+            if layer.kind == "linear":
+                weight = self.parameters[f"layers.{index}.weight"].transpose(1, 2)
+                bias = self.parameters[f"layers.{index}.bias"].unsqueeze(1) if layer.bias else None
+                if layout == "shared_flat":  # (B, F) @ (N, F, out) broadcasts to (N, B, out)
+                    hidden = torch.matmul(hidden, weight) if bias is None else torch.add(bias, hidden @ weight)
+                    layout = "flat"
+                elif bias is None:
+                    hidden = torch.bmm(hidden, weight)
+                else:
+                    hidden = torch.baddbmm(bias, hidden, weight)
+            elif layer.kind == "conv":
+                weight = self.parameters[f"layers.{index}.weight"]
+                bias = self.parameters[f"layers.{index}.bias"].reshape(-1) if layer.bias else None
+                groups = 1 if layout == "shared_conv" else num_networks  # shared input: one dense conv
+                hidden = F.conv2d(
+                    hidden, weight.reshape(-1, *weight.shape[2:]), bias, layer.stride, layer.padding, groups=groups
+                )
+                layout = "conv"
+            elif layer.kind == "maxpool":
+                hidden = F.max_pool2d(hidden, layer.kernel_size)
+            elif layer.kind == "avgpool":
+                hidden = F.avg_pool2d(hidden, layer.kernel_size)
+            elif layer.kind in ("flatten", "gap"):
+                hidden, layout = _flatten(hidden, layout, layer.kind == "gap", num_networks)
+            elif layer.kind == "act":
+                hidden = _activate(hidden, self.activation)
+            elif layer.kind == "dropout" and dropout_generator is not None:
+                hidden = self._dropout(hidden, layout == "conv", num_networks, dropout_generator)
+        return hidden
+
+    def _dropout(
+        self, hidden: torch.Tensor, conv_layout: bool, num_networks: int, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Inverted dropout with each network's own rate."""
+        if not bool((self.dropout > 0).any()):
+            return hidden
+        if conv_layout:  # (B, N·C, H, W): rate per channel block
+            keep = (1 - self.dropout).repeat_interleave(hidden.shape[1] // num_networks).view(1, -1, 1, 1)
+        else:  # (N, B, F)
+            keep = (1 - self.dropout).view(-1, 1, 1)
+        noise = torch.rand(hidden.shape, generator=generator, device="cpu").to(hidden.device)
+        return hidden * (noise < keep) / keep
+
+    # ---------------------------------------------------------------- training
+
+    def train_epoch(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, dropout_seed: int = 0) -> None:
+        """One pass over the training set; each network in its own order (see :func:`data_order`).
+
+        Args:
+            images: (num_examples, *input_shape) on the population's device.
+            labels: (num_examples,) int64.
+            epoch: 1-based epoch number (seeds the data order).
+            dropout_seed: Seeds this epoch's dropout noise.
+        """
+        num_examples = images.shape[0]
+        order = torch.stack([data_order(c.seed, epoch, num_examples) for c in self.configs]).to(self.device)
+        generator = torch.Generator().manual_seed(dropout_seed)
+        for start in range(0, num_examples, self.batch_size):
+            batch_index = order[:, start : start + self.batch_size]  # (N, B)
+            logits = self.forward(images[batch_index], generator)
+            loss = F.cross_entropy(logits.flatten(0, 1), labels[batch_index].flatten(), reduction="none")
+            # Sum over networks of each network's mean loss: network n's gradient is that of its own loss alone.
+            loss = loss.view(self.size, -1).mean(dim=1).sum()
+            gradients = torch.autograd.grad(loss, list(self.parameters.values()))
+            self._step(dict(zip(self.parameters, gradients, strict=True)))
+
+    @torch.no_grad()
+    def _step(self, gradients: dict[str, torch.Tensor]) -> None:
+        """One optimizer step with per-network learning rate and weight decay (torch.optim semantics)."""
+        self.step_count += 1
+        beta1, beta2 = ADAM_BETAS
+        for name, parameter in self.parameters.items():
+            shape = (self.size,) + (1,) * (parameter.dim() - 1)
+            gradient = gradients[name]
+            if bool((self.weight_decay > 0).any()):
+                gradient = gradient + self.weight_decay.view(shape) * parameter
+            learning_rate = self.learning_rate.view(shape)
+            if self.optimizer == "adam":
+                first, second = self.first_moment[name], self.second_moment[name]
+                first.lerp_(gradient, 1 - beta1)
+                second.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
+                bias_correction1 = 1 - beta1**self.step_count
+                bias_correction2 = 1 - beta2**self.step_count
+                denominator = (second.sqrt() / math.sqrt(bias_correction2)).add_(ADAM_EPS)
+                parameter.sub_(learning_rate / bias_correction1 * first / denominator)
+            else:
+                momentum = self.first_moment[name]
+                if self.step_count == 1:
+                    momentum.copy_(gradient)
+                else:
+                    momentum.mul_(SGD_MOMENTUM).add_(gradient)
+                parameter.sub_(learning_rate * momentum)
+
+    # ---------------------------------------------------------------- evaluation
+
+    @torch.no_grad()
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, torch.Tensor]:
+        """Loss, accuracy and per-class F1 of every network on one split.
+
+        Args:
+            images: (num_examples, *input_shape).
+            labels: (num_examples,).
+            num_classes: Number of classes (for F1).
+
+        Returns:
+            ``loss``, ``accuracy``: (N,); ``f1``: (N, num_classes). Non-finite where a network diverged.
+        """
+        batch = self._evaluation_batch_size()
+        total_loss = torch.zeros(self.size, device=self.device)
+        predictions = []
+        for start in range(0, images.shape[0], batch):
+            chunk = images[start : start + batch]
+            logits = self.forward(chunk, shared=True)
+            target = labels[start : start + batch]
+            loss = F.cross_entropy(
+                logits.flatten(0, 1), target.repeat(self.size), reduction="none"
+            ).view(self.size, -1)
+            total_loss += loss.sum(dim=1)
+            predictions.append(logits.argmax(dim=2))
+        predicted = torch.cat(predictions, dim=1)  # (N, num_examples)
+        correct = predicted == labels.unsqueeze(0)
+        f1 = torch.empty(self.size, num_classes, device=self.device)
+        for label in range(num_classes):
+            predicted_k, actual_k = predicted == label, (labels == label).unsqueeze(0)
+            true_positive = (predicted_k & actual_k).sum(dim=1).float()
+            false_total = (predicted_k ^ actual_k).sum(dim=1).float()  # false positives + false negatives
+            denominator = 2 * true_positive + false_total
+            f1[:, label] = torch.where(denominator > 0, 2 * true_positive / denominator.clamp(min=1), 0.0)
+        return {"loss": total_loss / images.shape[0], "accuracy": correct.float().mean(dim=1), "f1": f1}
+
+    def _evaluation_batch_size(self) -> int:
+        """Examples per evaluation chunk, keeping the largest activation near 2**25 floats (~128 MB)."""
+        largest = max(math.prod(layer.output_shape) for layer in self.spec.parameter_layers)
+        largest = max(largest, math.prod(self.spec.input_shape))
+        return max(1, 2**25 // (self.size * largest))
+
+    # ---------------------------------------------------------------- state
+
+    def flat_weights(self) -> torch.Tensor:
+        """Every network's parameters as flat vectors: (N, num_parameters), float32 on the CPU."""
+        return torch.cat([p.detach().reshape(self.size, -1) for p in self.parameters.values()], dim=1).cpu()
+
+    @torch.no_grad()
+    def drop_diverged(self, *metrics: torch.Tensor) -> torch.Tensor:
+        """Marks networks whose weights or metrics are not finite; freezes them at zero so they stay contained.
+
+        Returns:
+            (N,) bool, the networks dropped by this call.
+        """
+        finite = torch.ones(self.size, dtype=torch.bool, device=self.device)
+        for tensor in (*self.parameters.values(), *metrics):
+            finite &= torch.isfinite(tensor.reshape(self.size, -1)).all(dim=1)
+        newly_dropped = self.alive & ~finite
+        if bool(newly_dropped.any()):
+            self.alive &= finite
+            for name, parameter in self.parameters.items():
+                parameter[newly_dropped] = 0.0
+                self.first_moment[name][newly_dropped] = 0.0
+                self.second_moment[name][newly_dropped] = 0.0
+            self.learning_rate[newly_dropped] = 0.0
+            self.weight_decay[newly_dropped] = 0.0
+        return newly_dropped.cpu()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything needed to continue training exactly: parameters, optimizer moments, step, alive mask."""
+        state = {f"param/{n}": p.detach().cpu() for n, p in self.parameters.items()}
+        state |= {f"first/{n}": t.cpu() for n, t in self.first_moment.items()}
+        state |= {f"second/{n}": t.cpu() for n, t in self.second_moment.items()}
+        state |= {"alive": self.alive.cpu(), "step_count": torch.tensor(self.step_count)}
+        state |= {"learning_rate": self.learning_rate.cpu(), "weight_decay": self.weight_decay.cpu()}
+        return state
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restores :meth:`state_dict`."""
+        for name, parameter in self.parameters.items():
+            parameter.copy_(state[f"param/{name}"])
+            self.first_moment[name].copy_(state[f"first/{name}"])
+            self.second_moment[name].copy_(state[f"second/{name}"])
+        self.alive.copy_(state["alive"])
+        self.learning_rate.copy_(state["learning_rate"])
+        self.weight_decay.copy_(state["weight_decay"])
+        self.step_count = int(state["step_count"])
+
+
+def _flatten(hidden: torch.Tensor, layout: str, pool: bool, num_networks: int) -> tuple[torch.Tensor, str]:
+    """Flattens (or globally average-pools) a feature map into the flat layout; returns the new tensor and layout."""
+    if layout == "conv":  # (B, N·C, H, W) → (N, B, C·H·W) or (N, B, C)
+        spatial = hidden.view(hidden.shape[0], num_networks, -1, *hidden.shape[2:])
+        spatial = spatial.mean(dim=(3, 4)) if pool else spatial.flatten(2)
+        return spatial.transpose(0, 1), "flat"
+    if layout == "shared_conv":  # (B, C, H, W) → (B, F)
+        return (hidden.mean(dim=(2, 3)) if pool else hidden.flatten(1)), "shared_flat"
+    return (hidden.mean(dim=(3, 4)) if pool else hidden.flatten(2)), layout
+
+
+def _activate(hidden: torch.Tensor, name: str) -> torch.Tensor:
+    if name == "tanh":
+        return torch.tanh(hidden)
+    if name == "relu":
+        return F.relu(hidden)
+    if name == "sigmoid":
+        return torch.sigmoid(hidden)
+    if name == "gelu":
+        return F.gelu(hidden)
+    if name == "leaky_relu":
+        return F.leaky_relu(hidden)
+    return hidden
+
+
+def train_alone(
+    spec: NetworkSpec, config: NetworkConfig, images: torch.Tensor, labels: torch.Tensor, epochs: int
+) -> torch.nn.Module:
+    """Trains one network the ordinary way: a plain ``nn.Module`` and a ``torch.optim`` loop.
+
+    The reference that population training must match (same initialisation, data order and optimizer), and
+    the one-at-a-time baseline of ``bench/bench_population.py``. Dropout layers are active when
+    ``config.dropout > 0`` but draw from the global RNG, so only dropout-free networks match exactly.
+    """
+    from .networks import make_module
+
+    module = make_module(spec, config.activation, config.dropout)
+    initial = init_parameters(spec, config.init, torch.Generator().manual_seed(config.seed), config.bias_init)
+    module.load_state_dict(initial)
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(
+            module.parameters(), lr=config.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS,
+            weight_decay=config.weight_decay, foreach=False,
+        )
+    else:
+        optimizer = torch.optim.SGD(
+            module.parameters(), lr=config.learning_rate, momentum=SGD_MOMENTUM,
+            weight_decay=config.weight_decay, foreach=False,
+        )
+    module.train()
+    for epoch in range(1, epochs + 1):
+        order = data_order(config.seed, epoch, images.shape[0])
+        for start in range(0, images.shape[0], config.batch_size):
+            batch_index = order[start : start + config.batch_size]
+            loss = F.cross_entropy(module(images[batch_index]), labels[batch_index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return module
