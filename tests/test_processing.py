@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 from transformers import AutoFeatureExtractor
@@ -45,7 +45,7 @@ def network_specs(draw: st.DrawFn) -> NetworkSpec:
     try:
         return NetworkSpec.parse((draw(st.integers(1, 2)), size, size), layers)
     except ValueError:  # the maps became smaller than a kernel: not a network
-        st.assume(False)
+        assume(False)
         raise
 
 

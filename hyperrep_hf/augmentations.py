@@ -1,0 +1,292 @@
+"""Function-preserving weight-space augmentations on batches of flat weight vectors (training only).
+
+All transforms take ``vectors`` of shape (batch, num_parameters) — the flat vector of the token contract: per
+layer, weight row-major then bias — and an explicit ``torch.Generator``. They never modify their input.
+
+- :class:`NeuronPermutation`: permutes hidden neurons / conv channels together with the matching inputs of the
+  next layer (eq. 1 of the paper), so the network computes the same function. Precomputed as gather indices.
+- :class:`RandomErasing`: with probability p, a random contiguous block of the vector is set to 0.
+- :class:`GaussianNoise`: multiplicative w·(1 + σ_m ε) and additive w + σ_a ε noise.
+- :class:`TwoViewCollator`: a batch → two independently augmented copies + the clean vectors.
+
+Permuting layer l by π (new neuron i = old neuron π[i])::
+
+    W_l[i, :]      ← W_l[π[i], :]           b_l[i] ← b_l[π[i]]
+    W_{l+1}[:, i]  ← W_{l+1}[:, π[i]]       (conv: the k×k kernel slice; after a flatten: the h·w block)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .processing_hyperrep import _layer_table
+
+Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _architecture_record(architecture: Any) -> dict:
+    """The architecture record of a ``NetworkSpec``, a processor or the record itself."""
+    if hasattr(architecture, "to_dict") and not isinstance(architecture, Mapping):
+        record = architecture.to_dict()
+        return record["architecture"] if "architecture" in record else record
+    return dict(architecture)
+
+
+def _permutable_layers(architecture: Any) -> list[tuple[dict, dict, int]]:
+    """Each hidden layer with the next layer and the number of next-layer inputs that belong to one neuron."""
+    table = _layer_table(_architecture_record(architecture))
+    pairs = []
+    for layer, next_layer in itertools.pairwise(table):
+        if next_layer["kind"] == "conv":
+            block = math.prod(next_layer["weight_shape"][2:])  # one input channel = a k×k kernel slice
+        else:
+            block = next_layer["flatten_block"]  # h·w columns after a flatten, 1 otherwise
+        num_inputs = next_layer["weight_shape"][1] * (block if next_layer["kind"] == "conv" else 1)
+        if num_inputs != layer["num_neurons"] * block:
+            raise ValueError(
+                f"{next_layer['weight_name']!r} (shape {next_layer['weight_shape']}) does not read the "
+                f"{layer['num_neurons']} outputs of {layer['weight_name']!r} in blocks of {block}."
+            )
+        pairs.append((layer, next_layer, block))
+    return pairs
+
+
+def _permute_region(index: torch.Tensor, start: int, shape: tuple[int, ...], dim: int, perm: torch.Tensor) -> None:
+    """In place: index[:, start : start + prod(shape)] viewed as (K, *shape) is gathered along ``dim`` by perm."""
+    size = math.prod(shape)
+    region = index[:, start : start + size].view(index.shape[0], *shape)
+    view_shape = [index.shape[0]] + [1] * len(shape)
+    view_shape[dim + 1] = shape[dim]
+    expanded = perm.view(view_shape).expand(index.shape[0], *shape)
+    index[:, start : start + size] = region.gather(dim + 1, expanded).reshape(index.shape[0], size)
+
+
+def make_permutation_indices(architecture: Any, permutations: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Gather indices that apply neuron permutations to flat vectors: ``permuted = vectors[:, index]``.
+
+    Args:
+        architecture: A ``NetworkSpec`` or its architecture record.
+        permutations: One tensor per hidden layer (all parameter layers but the last), each (K, num_neurons_l)
+            of permutations of range(num_neurons_l).
+
+    Returns:
+        (K, num_parameters) int64 gather indices.
+    """
+    pairs = _permutable_layers(architecture)
+    if len(permutations) != len(pairs):
+        raise ValueError(f"Expected {len(pairs)} permutation tensors (one per hidden layer), got {len(permutations)}.")
+    table = _layer_table(_architecture_record(architecture))
+    num_parameters = sum(layer["num_neurons"] * layer["width"] for layer in table)
+    num_permutations = permutations[0].shape[0] if permutations else 1
+    index = torch.arange(num_parameters).repeat(num_permutations, 1)
+    for (layer, next_layer, block), perm in zip(pairs, permutations, strict=True):
+        num_neurons = layer["num_neurons"]
+        # Rows of W_l and entries of b_l, then the matching input blocks of W_{l+1}: they commute, so the
+        # column permutation of W_{l+1} composes with its own row permutation in the next iteration.
+        _permute_region(index, layer["weight_offset"], (num_neurons, layer["fan_in"]), 0, perm)
+        if layer["bias_offset"] is not None:
+            _permute_region(index, layer["bias_offset"], (num_neurons,), 0, perm)
+        next_shape = (next_layer["num_neurons"], num_neurons, block)
+        _permute_region(index, next_layer["weight_offset"], next_shape, 1, perm)
+    return index
+
+
+class NeuronPermutation:
+    """Random neuron permutations of hidden layers, precomputed as gather indices over the flat vector.
+
+    When the number of all permutations (the product of num_neurons_l! over hidden layers) is at most
+    ``enumerate_limit``, all are enumerated (Tetris: 5! = 120); otherwise ``num_permutations`` random ones are
+    drawn from ``generator``. The output layer is never permuted.
+
+    Args:
+        architecture: A ``NetworkSpec`` or its architecture record.
+        num_permutations: How many random permutations to precompute for larger networks.
+        enumerate_limit: Enumerate all permutations up to this count.
+        generator: Source of the random permutations (default: seeded with 0).
+    """
+
+    def __init__(
+        self,
+        architecture: Any,
+        num_permutations: int = 1000,
+        enumerate_limit: int = 10_000,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        sizes = [layer["num_neurons"] for layer, _, _ in _permutable_layers(architecture)]
+        total = math.prod(math.factorial(size) for size in sizes)
+        if total <= enumerate_limit:
+            combinations = list(itertools.product(*(itertools.permutations(range(size)) for size in sizes)))
+            permutations = [torch.tensor([c[i] for c in combinations]) for i in range(len(sizes))]
+        else:
+            generator = generator if generator is not None else torch.Generator().manual_seed(0)
+            permutations = [
+                torch.argsort(torch.rand(num_permutations, size, generator=generator), dim=1) for size in sizes
+            ]
+        self.enumerated = total <= enumerate_limit
+        indices = make_permutation_indices(architecture, permutations)
+        # int32 halves the memory of many precomputed permutations; gathered rows are widened per batch.
+        self.indices = indices.to(torch.int32) if indices.shape[1] < 2**31 else indices
+
+    @property
+    def num_permutations(self) -> int:
+        """Precomputed permutations."""
+        return int(self.indices.shape[0])
+
+    def __call__(self, vectors: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One random precomputed permutation per network: (batch, num_parameters) → (batch, num_parameters)."""
+        choice = torch.randint(self.num_permutations, (vectors.shape[0],), generator=generator)
+        return vectors.gather(1, self.indices[choice].to(device=vectors.device, dtype=torch.long))
+
+
+class RandomErasing:
+    """With probability ``probability``, sets a random contiguous block of each vector to 0.
+
+    Args:
+        probability: Chance that a network is erased (paper: 0.5).
+        scale: (low, high) of the block length relative to num_parameters, drawn uniformly (paper: 0.03–0.3).
+    """
+
+    def __init__(self, probability: float = 0.5, scale: tuple[float, float] = (0.03, 0.3)) -> None:
+        if not 0.0 <= probability <= 1.0 or not 0.0 <= scale[0] <= scale[1] <= 1.0:
+            raise ValueError(f"Need 0 ≤ probability ≤ 1 and 0 ≤ low ≤ high ≤ 1, got {probability}, {scale}.")
+        self.probability = probability
+        self.scale = tuple(scale)
+
+    def __call__(self, vectors: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(batch, num_parameters) → a copy with the erased blocks at 0."""
+        if self.probability == 0.0:
+            return vectors
+        batch, num_parameters = vectors.shape
+        erase = torch.rand(batch, generator=generator) < self.probability
+        relative = torch.empty(batch).uniform_(self.scale[0], self.scale[1], generator=generator)
+        length = (relative * num_parameters).round().long().clamp(0, num_parameters)
+        start = (torch.rand(batch, generator=generator) * (num_parameters - length + 1)).floor().long()
+        positions = torch.arange(num_parameters)
+        inside = (positions >= start[:, None]) & (positions < (start + length)[:, None]) & erase[:, None]
+        return vectors.masked_fill(inside.to(vectors.device), 0.0)
+
+
+class GaussianNoise:
+    """Multiplicative w·(1 + σ_m ε) then additive w + σ_a ε Gaussian noise; σ = 0 leaves the weights exact.
+
+    Args:
+        additive_std: σ_a (paper ablation: 0.05).
+        multiplicative_std: σ_m (follow-ups: ≈ 0.1).
+    """
+
+    def __init__(self, additive_std: float = 0.0, multiplicative_std: float = 0.0) -> None:
+        if additive_std < 0 or multiplicative_std < 0:
+            raise ValueError(f"Noise scales must be ≥ 0, got {additive_std}, {multiplicative_std}.")
+        self.additive_std = additive_std
+        self.multiplicative_std = multiplicative_std
+
+    def __call__(self, vectors: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(batch, num_parameters) → noisy copy (the input itself when both scales are 0)."""
+        # Skipped, not multiplied by 0: w + 0·ε would turn -0.0 into +0.0 and the identity would not be exact.
+        if self.multiplicative_std:
+            noise = torch.randn(vectors.shape, generator=generator).to(vectors)
+            vectors = vectors * (1.0 + self.multiplicative_std * noise)
+        if self.additive_std:
+            noise = torch.randn(vectors.shape, generator=generator).to(vectors)
+            vectors = vectors + self.additive_std * noise
+        return vectors
+
+
+def make_augmentations(
+    architecture: Any,
+    permute: bool = True,
+    num_permutations: int = 1000,
+    erasing_probability: float = 0.5,
+    erasing_scale: tuple[float, float] = (0.03, 0.3),
+    additive_noise_std: float = 0.0,
+    multiplicative_noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> list[Augmentation]:
+    """The paper's augmentation chain: permutation → noise → erasing (erased weights stay exactly 0).
+
+    Args:
+        architecture: A ``NetworkSpec`` or its architecture record.
+        permute: Include :class:`NeuronPermutation`.
+        num_permutations: Random permutations to precompute when they are too many to enumerate.
+        erasing_probability: p of :class:`RandomErasing` (0 disables it).
+        erasing_scale: Relative block length range.
+        additive_noise_std: σ of additive noise (0 disables it).
+        multiplicative_noise_std: σ of multiplicative noise (0 disables it).
+        generator: Source of the precomputed permutations.
+    """
+    augmentations: list[Augmentation] = []
+    if permute:
+        augmentations.append(NeuronPermutation(architecture, num_permutations, generator=generator))
+    if additive_noise_std or multiplicative_noise_std:
+        augmentations.append(GaussianNoise(additive_noise_std, multiplicative_noise_std))
+    if erasing_probability:
+        augmentations.append(RandomErasing(erasing_probability, erasing_scale))
+    return augmentations
+
+
+def stack_vectors(batch: Any) -> torch.Tensor:
+    """A batch as (batch, num_parameters) float32: a tensor/array, a list of vectors or of rows with "weights"."""
+    if isinstance(batch, torch.Tensor | np.ndarray):
+        return torch.as_tensor(batch, dtype=torch.float32)
+    rows = [row["weights"] if isinstance(row, Mapping) else row for row in batch]
+    return torch.stack([torch.as_tensor(np.asarray(row), dtype=torch.float32) for row in rows])
+
+
+class TwoViewCollator:
+    """Collates flat vectors into two independently augmented views plus the clean vectors.
+
+    Each view is its own copy (never sharing storage with the other view or the clean vectors), so an
+    ablation without augmentations still compares two distinct tensors. With a ``processor``, vectors are
+    first normalised by it (when its config normalises), augmented in that space, and also returned as tokens.
+
+    Args:
+        augmentations: Transforms applied in order to each view (e.g. :func:`make_augmentations`).
+        generator: The only source of randomness (default: seeded with 0). With DataLoader workers, give each
+            worker its own (e.g. reseed in ``worker_init_fn``), or the workers repeat each other's draws.
+        processor: Optional ``NeuronTokenProcessor`` to tokenise the clean vectors and both views.
+
+    Returns (``__call__``):
+        ``clean_vectors``, ``view_1_vectors``, ``view_2_vectors``: (batch, num_parameters) float32; with a
+        processor also the keyword arguments of ``HyperRepForPreTraining.forward``: ``input_tokens`` (view 1,
+        (batch, num_tokens, token_dim)), ``attention_mask`` (batch, num_tokens), ``position_ids``
+        (batch, num_tokens, 3), ``labels`` (the clean tokens) and ``input_tokens_view2``,
+        ``attention_mask_view2``, ``position_ids_view2``.
+    """
+
+    def __init__(
+        self,
+        augmentations: Sequence[Augmentation],
+        generator: torch.Generator | None = None,
+        processor: Any | None = None,
+    ) -> None:
+        self.augmentations = list(augmentations)
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.processor = processor
+
+    def augment(self, vectors: torch.Tensor) -> torch.Tensor:
+        """One view: a fresh copy of ``vectors`` (batch, num_parameters) through every augmentation."""
+        view = vectors.clone()
+        for augmentation in self.augmentations:
+            view = augmentation(view, self.generator)
+        return view
+
+    def __call__(self, batch: Any) -> dict[str, torch.Tensor]:
+        """See the class docstring."""
+        clean = stack_vectors(batch)
+        if self.processor is not None:
+            clean = self.processor.normalize_vectors(self.processor.networks_to_vectors(clean))
+        output = {"clean_vectors": clean, "view_1_vectors": self.augment(clean), "view_2_vectors": self.augment(clean)}
+        if self.processor is not None:
+            # Keyword names of HyperRepForPreTraining.forward: view 1 in, clean tokens as the target, view 2.
+            view_1 = self.processor.vectors_to_tokens(output["view_1_vectors"], normalize=False)
+            view_2 = self.processor.vectors_to_tokens(output["view_2_vectors"], normalize=False)
+            output.update(view_1)
+            output["labels"] = self.processor.vectors_to_tokens(clean, normalize=False)["input_tokens"]
+            output.update({f"{name}_view2": value for name, value in view_2.items()})
+        return output
