@@ -284,9 +284,9 @@ class TwoViewCollator:
         output = {"clean_vectors": clean, "view_1_vectors": self.augment(clean), "view_2_vectors": self.augment(clean)}
         if self.processor is not None:
             # Keyword names of HyperRepForPreTraining.forward: view 1 in, clean tokens as the target, view 2.
-            view_1 = self.processor.vectors_to_tokens(output["view_1_vectors"], normalize=False)
-            view_2 = self.processor.vectors_to_tokens(output["view_2_vectors"], normalize=False)
+            view_1 = self.processor.vectors_to_tokens(output["view_1_vectors"], normalize=False, check=False)
+            view_2 = self.processor.vectors_to_tokens(output["view_2_vectors"], normalize=False, check=False)
             output.update(view_1)
-            output["labels"] = self.processor.vectors_to_tokens(clean, normalize=False)["input_tokens"]
+            output["labels"] = self.processor.vectors_to_tokens(clean, normalize=False, check=False)["input_tokens"]
             output.update({f"{name}_view2": value for name, value in view_2.items()})
         return output

@@ -390,6 +390,9 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
                 f"Flat weight vectors must have shape (batch, {self._num_parameters}), got {list(vectors.shape)}."
             )
         vectors = vectors.detach().to(torch.float32)
+        # A finite sum proves every entry finite (NaN and ±Inf propagate) at a fraction of an elementwise test.
+        if bool(torch.isfinite(vectors.sum(dtype=torch.float64))):
+            return vectors
         finite = torch.isfinite(vectors)
         if not bool(finite.all()):
             row, column = (~finite).nonzero()[0].tolist()
@@ -418,14 +421,19 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
         """Inverse of :meth:`normalize_vectors` (to within float32 rounding)."""
         return vectors * self._std + self._mean if self.normalize else vectors
 
-    def vectors_to_tokens(self, vectors: torch.Tensor, normalize: bool | None = None) -> BatchFeature:
+    def vectors_to_tokens(
+        self, vectors: torch.Tensor, normalize: bool | None = None, check: bool = True
+    ) -> BatchFeature:
         """Tokens of flat vectors (batch, num_parameters), normalised when ``normalize`` (default: config).
+
+        ``check=False`` skips the shape and finiteness checks, for vectors derived from checked ones
+        (augmented views in the training collator).
 
         Returns:
             ``BatchFeature`` with input_tokens (batch, num_tokens, token_dim) float32, attention_mask
             (batch, num_tokens) int64 and position_ids (batch, num_tokens, 3) int64.
         """
-        vectors = self._check_vectors(torch.as_tensor(vectors))
+        vectors = self._check_vectors(torch.as_tensor(vectors)) if check else vectors
         if self.normalize if normalize is None else normalize:
             vectors = self.normalize_vectors(vectors)
         batch = vectors.shape[0]
