@@ -1,5 +1,17 @@
 """hyperrep_hf: hyper-representations of model zoos, in the Hugging Face ecosystem."""
 
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+
+from .configuration_hyperrep import HyperRepConfig
+from .modeling_hyperrep import (
+    HyperRepForPreTraining,
+    HyperRepForPreTrainingOutput,
+    HyperRepModel,
+    HyperRepModelOutput,
+    make_position_ids,
+    make_value_mask,
+    reconstruction_r2,
+)
 from .networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, make_module
 from .processing_hyperrep import NeuronTokenProcessor, register_processor
 
@@ -13,3 +25,9 @@ __version__ = "0.1.0"
 
 __all__ = ["MNIST_CNN", "SMALL_CNN_ZOO", "TETRIS_MLP", "NetworkSpec", "__version__", "make_module"]
 __all__ += ["NeuronTokenProcessor"]
+__all__ += ["HyperRepConfig", "HyperRepForPreTraining", "HyperRepForPreTrainingOutput", "HyperRepModel"]
+__all__ += ["HyperRepModelOutput", "make_position_ids", "make_value_mask", "reconstruction_r2"]
+
+AutoConfig.register("hyperrep", HyperRepConfig, exist_ok=True)
+AutoModel.register(HyperRepConfig, HyperRepModel, exist_ok=True)
+AutoModelForPreTraining.register(HyperRepConfig, HyperRepForPreTraining, exist_ok=True)
