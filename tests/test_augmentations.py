@@ -2,6 +2,7 @@
 erasing geometry, independent views."""
 
 import math
+from copy import deepcopy
 
 import pytest
 import torch
@@ -198,3 +199,29 @@ def test_collator_with_a_processor_returns_tokens_of_each_view():
     assert output["position_ids_view2"].shape == (10, processor.num_tokens, 3)
     for tokens, vectors_name in (("labels", "clean"), ("input_tokens", "view_1"), ("input_tokens_view2", "view_2")):
         assert torch.equal(processor.to_vectors(output[tokens], denormalize=False), output[f"{vectors_name}_vectors"])
+
+
+def test_a_plain_module_with_dropout_is_keyed_by_parameter_name():
+    """Architecture derived from an nn.Sequential's state_dict (module indices shifted by Dropout/Flatten)."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3),
+        torch.nn.Tanh(),
+        torch.nn.Dropout(0.3),
+        torch.nn.Conv2d(3, 4, 2),
+        torch.nn.Flatten(),
+        torch.nn.Dropout(0.3),
+        torch.nn.Linear(4 * 4 * 4, 5),
+        torch.nn.Tanh(),
+        torch.nn.Linear(5, 2),
+    ).eval()
+    processor = NeuronTokenProcessor.from_network(module)
+    assert [layer["flatten_block"] for layer in processor.architecture["parameter_layers"]] == [1, 1, 16, 1]
+    permutation = NeuronPermutation(processor, num_permutations=10)
+    inputs = torch.randn(6, 2, 7, 7)
+    permuted = processor.networks_to_vectors(module)[0][permutation.indices.long()]
+    for state_dict in processor.vectors_to_state_dicts(permuted):
+        permuted_module = deepcopy(module)
+        permuted_module.load_state_dict(state_dict)
+        assert torch.allclose(permuted_module(inputs), module(inputs), rtol=0, atol=1e-5)
+    assert int((permuted != processor.networks_to_vectors(module)).any(dim=1).sum()) >= 9
