@@ -305,3 +305,38 @@ def test_a_few_adam_steps_reduce_the_reconstruction_loss(variant):
 def test_reference_tetris_model_size_is_in_the_papers_range():
     parameters = sum(p.numel() for p in HyperRepForPreTraining(HyperRepConfig()).parameters())
     assert 225_000 <= parameters <= 65_000_000
+
+
+@pytest.mark.parametrize(
+    ("spec_name", "layout", "token_dim"),
+    [
+        ("TETRIS_MLP", "per_layer", None),
+        ("MNIST_CNN", "per_layer", None),
+        ("MNIST_CNN", "padded", 32),
+        ("TETRIS_MLP", "weight", None),
+    ],
+)
+def test_processor_tokens_feed_the_model(spec_name, layout, token_dim):
+    """Integration with the NeuronTokenProcessor written against the same contract: processor → model → loss."""
+    from hyperrep_hf import NeuronTokenProcessor, make_module
+
+    spec = getattr(hyperrep_hf, spec_name)
+    networks = [make_module(spec) for _ in range(3)]
+    processor = NeuronTokenProcessor.from_network(networks[0], token_layout=layout, token_dim=token_dim)
+    inputs = processor(networks, return_tensors="pt")
+    config = HyperRepConfig(
+        **processor.model_config_kwargs(), **TINY, variant="attw_t" if layout == "weight" else "attn_t"
+    )
+    assert config.num_parameters == processor.num_parameters
+    assert torch.equal(inputs["position_ids"][0], make_position_ids(config))
+    assert (inputs["input_tokens"][:, ~make_value_mask(config)] == 0).all()
+    if spec_name == "TETRIS_MLP" and layout == "per_layer":  # the test helper agrees with the processor
+        assert torch.equal(
+            make_tokens(processor.networks_to_vectors(networks), TETRIS, layout)[0], inputs["input_tokens"]
+        )
+    model = HyperRepForPreTraining(config).eval()
+    view2 = {f"{key}_view2": value for key, value in inputs.items()}
+    output = model(**inputs, **view2, labels=inputs["input_tokens"])
+    assert torch.isfinite(output.loss) and output.reconstruction.shape == inputs["input_tokens"].shape
+    vectors = processor.to_vectors(output.reconstruction)
+    assert vectors.shape == (3, config.num_parameters)
