@@ -217,9 +217,7 @@ class NetworkSpec:
             "num_parameters": self.num_parameters,
             "num_classes": self.num_classes,
             "activation_positions": self.activation_positions,
-            "parameters": [
-                {"name": name, "shape": list(shape)} for name, shape in self.parameter_shapes.items()
-            ],
+            "parameters": [{"name": name, "shape": list(shape)} for name, shape in self.parameter_shapes.items()],
             "parameter_layers": [
                 {**asdict(layer), "weight_shape": list(layer.weight_shape)} for layer in self._parameter_layers
             ],
@@ -445,9 +443,7 @@ def check_state_dict(spec: NetworkSpec, state_dict: dict[str, torch.Tensor]) -> 
         if name not in state_dict:
             problems.append(f"missing parameter {name!r} (expected shape {list(shape)})")
         elif tuple(state_dict[name].shape) != shape:
-            problems.append(
-                f"parameter {name!r} has shape {list(state_dict[name].shape)}, expected {list(shape)}"
-            )
+            problems.append(f"parameter {name!r} has shape {list(state_dict[name].shape)}, expected {list(shape)}")
     for name in state_dict:
         if name not in expected:
             problems.append(f"unexpected parameter {name!r} with shape {list(state_dict[name].shape)}")
@@ -460,14 +456,27 @@ TETRIS_MLP = NetworkSpec.parse((1, 4, 4), ["flatten", "linear:5:nobias", "act", 
 
 MNIST_CNN = NetworkSpec.parse(
     (1, 28, 28),
-    ["conv:8:5", "maxpool:2", "act", "conv:6:5", "maxpool:2", "act", "conv:4:2", "act", "flatten", "linear:20", "act",
-     "linear:10"],
+    [
+        "conv:8:5",
+        "maxpool:2",
+        "act",
+        "conv:6:5",
+        "maxpool:2",
+        "act",
+        "conv:4:2",
+        "act",
+        "flatten",
+        "linear:20",
+        "act",
+        "linear:10",
+    ],
     "mnist_cnn",
 )
 """The paper's 2464-parameter CNN for 28×28 images (MNIST-SEED, FASHION-SEED, MNIST-HYP)."""
 
 SMALL_CNN_ZOO = NetworkSpec.parse(
-    (1, 28, 28), ["conv:16:3:s2", "act", "conv:16:3:s2", "act", "conv:16:3:s2", "act", "gap", "dropout", "linear:10"],
+    (1, 28, 28),
+    ["conv:16:3:s2", "act", "conv:16:3:s2", "act", "conv:16:3:s2", "act", "gap", "dropout", "linear:10"],
     "small_cnn_zoo",
 )
 """Unterthiner et al.'s Small CNN Zoo network (4970 parameters on one-channel 28×28 inputs)."""

@@ -282,9 +282,9 @@ class Population:
             chunk = images[start : start + batch]
             logits = self.forward(chunk, shared=True)
             target = labels[start : start + batch]
-            loss = F.cross_entropy(
-                logits.flatten(0, 1), target.repeat(self.size), reduction="none"
-            ).view(self.size, -1)
+            loss = F.cross_entropy(logits.flatten(0, 1), target.repeat(self.size), reduction="none").view(
+                self.size, -1
+            )
             total_loss += loss.sum(dim=1)
             predictions.append(logits.argmax(dim=2))
         predicted = torch.cat(predictions, dim=1)  # (N, num_examples)
@@ -394,13 +394,20 @@ def train_alone(
     module.load_state_dict(initial)
     if config.optimizer == "adam":
         optimizer = torch.optim.Adam(
-            module.parameters(), lr=config.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS,
-            weight_decay=config.weight_decay, foreach=False,
+            module.parameters(),
+            lr=config.learning_rate,
+            betas=ADAM_BETAS,
+            eps=ADAM_EPS,
+            weight_decay=config.weight_decay,
+            foreach=False,
         )
     else:
         optimizer = torch.optim.SGD(
-            module.parameters(), lr=config.learning_rate, momentum=SGD_MOMENTUM,
-            weight_decay=config.weight_decay, foreach=False,
+            module.parameters(),
+            lr=config.learning_rate,
+            momentum=SGD_MOMENTUM,
+            weight_decay=config.weight_decay,
+            foreach=False,
         )
     module.train()
     for epoch in range(1, epochs + 1):

@@ -26,8 +26,14 @@ def _train_population(spec, configs, images, labels, epochs):
 def test_population_matches_networks_trained_alone_mlp(optimizer, learning_rate, weight_decay, init):
     images, labels = _random_data(TETRIS_MLP, 70)
     configs = [
-        NetworkConfig(seed=seed, optimizer=optimizer, learning_rate=learning_rate * (1 + seed / 10),
-                      weight_decay=weight_decay, init=init, batch_size=16)
+        NetworkConfig(
+            seed=seed,
+            optimizer=optimizer,
+            learning_rate=learning_rate * (1 + seed / 10),
+            weight_decay=weight_decay,
+            init=init,
+            batch_size=16,
+        )
         for seed in (1, 2, 3)
     ]
     population = _train_population(TETRIS_MLP, configs, images, labels, epochs=3)
@@ -99,8 +105,15 @@ def test_mixed_activation_is_refused():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("learning_rate", -1.0), ("learning_rate", float("nan")), ("dropout", 1.0), ("activation", "swish"),
-     ("optimizer", "lbfgs"), ("batch_size", 0), ("init", "zeros")],
+    [
+        ("learning_rate", -1.0),
+        ("learning_rate", float("nan")),
+        ("dropout", 1.0),
+        ("activation", "swish"),
+        ("optimizer", "lbfgs"),
+        ("batch_size", 0),
+        ("init", "zeros"),
+    ],
 )
 def test_invalid_hyper_parameter_names_field(field, value):
     with pytest.raises(ValueError, match=field):

@@ -1,0 +1,1 @@
+"""Card templates, shipped inside the package as ``hyperrep_hf.card_templates``."""

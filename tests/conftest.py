@@ -1,0 +1,14 @@
+import os
+import tempfile
+
+# HF libraries read these at import time: never touch the network, never write into the user's cache.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hyperrep-test-hf-"))
+os.environ.setdefault("HYPERREP_CACHE", tempfile.mkdtemp(prefix="hyperrep-test-cache-"))
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import torch
+
+# The tests use tiny tensors, for which one thread is fastest and least sensitive to a busy machine.
+torch.set_num_threads(1)
