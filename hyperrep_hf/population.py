@@ -124,10 +124,12 @@ class Population:
             init_parameters(spec, config.init, torch.Generator().manual_seed(config.seed), config.bias_init)
             for config in configs
         ]
-        self.parameters: dict[str, torch.Tensor] = {
-            name: torch.stack([params[name] for params in initial]).to(self.device).requires_grad_()
-            for name in spec.parameter_shapes
-        }
+        # All parameters live in one (N, num_parameters) leaf in flat-vector order; the per-layer tensors are views
+        # of it. The optimizer then runs a handful of kernels on one tensor instead of a handful per parameter.
+        flat = torch.stack(
+            [torch.cat([params[name].reshape(-1) for name in spec.parameter_shapes]) for params in initial]
+        )
+        self.flat_parameters = flat.to(self.device).requires_grad_()
         column = (self.size,)
         self.learning_rate = torch.tensor([c.learning_rate for c in configs], dtype=torch.float32).view(column)
         self.weight_decay = torch.tensor([c.weight_decay for c in configs], dtype=torch.float32).view(column)
@@ -136,9 +138,19 @@ class Population:
             t.to(self.device) for t in (self.learning_rate, self.weight_decay, self.dropout)
         )
         self.step_count = 0
-        self.first_moment = {name: torch.zeros_like(p) for name, p in self.parameters.items()}
-        self.second_moment = {name: torch.zeros_like(p) for name, p in self.parameters.items()}
+        self.first_moment = torch.zeros_like(self.flat_parameters)
+        self.second_moment = torch.zeros_like(self.flat_parameters)
         self.alive = torch.ones(self.size, dtype=torch.bool, device=self.device)
+
+    @property
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """Stacked per-parameter views of the flat parameters: name → (N, *shape)."""
+        views, offset = {}, 0
+        for name, shape in self.spec.parameter_shapes.items():
+            size = math.prod(shape)
+            views[name] = self.flat_parameters[:, offset : offset + size].view(self.size, *shape)
+            offset += size
+        return views
 
     # ---------------------------------------------------------------- forward
 
@@ -158,6 +170,7 @@ class Population:
         """
         num_networks = self.size
         batch = inputs.shape[0] if shared else inputs.shape[1]
+        parameters = self.parameters
         hidden = inputs
         # Layouts: "flat" (N, B, F); "conv" (B, N·C, H, W); "shared_flat" (B, F); "shared_conv" (B, C, H, W).
         if len(self.spec.input_shape) == 1:
@@ -169,8 +182,8 @@ class Population:
             hidden = inputs.transpose(0, 1).reshape(batch, num_networks * inputs.shape[2], *inputs.shape[3:])
         for index, layer in enumerate(self.spec.layers):
             if layer.kind == "linear":
-                weight = self.parameters[f"layers.{index}.weight"].transpose(1, 2)
-                bias = self.parameters[f"layers.{index}.bias"].unsqueeze(1) if layer.bias else None
+                weight = parameters[f"layers.{index}.weight"].transpose(1, 2)
+                bias = parameters[f"layers.{index}.bias"].unsqueeze(1) if layer.bias else None
                 if layout == "shared_flat":  # (B, F) @ (N, F, out) broadcasts to (N, B, out)
                     hidden = torch.matmul(hidden, weight) if bias is None else torch.add(bias, hidden @ weight)
                     layout = "flat"
@@ -179,8 +192,8 @@ class Population:
                 else:
                     hidden = torch.baddbmm(bias, hidden, weight)
             elif layer.kind == "conv":
-                weight = self.parameters[f"layers.{index}.weight"]
-                bias = self.parameters[f"layers.{index}.bias"].reshape(-1) if layer.bias else None
+                weight = parameters[f"layers.{index}.weight"]
+                bias = parameters[f"layers.{index}.bias"].reshape(-1) if layer.bias else None
                 groups = 1 if layout == "shared_conv" else num_networks  # shared input: one dense conv
                 hidden = F.conv2d(
                     hidden, weight.reshape(-1, *weight.shape[2:]), bias, layer.stride, layer.padding, groups=groups
@@ -225,41 +238,47 @@ class Population:
         num_examples = images.shape[0]
         order = torch.stack([data_order(c.seed, epoch, num_examples) for c in self.configs]).to(self.device)
         generator = torch.Generator().manual_seed(dropout_seed)
+        flat_images = images.reshape(num_examples, -1)  # index_select on rows is several times faster than x[idx]
         for start in range(0, num_examples, self.batch_size):
             batch_index = order[:, start : start + self.batch_size]  # (N, B)
-            logits = self.forward(images[batch_index], generator)
-            loss = F.cross_entropy(logits.flatten(0, 1), labels[batch_index].flatten(), reduction="none")
+            batch = batch_index.shape[1]
+            batch_images = flat_images.index_select(0, batch_index.reshape(-1)).view(
+                self.size, batch, *images.shape[1:]
+            )
+            batch_labels = labels.index_select(0, batch_index.reshape(-1)).view(self.size, batch)
+            logits = self.forward(batch_images, generator)
             # Sum over networks of each network's mean loss: network n's gradient is that of its own loss alone.
-            loss = loss.view(self.size, -1).mean(dim=1).sum()
-            gradients = torch.autograd.grad(loss, list(self.parameters.values()))
-            self._step(dict(zip(self.parameters, gradients, strict=True)))
+            # (classes in dim 1: much faster than flattening to (N·B, classes) for few classes)
+            loss = F.cross_entropy(logits.transpose(1, 2), batch_labels, reduction="none").mean(dim=1).sum()
+            (gradient,) = torch.autograd.grad(loss, [self.flat_parameters])
+            self._step(gradient)
 
     @torch.no_grad()
-    def _step(self, gradients: dict[str, torch.Tensor]) -> None:
-        """One optimizer step with per-network learning rate and weight decay (torch.optim semantics)."""
+    def _step(self, gradient: torch.Tensor) -> None:
+        """One optimizer step with per-network learning rate and weight decay (torch.optim semantics).
+
+        Args:
+            gradient: (N, num_parameters), each network's gradient of its own mean loss.
+        """
         self.step_count += 1
-        beta1, beta2 = ADAM_BETAS
-        for name, parameter in self.parameters.items():
-            shape = (self.size,) + (1,) * (parameter.dim() - 1)
-            gradient = gradients[name]
-            if bool((self.weight_decay > 0).any()):
-                gradient = gradient + self.weight_decay.view(shape) * parameter
-            learning_rate = self.learning_rate.view(shape)
-            if self.optimizer == "adam":
-                first, second = self.first_moment[name], self.second_moment[name]
-                first.lerp_(gradient, 1 - beta1)
-                second.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
-                bias_correction1 = 1 - beta1**self.step_count
-                bias_correction2 = 1 - beta2**self.step_count
-                denominator = (second.sqrt() / math.sqrt(bias_correction2)).add_(ADAM_EPS)
-                parameter.sub_(learning_rate / bias_correction1 * first / denominator)
-            else:
-                momentum = self.first_moment[name]
-                if self.step_count == 1:
-                    momentum.copy_(gradient)
-                else:
-                    momentum.mul_(SGD_MOMENTUM).add_(gradient)
-                parameter.sub_(learning_rate * momentum)
+        parameter = self.flat_parameters
+        if bool((self.weight_decay > 0).any()):
+            gradient = gradient + self.weight_decay.unsqueeze(1) * parameter
+        learning_rate = self.learning_rate.unsqueeze(1)
+        if self.optimizer == "adam":
+            beta1, beta2 = ADAM_BETAS
+            self.first_moment.lerp_(gradient, 1 - beta1)
+            self.second_moment.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
+            bias_correction1 = 1 - beta1**self.step_count
+            bias_correction2 = 1 - beta2**self.step_count
+            denominator = (self.second_moment.sqrt() / math.sqrt(bias_correction2)).add_(ADAM_EPS)
+            parameter.sub_(learning_rate / bias_correction1 * self.first_moment / denominator)
+        elif self.step_count == 1:
+            self.first_moment.copy_(gradient)
+            parameter.sub_(learning_rate * self.first_moment)
+        else:
+            self.first_moment.mul_(SGD_MOMENTUM).add_(gradient)
+            parameter.sub_(learning_rate * self.first_moment)
 
     # ---------------------------------------------------------------- evaluation
 
@@ -308,7 +327,7 @@ class Population:
 
     def flat_weights(self) -> torch.Tensor:
         """Every network's parameters as flat vectors: (N, num_parameters), float32 on the CPU."""
-        return torch.cat([p.detach().reshape(self.size, -1) for p in self.parameters.values()], dim=1).cpu()
+        return self.flat_parameters.detach().cpu().clone()
 
     @torch.no_grad()
     def drop_diverged(self, *metrics: torch.Tensor) -> torch.Tensor:
@@ -318,24 +337,21 @@ class Population:
             (N,) bool, the networks dropped by this call.
         """
         finite = torch.ones(self.size, dtype=torch.bool, device=self.device)
-        for tensor in (*self.parameters.values(), *metrics):
+        for tensor in (self.flat_parameters, *metrics):
             finite &= torch.isfinite(tensor.reshape(self.size, -1)).all(dim=1)
         newly_dropped = self.alive & ~finite
         if bool(newly_dropped.any()):
             self.alive &= finite
-            for name, parameter in self.parameters.items():
-                parameter[newly_dropped] = 0.0
-                self.first_moment[name][newly_dropped] = 0.0
-                self.second_moment[name][newly_dropped] = 0.0
+            for tensor in (self.flat_parameters, self.first_moment, self.second_moment):
+                tensor[newly_dropped] = 0.0
             self.learning_rate[newly_dropped] = 0.0
             self.weight_decay[newly_dropped] = 0.0
         return newly_dropped.cpu()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Everything needed to continue training exactly: parameters, optimizer moments, step, alive mask."""
-        state = {f"param/{n}": p.detach().cpu() for n, p in self.parameters.items()}
-        state |= {f"first/{n}": t.cpu() for n, t in self.first_moment.items()}
-        state |= {f"second/{n}": t.cpu() for n, t in self.second_moment.items()}
+        state = {"parameters": self.flat_parameters.detach().cpu(), "first_moment": self.first_moment.cpu()}
+        state |= {"second_moment": self.second_moment.cpu()}
         state |= {"alive": self.alive.cpu(), "step_count": torch.tensor(self.step_count)}
         state |= {"learning_rate": self.learning_rate.cpu(), "weight_decay": self.weight_decay.cpu()}
         return state
@@ -343,10 +359,9 @@ class Population:
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restores :meth:`state_dict`."""
-        for name, parameter in self.parameters.items():
-            parameter.copy_(state[f"param/{name}"])
-            self.first_moment[name].copy_(state[f"first/{name}"])
-            self.second_moment[name].copy_(state[f"second/{name}"])
+        self.flat_parameters.copy_(state["parameters"])
+        self.first_moment.copy_(state["first_moment"])
+        self.second_moment.copy_(state["second_moment"])
         self.alive.copy_(state["alive"])
         self.learning_rate.copy_(state["learning_rate"])
         self.weight_decay.copy_(state["weight_decay"])

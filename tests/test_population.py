@@ -89,7 +89,7 @@ def test_diverging_network_is_dropped_and_contained():
     configs = [NetworkConfig(seed=1, learning_rate=1e-2), NetworkConfig(seed=2, learning_rate=1e-2)]
     population = Population(TETRIS_MLP, configs)
     with torch.no_grad():
-        population.parameters["layers.1.weight"][1, 0, 0] = float("nan")
+        population.flat_parameters[1, 0] = float("nan")
     population.train_epoch(images, labels, epoch=1)
     dropped = population.drop_diverged()
     assert dropped.tolist() == [False, True]
