@@ -28,6 +28,7 @@ def _zoo_build(arguments: argparse.Namespace) -> int:
     from .recipes import BuildOptions, load_recipe
     from .zoo import build_zoo
 
+    _set_threads(arguments.threads)
     options = BuildOptions(
         num_models=arguments.num_models,
         epochs=arguments.epochs,
@@ -46,6 +47,15 @@ def _zoo_build(arguments: argparse.Namespace) -> int:
         progress=not arguments.quiet,
     )
     return 0
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be ≥ 1, got {threads}.")
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -68,6 +78,7 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--data-dir", help="folder with MNIST / Fashion-MNIST IDX files")
     build.add_argument("--overwrite", action="store_true", help="replace a different zoo of the same name")
     build.add_argument("--quiet", action="store_true", help="no progress bar or summary lines")
+    build.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     build.set_defaults(handler=_zoo_build)
     return parser
 
