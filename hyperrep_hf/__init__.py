@@ -31,3 +31,11 @@ __all__ += ["HyperRepModelOutput", "make_position_ids", "make_value_mask", "reco
 AutoConfig.register("hyperrep", HyperRepConfig, exist_ok=True)
 AutoModel.register(HyperRepConfig, HyperRepModel, exist_ok=True)
 AutoModelForPreTraining.register(HyperRepConfig, HyperRepForPreTraining, exist_ok=True)
+
+# Probe heads (model_type "hyperrep_probe") and the "network-property-prediction" pipeline.
+from .pipelines import NetworkPropertyPredictionPipeline, register_pipeline  # noqa: E402
+from .probe_heads import HyperRepProbeConfig, HyperRepProbeModel, register_probe_heads  # noqa: E402
+
+register_probe_heads()
+register_pipeline()
+__all__ += ["HyperRepProbeConfig", "HyperRepProbeModel", "NetworkPropertyPredictionPipeline"]

@@ -1,0 +1,1042 @@
+"""Evaluating a hyper-representation on a zoo: linear probes on z against the baselines (paper §5, Tables 2–7).
+
+```
+ model folder ──► processor → HyperRepModel (eval mode, batches) ──► z of the un-augmented weights ─┐
+ zoo (train / validation / test, by model) ──► W, s(W), kernel PCA ×3, UMAP ───────────────────────┤
+                                                                                                 ▼
+                   the same linear probes (ridge α / softmax C chosen on validation) per target and method
+                                                                                                 │
+ out_dir: results.json  results.md  embedding_map.png  hyperrep_predictions.png ◄──────────────────┤
+ model folder: probes/<zoo>/<target>/  probes/index.json  eval/results.json  eval/*.png  README.md ◄┘
+```
+
+:func:`evaluate_model` is the library side of ``hyperrep evaluate MODEL_DIR --zoo ZOO_DIR[:CONFIG] --out DIR``;
+:func:`evaluate_ood` fits probes on one zoo and scores them on others (Kendall τ of test accuracy, Table 7).
+Targets are the zoo's metrics (epoch, test accuracy, generalisation gap, per-class F1) and every hyper-parameter
+that varies in the zoo; numbers are test R² (accuracy for categorical targets), Kendall τ beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .baselines import compute_baseline_features
+from .probing import ProbeReport, ProbeResult, fit_probes
+
+logger = logging.getLogger("hyperrep_hf")
+
+RESULTS_FORMAT_VERSION = 1
+HYPERREP_METHOD = "hyperrep"
+BASELINES: tuple[str, ...] = ("W", "s(W)", "pca_linear", "pca_cosine", "pca_rbf", "umap")
+"""Baselines of ``hyperrep evaluate``, in table order (``s(W)_unterthiner`` may be asked for explicitly)."""
+METRIC_TARGETS: tuple[str, ...] = ("epoch", "test_accuracy", "generalization_gap")
+NUMERIC_HYPERPARAMETERS: tuple[str, ...] = ("learning_rate", "weight_decay", "dropout", "train_fraction")
+CATEGORICAL_HYPERPARAMETERS: tuple[str, ...] = ("activation", "init", "optimizer")
+METHOD_TITLES = {
+    "W": "W",
+    "s(W)": "s(W)",
+    "s(W)_unterthiner": "s(W) Unterthiner",
+    "pca_linear": "PCA linear",
+    "pca_cosine": "PCA cosine",
+    "pca_rbf": "PCA rbf",
+    "umap": "UMAP",
+    HYPERREP_METHOD: "hyperrep",
+}
+
+# Paper §6 (test R² in %; accuracy in % for categorical targets), keyed by zoo_info["recipe"]["name"].
+PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
+    "tetris_seed": {
+        "W": dict(zip(("epoch", "test_accuracy", "generalization_gap", "f1_class_0", "f1_class_1", "f1_class_2",
+                       "f1_class_3"), (55.4, 49.1, 43.9, 26.6, 41.4, 41.5, 53.9), strict=True)),
+        "s(W)": dict(zip(("epoch", "test_accuracy", "generalization_gap", "f1_class_0", "f1_class_1", "f1_class_2",
+                          "f1_class_3"), (96.4, 86.9, 81.0, 62.5, 63.1, 60.9, 75.2), strict=True)),
+        "EcD": dict(zip(("epoch", "test_accuracy", "generalization_gap", "f1_class_0", "f1_class_1", "f1_class_2",
+                         "f1_class_3"), (97.0, 90.2, 81.9, 70.7, 75.9, 69.4, 86.6), strict=True)),
+    },
+    "tetris_hyp": {
+        "W": {"epoch": 2.8, "test_accuracy": 11.0, "generalization_gap": 12.9, "learning_rate": -4.7,
+              "activation": 74.7, "init": 38.5},
+        "s(W)": {"epoch": 16.3, "test_accuracy": 80.2, "generalization_gap": 79.2, "learning_rate": 53.4,
+                 "activation": 73.6, "init": 46.6},
+        "EcD": {"epoch": 16.7, "test_accuracy": 83.7, "generalization_gap": 81.6, "learning_rate": 51.1,
+                "activation": 86.9, "init": 47.1},
+    },
+    "mnist_seed": {
+        "W": {"epoch": 84.5, "test_accuracy": 91.3, "generalization_gap": 56.9},
+        "s(W)": {"epoch": 97.7, "test_accuracy": 98.7, "generalization_gap": 66.2},
+        "Ec+D": {"epoch": 97.3, "test_accuracy": 98.9, "generalization_gap": 66.7},
+    },
+}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading: zoo arrays, encoder, embeddings
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ZooArrays:
+    """The rows of one zoo as numpy arrays.
+
+    Attributes:
+        name: Display name (the zoo's config name).
+        source: The zoo folder or Hub repo it was read from.
+        config: Config name inside it.
+        info: ``zoo_info.json``.
+        vectors: Split → (num_rows, num_parameters) float32 flat weights.
+        columns: Split → column name → (num_rows,) values (float64 for numbers, object for labels).
+        model_ids: Split → (num_rows,) int64.
+        total_rows: Split → rows before subsampling.
+    """
+
+    name: str
+    source: str
+    config: str
+    info: dict
+    vectors: dict[str, np.ndarray]
+    columns: dict[str, dict[str, np.ndarray]]
+    model_ids: dict[str, np.ndarray]
+    total_rows: dict[str, int]
+
+
+def parse_zoo_argument(zoo: str | os.PathLike) -> tuple[str, str | None]:
+    """Splits ``ZOO_DIR[:CONFIG]`` (or ``org/repo[:CONFIG]``) into (path or repo, config or None)."""
+    text = os.fspath(zoo)
+    head, separator, tail = text.rpartition(":")
+    if separator and head and tail and "/" not in tail and "\\" not in tail:
+        return head, tail
+    return text, None
+
+
+def subsample_by_model(model_ids: np.ndarray, max_rows: int | None, seed: int = 0) -> np.ndarray:
+    """Row indices of whole models drawn at random until ``max_rows`` rows (at least one model).
+
+    Args:
+        model_ids: (num_rows,) the model of each row.
+        max_rows: Row budget; None keeps every row.
+        seed: Seed of the draw.
+
+    Returns:
+        Sorted (num_kept,) int64 indices; every row of a drawn model is kept.
+    """
+    model_ids = np.asarray(model_ids)
+    if max_rows is None or model_ids.size <= max_rows:
+        return np.arange(model_ids.size)
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be a positive integer, got {max_rows!r}.")
+    models, counts = np.unique(model_ids, return_counts=True)
+    order = np.random.default_rng(seed).permutation(models.size)
+    budget = np.cumsum(counts[order])
+    keep = order[: max(1, int(np.searchsorted(budget, max_rows, side="right")))]
+    return np.flatnonzero(np.isin(model_ids, models[keep]))
+
+
+def _column_array(values: Any) -> np.ndarray:
+    array = np.asarray(values)
+    if array.dtype.kind in "biuf":
+        return array.astype(np.float64)
+    return np.asarray([None if value is None else value for value in array.tolist()], dtype=object)
+
+
+def load_zoo_arrays(zoo: str | os.PathLike, max_rows: int | None = None, seed: int = 0) -> ZooArrays:
+    """Reads a zoo (``DIR[:CONFIG]`` or ``REPO[:CONFIG]``) into numpy arrays, optionally subsampled by model.
+
+    Args:
+        zoo: The zoo argument of ``hyperrep evaluate``.
+        max_rows: Keep at most this many rows per split, whole models drawn at random (see
+            :func:`subsample_by_model`); None keeps everything.
+        seed: Seed of the subsampling.
+    """
+    from .zoo import load_zoo
+
+    source, config = parse_zoo_argument(zoo)
+    dataset, info = load_zoo(source, config)
+    config = config or info["name"]
+    vectors, columns, model_ids, total_rows = {}, {}, {}, {}
+    for split, rows in dataset.items():
+        table = rows.with_format("numpy")
+        keep = subsample_by_model(np.asarray(table["model_id"]), max_rows, seed)
+        total_rows[split] = len(rows)
+        weights = np.asarray(table["weights"])
+        vectors[split] = np.asarray(weights[keep], dtype=np.float32)
+        columns[split] = {name: _column_array(table[name])[keep] for name in rows.column_names if name != "weights"}
+        model_ids[split] = np.asarray(table["model_id"])[keep]
+    return ZooArrays(config, str(source), config, info, vectors, columns, model_ids, total_rows)
+
+
+def load_encoder(model_dir: str | os.PathLike) -> tuple[torch.nn.Module, Any]:
+    """The encoder (``HyperRepModel``, eval mode) and its ``NeuronTokenProcessor`` from a model folder or repo."""
+    from .modeling_hyperrep import HyperRepModel
+    from .processing_hyperrep import NeuronTokenProcessor
+
+    model = HyperRepModel.from_pretrained(os.fspath(model_dir)).eval()
+    processor = NeuronTokenProcessor.from_pretrained(os.fspath(model_dir))
+    return model, processor
+
+
+@torch.inference_mode()
+def compute_embeddings(
+    model: torch.nn.Module, processor: Any, vectors: np.ndarray, batch_size: int = 1024
+) -> np.ndarray:
+    """Hyper-representations z of flat weight vectors, in batches, with the model in eval mode.
+
+    Rows with a NaN/inf weight get NaN embeddings (the probes drop and count them) instead of failing.
+
+    Args:
+        model: ``HyperRepModel`` (or anything returning ``.embeddings``).
+        processor: Its ``NeuronTokenProcessor``.
+        vectors: (num_rows, num_parameters) flat weights.
+        batch_size: Networks per forward pass.
+
+    Returns:
+        (num_rows, latent_dim) float64.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    vectors = np.asarray(vectors, dtype=np.float32)
+    finite = np.flatnonzero(np.isfinite(vectors).all(axis=1))
+    latent_dim = int(model.config.latent_dim)
+    embeddings = np.full((vectors.shape[0], latent_dim), np.nan)
+    for start in range(0, finite.size, batch_size):
+        rows = finite[start : start + batch_size]
+        inputs = processor(torch.from_numpy(vectors[rows]), return_tensors="pt")
+        inputs = {key: value.to(device) for key, value in inputs.items()}
+        embeddings[rows] = model(**inputs).embeddings.double().cpu().numpy()
+    return embeddings
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Targets
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def select_targets(zoo: ZooArrays) -> tuple[list[str], set[str]]:
+    """The probe targets of a zoo: metrics, per-class F1, and the hyper-parameters that vary.
+
+    Returns:
+        (target names in table order, the categorical ones).
+    """
+    train_columns = zoo.columns.get("train", next(iter(zoo.columns.values())))
+    present = set(train_columns)
+    f1_targets = sorted(
+        (name for name in present if name.startswith("f1_class_")), key=lambda name: int(name.rsplit("_", 1)[1])
+    )
+    varying = zoo.info.get("hyperparameters", {})
+
+    def varies(name: str) -> bool:
+        values = varying.get(name)
+        if values is not None:
+            return len(values) > 1
+        column = train_columns[name]
+        return len({str(value) for value in column}) > 1
+
+    hyperparameters = [
+        name for name in (*NUMERIC_HYPERPARAMETERS, *CATEGORICAL_HYPERPARAMETERS) if name in present and varies(name)
+    ]
+    targets = [name for name in METRIC_TARGETS if name in present] + f1_targets + hyperparameters
+    return targets, {name for name in hyperparameters if name in CATEGORICAL_HYPERPARAMETERS}
+
+
+def _targets_by_split(zoo: ZooArrays, targets: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    return {split: {name: columns[name] for name in targets} for split, columns in zoo.columns.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationReport:
+    """What :func:`evaluate_model` produced.
+
+    Attributes:
+        document: The ``results.json`` document.
+        reports: Method → its :class:`~hyperrep_hf.probing.ProbeReport` (fitted probes included).
+        paths: Every file written.
+    """
+
+    document: dict
+    reports: dict[str, ProbeReport]
+    paths: list[Path] = field(default_factory=list)
+
+    @property
+    def results(self) -> list[ProbeResult]:
+        """Every result of every method."""
+        return [result for report in self.reports.values() for result in report.results]
+
+
+class _Stages:
+    """A tqdm bar over the evaluation's stages, one summary line per finished stage."""
+
+    def __init__(self, total: int, progress: bool, prefix: str) -> None:
+        self.bar = tqdm(total=total, desc=prefix, unit="stage", disable=None if progress else True)
+        self.progress, self.prefix, self.started = progress, prefix, time.perf_counter()
+
+    def done(self, message: str) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.bar.update(1)
+        if self.progress:
+            self.bar.write(f"[{self.prefix}] {message} ({elapsed:.1f} s)")
+        self.started = time.perf_counter()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _check_splits(zoo: ZooArrays, validation_fallback: str | None) -> None:
+    if "train" not in zoo.vectors:
+        raise ValueError(f"Zoo {zoo.name!r} has no train split (splits: {list(zoo.vectors)}); probes need one.")
+    if "validation" not in zoo.vectors and validation_fallback is None:
+        raise ValueError(
+            f"Zoo {zoo.name!r} has no validation split (splits: {list(zoo.vectors)}) to choose the probes' "
+            "regularisation. Pass validation_fallback='train' (CLI: --validation-fallback train) to choose it on "
+            "the train split instead; the report then says so."
+        )
+
+
+def _choose_baselines(baselines: Sequence[str] | None) -> list[str]:
+    from .baselines import BASELINE_NAMES
+
+    chosen = list(BASELINES if baselines is None else baselines)
+    unknown = [name for name in chosen if name not in BASELINE_NAMES]
+    if unknown:
+        raise ValueError(f"Unknown baselines {unknown}; choose from {list(BASELINE_NAMES)}.")
+    return chosen
+
+
+def evaluate_model(
+    model_dir: str | os.PathLike,
+    zoo: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    baselines: Sequence[str] | None = None,
+    max_rows: int | None = None,
+    max_fit_rows: int = 3000,
+    seed: int = 0,
+    batch_size: int = 1024,
+    validation_fallback: str | None = None,
+    save_to_model: bool = True,
+    plots: bool = True,
+    map_method: str = "auto",
+    progress: bool = True,
+) -> EvaluationReport:
+    """Probes the hyper-representation and the baselines on a zoo; writes the results, plots and probe heads.
+
+    Args:
+        model_dir: Model folder (encoder + processor; a Hub repo id is read, but nothing is saved into it).
+        zoo: ``ZOO_DIR[:CONFIG]`` or ``REPO[:CONFIG]``.
+        out_dir: Where ``results.json``, ``results.md`` and the plots go.
+        baselines: Subset of :data:`BASELINES` (plus ``"s(W)_unterthiner"``); default all. UMAP is skipped
+            with a message when umap-learn is missing.
+        max_rows: Keep at most this many rows per split (whole models, seeded) — for speed.
+        max_fit_rows: Train rows the kernel PCA / UMAP baselines are fitted on.
+        seed: Seed of subsampling and of the fitted baselines.
+        batch_size: Networks per encoder forward pass.
+        validation_fallback: None: a zoo without validation split is an error; ``"train"``: choose the probes'
+            regularisation on train (optimistic; stated in ``results.md``).
+        save_to_model: Save probe heads, ``eval/`` and the model card into ``model_dir``.
+        plots: Draw the PNG plots (matplotlib).
+        map_method: 2-D map of the embeddings: ``"umap"``, ``"pca"`` or ``"auto"`` (UMAP when installed).
+        progress: Progress bar and one line per stage.
+
+    Returns:
+        An :class:`EvaluationReport`.
+    """
+    chosen_baselines = _choose_baselines(baselines)
+    save_to_model = save_to_model and Path(model_dir).is_dir()
+    stages = _Stages(4 + len(chosen_baselines) + int(plots) + 2 * int(save_to_model), progress, "evaluate")
+    try:
+        zoo_arrays = load_zoo_arrays(zoo, max_rows, seed)
+        _check_splits(zoo_arrays, validation_fallback)
+        targets, categorical = select_targets(zoo_arrays)
+        stages.done(f"zoo {zoo_arrays.name}: {_rows_text(zoo_arrays)}; targets {', '.join(targets)}")
+        model, processor = load_encoder(model_dir)
+        _check_architecture(processor, zoo_arrays)
+        stages.done(f"encoder {model_dir}: latent_dim {model.config.latent_dim}, {processor.num_tokens} tokens")
+        started = time.perf_counter()
+        embeddings = {
+            split: compute_embeddings(model, processor, vectors, batch_size)
+            for split, vectors in zoo_arrays.vectors.items()
+        }
+        num_networks = sum(values.shape[0] for values in embeddings.values())
+        rate = num_networks / max(time.perf_counter() - started, 1e-9)
+        stages.done(f"embeddings of {num_networks} networks ({rate:,.0f} networks/s)")
+        targets_by_split = _targets_by_split(zoo_arrays, targets)
+        probe = _probe_runner(targets_by_split, categorical, validation_fallback)
+        reports: dict[str, ProbeReport] = {}
+        unavailable: dict[str, str] = {}
+        for name in chosen_baselines:
+            features = compute_baseline_features(
+                name,
+                zoo_arrays.vectors,
+                zoo_arrays.info["architecture"],
+                num_components=int(model.config.latent_dim),
+                max_fit_rows=max_fit_rows,
+                seed=seed,
+            )
+            if features is None:
+                unavailable[name] = "umap-learn is not installed (pip install umap-learn)"
+                stages.done(f"{name}: skipped, {unavailable[name]}")
+                continue
+            reports[name] = probe(features, name)
+            stages.done(f"{name}: {_headline(reports[name])}")
+        reports[HYPERREP_METHOD] = probe(embeddings, HYPERREP_METHOD)
+        stages.done(f"{HYPERREP_METHOD}: {_headline(reports[HYPERREP_METHOD])}")
+        document = _results_document(
+            model_dir, zoo_arrays, targets, categorical, reports, unavailable, validation_fallback
+        )
+        paths = _write_results(Path(out_dir), document)
+        if plots:
+            paths += write_plots(
+                Path(out_dir), zoo_arrays, embeddings, reports[HYPERREP_METHOD], targets, map_method, seed
+            )
+            stages.done(f"plots: {', '.join(path.name for path in paths if path.suffix == '.png')}")
+        if save_to_model:
+            paths += _save_probes(Path(model_dir), zoo_arrays.name, reports[HYPERREP_METHOD])
+            stages.done(f"probe heads: {len(reports[HYPERREP_METHOD].probes)} saved in {Path(model_dir) / 'probes'}")
+            paths += write_model_evaluation(Path(model_dir), document, [p for p in paths if p.suffix == ".png"])
+            stages.done(f"model card and eval/ written into {model_dir}")
+    finally:
+        stages.close()
+    if progress:
+        for path in paths:
+            print(f"wrote {path}", flush=True)
+    return EvaluationReport(document, reports, paths)
+
+
+def _check_architecture(processor: Any, zoo: ZooArrays) -> None:
+    """Refuses a zoo whose networks the encoder was not trained on, naming the first differing parameter."""
+    expected = [(p["name"], list(p["shape"])) for p in processor.architecture["parameters"]]
+    found = [(p["name"], list(p["shape"])) for p in zoo.info["architecture"]["parameters"]]
+    if expected == found:
+        return
+    for (name, shape), (zoo_name, zoo_shape) in zip(expected, found, strict=False):
+        if (name, shape) != (zoo_name, zoo_shape):
+            raise ValueError(
+                f"Zoo {zoo.name!r} does not match the encoder's architecture: parameter {zoo_name!r} has shape "
+                f"{zoo_shape}, the encoder expects {name!r} with shape {shape}."
+            )
+    raise ValueError(
+        f"Zoo {zoo.name!r} has {len(found)} parameter tensors, the encoder's architecture has {len(expected)}."
+    )
+
+
+def _rows_text(zoo: ZooArrays) -> str:
+    parts = []
+    for split, vectors in zoo.vectors.items():
+        total = zoo.total_rows[split]
+        kept = vectors.shape[0]
+        parts.append(f"{split} {kept}" + (f"/{total}" if kept != total else "") + " rows")
+    return ", ".join(parts)
+
+
+def _probe_runner(
+    targets_by_split: Mapping[str, Mapping[str, np.ndarray]], categorical: set[str], validation_fallback: str | None
+) -> Callable[[Mapping[str, np.ndarray], str], ProbeReport]:
+    def run(features_by_split: Mapping[str, np.ndarray], method: str) -> ProbeReport:
+        return fit_probes(
+            features_by_split, targets_by_split, categorical, method=method, validation_fallback=validation_fallback
+        )
+
+    return run
+
+
+def _headline(report: ProbeReport) -> str:
+    """'test R² acc 0.912, epoch 0.97, …' for the summary line."""
+    values = [
+        f"{result.target} {_format_value(result.value, 3)}"
+        for result in report.results
+        if result.split == "test" and result.metric in ("r2", "accuracy")
+    ]
+    return "test " + (", ".join(values) if values else "no results")
+
+
+def _format_value(value: float | None, digits: int = 1, scale: float = 1.0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value * scale:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# results.json and results.md
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _results_document(
+    model_dir: str | os.PathLike,
+    zoo: ZooArrays,
+    targets: list[str],
+    categorical: set[str],
+    reports: Mapping[str, ProbeReport],
+    unavailable: Mapping[str, str],
+    validation_fallback: str | None,
+) -> dict:
+    recipe = zoo.info.get("recipe", {}).get("name")
+    return {
+        "format_version": RESULTS_FORMAT_VERSION,
+        "model": os.fspath(model_dir),
+        "zoo": zoo.source,
+        "config": zoo.config,
+        "recipe": recipe,
+        "rows": {split: vectors.shape[0] for split, vectors in zoo.vectors.items()},
+        "total_rows": zoo.total_rows,
+        "models": {split: int(np.unique(ids).size) for split, ids in zoo.model_ids.items()},
+        "selection_split": "validation" if "validation" in zoo.vectors else validation_fallback,
+        "targets": targets,
+        "categorical_targets": sorted(categorical),
+        "methods": list(reports),
+        "unavailable_methods": dict(unavailable),
+        "skipped_targets": {method: report.skipped for method, report in reports.items() if report.skipped},
+        "paper": PAPER_RESULTS.get(recipe),
+        "results": [result.to_dict() for report in reports.values() for result in report.results],
+    }
+
+
+def _write_results(out_dir: Path, document: dict) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "results.json"
+    json_path.write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
+    markdown_path = out_dir / "results.md"
+    markdown_path.write_text(render_results_markdown(document))
+    return [json_path, markdown_path]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def _lookup(document: dict, split: str = "test") -> dict[tuple[str, str, str], dict]:
+    """(method, target, metric) → result record of ``split``."""
+    return {
+        (record["method"], record["target"], record["metric"]): record
+        for record in document["results"]
+        if record["split"] == split
+    }
+
+
+def _main_metric(document: dict, target: str) -> str:
+    return "accuracy" if target in document["categorical_targets"] else "r2"
+
+
+def results_table(document: dict, metric: str | None = None, scale: float = 100.0, digits: int = 1) -> str:
+    """Markdown table: rows = targets, columns = methods (+ the paper's numbers for the paper's zoos).
+
+    Args:
+        document: A ``results.json`` document.
+        metric: ``None``: test R² (accuracy for categorical targets); else one metric (e.g. ``"kendall_tau"``).
+        scale: Multiplier of the values (100 → %).
+        digits: Decimals.
+    """
+    records = _lookup(document)
+    methods = document["methods"]
+    paper = (document.get("paper") or {}) if metric is None else {}
+    header = ["target", *(METHOD_TITLES.get(method, method) for method in methods)]
+    header += [f"paper {name}" for name in paper]
+    show_difference = metric is None and "s(W)" in methods and HYPERREP_METHOD in methods
+    if show_difference:
+        header.append("hyperrep − s(W)")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for target in document["targets"]:
+        target_metric = metric or _main_metric(document, target)
+        if metric is not None and target in document["categorical_targets"]:
+            continue
+        cells = [f"{target}{' (acc.)' if target_metric == 'accuracy' and metric is None else ''}"]
+        values = {method: records.get((method, target, target_metric), {}).get("value") for method in methods}
+        cells += [_format_value(values[method], digits, scale) for method in methods]
+        cells += [_format_value(paper[name].get(target), 1) for name in paper]
+        if show_difference:
+            both = values["s(W)"] is not None and values[HYPERREP_METHOD] is not None
+            cells.append(_format_value(values[HYPERREP_METHOD] - values["s(W)"], digits, scale) if both else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _dropped_lines(document: dict) -> list[str]:
+    """One line per (method, target, split) with dropped rows (NaN/inf features or missing targets)."""
+    lines = []
+    for record in document["results"]:
+        if record["num_dropped"] and record["metric"] in ("r2", "accuracy"):
+            lines.append(
+                f"- {METHOD_TITLES.get(record['method'], record['method'])} · {record['target']} · "
+                f"{record['split']}: {record['num_dropped']} rows dropped, {record['num_rows']} used"
+            )
+    return lines
+
+
+def render_results_markdown(document: dict) -> str:
+    """``results.md``: the main table (test R² / accuracy in %), Kendall τ, and what was dropped or skipped."""
+    rows = ", ".join(f"{split} {count}" for split, count in document["rows"].items())
+    total = document.get("total_rows", {})
+    subsampled = any(total.get(split, count) != count for split, count in document["rows"].items())
+    lines = [
+        f"# Evaluation: `{document['model']}` on zoo `{document['config']}`",
+        "",
+        f"Zoo `{document['zoo']}` (config `{document['config']}`, recipe `{document['recipe']}`); rows {rows}"
+        + (" (subsampled by model: " + ", ".join(f"{s} of {n}" for s, n in total.items()) + ")" if subsampled else "")
+        + ".",
+        "",
+        "Linear probes on each representation: ridge regression (α from the paper's grid) or a softmax classifier, "
+        f"fitted on train, regularisation chosen on **{document['selection_split']}**, scored on test. "
+        "Values: test R² in % (accuracy in % for categorical targets).",
+    ]
+    if document["selection_split"] != "validation":
+        lines += [
+            "",
+            "> **Note:** this zoo has no validation split; the regularisation was chosen on the train split "
+            "(optimistic selection).",
+        ]
+    lines += ["", results_table(document)]
+    if document.get("paper"):
+        lines += [
+            "",
+            f"Paper columns: Schürholt et al. (NeurIPS 2021), §6, zoo `{document['recipe']}` (their zoo, their "
+            "encoder; ours are rebuilt).",
+        ]
+    lines += ["", "## Kendall τ (test)", "", results_table(document, "kendall_tau", scale=1.0, digits=3)]
+    notes = []
+    for method, reason in document.get("unavailable_methods", {}).items():
+        notes.append(f"- {METHOD_TITLES.get(method, method)} skipped: {reason}.")
+    for method, skipped in document.get("skipped_targets", {}).items():
+        for target, reason in skipped.items():
+            notes.append(f"- {METHOD_TITLES.get(method, method)}: target `{target}` skipped ({reason}).")
+    dropped = _dropped_lines(document)
+    lines += ["", "## Dropped rows and skipped targets", ""]
+    lines += notes + dropped if notes or dropped else ["None: every row had finite features and targets."]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plots
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _map_2d(embeddings: np.ndarray, map_method: str, seed: int) -> tuple[np.ndarray, str]:
+    """2-D coordinates (num_rows, 2) of finite embeddings: UMAP when asked for (or auto and installed), else PCA."""
+    if map_method not in ("auto", "umap", "pca"):
+        raise ValueError(f"map_method must be 'auto', 'umap' or 'pca', got {map_method!r}.")
+    if map_method in ("auto", "umap"):
+        try:
+            import umap
+
+            neighbors = min(25, embeddings.shape[0] - 1)
+            reducer = umap.UMAP(n_components=2, n_neighbors=neighbors, min_dist=0.1, random_state=seed, n_jobs=1)
+            return reducer.fit_transform(embeddings), "UMAP"
+        except ImportError:
+            if map_method == "umap":
+                raise
+            logger.warning("umap-learn is not installed: the embedding map uses PCA.")
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=2, random_state=seed).fit_transform(embeddings), "PCA"
+
+
+def write_plots(
+    out_dir: Path,
+    zoo: ZooArrays,
+    embeddings: Mapping[str, np.ndarray],
+    report: ProbeReport,
+    targets: Sequence[str],
+    map_method: str = "auto",
+    seed: int = 0,
+    max_points: int = 4000,
+) -> list[Path]:
+    """``embedding_map.png`` and ``hyperrep_predictions.png`` in ``out_dir``.
+
+    Args:
+        out_dir: Output folder.
+        zoo: The zoo's arrays (for the colours and the true targets).
+        embeddings: Split → (num_rows, latent_dim) z.
+        report: The hyper-representation's probe report (fitted probes).
+        targets: Targets in table order.
+        map_method: See :func:`evaluate_model`.
+        seed: Seed of the point subsample and of UMAP.
+        max_points: At most this many points on the map.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        _plot_embedding_map(out_dir / "embedding_map.png", zoo, embeddings, targets, map_method, seed, max_points),
+        _plot_predictions(out_dir / "hyperrep_predictions.png", zoo, embeddings, report, targets),
+    ]
+
+
+def _plot_embedding_map(path, zoo, embeddings, targets, map_method, seed, max_points) -> Path:
+    plt = _pyplot()
+    splits = list(embeddings)
+    stacked = np.concatenate([embeddings[split] for split in splits])
+    colours = {
+        name: np.concatenate([zoo.columns[split][name] for split in splits])
+        for name in ("test_accuracy", "epoch", *[t for t in targets if t in CATEGORICAL_HYPERPARAMETERS])
+        if all(name in zoo.columns[split] for split in splits)
+    }
+    rows = np.flatnonzero(np.isfinite(stacked).all(axis=1))
+    if rows.size > max_points:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_points, replace=False))
+    coordinates, method_name = _map_2d(stacked[rows], map_method, seed)
+    figure, axes = plt.subplots(1, len(colours), figsize=(4.5 * len(colours), 4), squeeze=False)
+    for axis, (name, values) in zip(axes[0], colours.items(), strict=True):
+        values = values[rows]
+        if values.dtype == object:
+            for label in sorted({str(value) for value in values}):
+                chosen = np.asarray([str(value) == label for value in values])
+                axis.scatter(coordinates[chosen, 0], coordinates[chosen, 1], s=4, label=label)
+            axis.legend(markerscale=3, fontsize=7)
+        else:
+            points = axis.scatter(coordinates[:, 0], coordinates[:, 1], c=values, s=4, cmap="viridis")
+            figure.colorbar(points, ax=axis)
+        axis.set_title(f"coloured by {name}")
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(f"{method_name} of the hyper-representations, zoo {zoo.name} ({rows.size} checkpoints)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _plot_predictions(path, zoo, embeddings, report, targets) -> Path:
+    plt = _pyplot()
+    split = "test" if "test" in embeddings else next(iter(embeddings))
+    fitted = [target for target in targets if target in report.probes]
+    columns = min(4, max(1, len(fitted)))
+    num_rows = max(1, math.ceil(len(fitted) / columns))
+    figure, axes = plt.subplots(num_rows, columns, figsize=(3.6 * columns, 3.4 * num_rows), squeeze=False)
+    for axis in axes.flat[len(fitted) :]:
+        axis.axis("off")
+    features = embeddings[split]
+    for axis, target in zip(axes.flat, fitted, strict=False):
+        truth = zoo.columns[split][target]
+        probe = report.probes[target]
+        usable = np.isfinite(features).all(axis=1) & np.asarray([value is not None for value in truth])
+        if truth.dtype != object:
+            usable &= np.isfinite(truth.astype(np.float64))
+        predicted = probe.predict(features[usable]) if usable.any() else np.asarray([])
+        if truth.dtype == object:
+            _confusion(axis, truth[usable], predicted, probe.labels)
+        else:
+            _scatter(axis, truth[usable].astype(np.float64), predicted)
+        axis.set_title(target, fontsize=9)
+    figure.suptitle(f"hyper-representation probes, {split} split of {zoo.name}: predicted vs true")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _scatter(axis, truth: np.ndarray, predicted: np.ndarray) -> None:
+    from .probing import r2_score
+
+    axis.scatter(truth, predicted, s=3, alpha=0.4)
+    if truth.size:
+        low, high = float(min(truth.min(), predicted.min())), float(max(truth.max(), predicted.max()))
+        axis.plot([low, high], [low, high], color="black", linewidth=0.8)
+        axis.text(0.03, 0.92, f"R² {r2_score(truth, predicted):.3f}", transform=axis.transAxes, fontsize=8)
+    axis.set_xlabel("true")
+    axis.set_ylabel("predicted")
+
+
+def _confusion(axis, truth: np.ndarray, predicted: np.ndarray, labels: list) -> None:
+    names = [str(label) for label in labels]
+    counts = np.zeros((len(names), len(names)), dtype=int)
+    index = {name: position for position, name in enumerate(names)}
+    for true_value, predicted_value in zip(truth, predicted, strict=True):
+        if str(true_value) in index:
+            counts[index[str(true_value)], index[str(predicted_value)]] += 1
+    axis.imshow(counts, cmap="Blues")
+    axis.set_xticks(range(len(names)), names, rotation=45, fontsize=6)
+    axis.set_yticks(range(len(names)), names, fontsize=6)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Into the model folder: probe heads, eval/, model card
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _save_probes(model_dir: Path, zoo_name: str, report: ProbeReport) -> list[Path]:
+    from .probe_heads import save_probe_heads
+
+    return [save_probe_heads(model_dir, zoo_name, report.probes, report.results)]
+
+
+def write_model_evaluation(model_dir: Path, document: dict, plots: Sequence[Path]) -> list[Path]:
+    """Merges the evaluation into ``eval/results.json``, copies the plots to ``eval/`` and rewrites README.md.
+
+    ``eval/results.json`` holds one document per zoo (a re-evaluation replaces that zoo's); plots are named
+    ``eval/<zoo>_<plot>.png``.
+    """
+    eval_dir = model_dir / "eval"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    results_path = eval_dir / "results.json"
+    evaluations = json.loads(results_path.read_text())["evaluations"] if results_path.is_file() else []
+    evaluations = [entry for entry in evaluations if entry["config"] != document["config"]] + [document]
+    results_path.write_text(
+        json.dumps({"format_version": RESULTS_FORMAT_VERSION, "evaluations": evaluations}, indent=2) + "\n"
+    )
+    written = [results_path]
+    for plot in plots:
+        target = eval_dir / f"{document['config']}_{plot.name}"
+        target.write_bytes(plot.read_bytes())
+        written.append(target)
+    card_path = model_dir / "README.md"
+    card_path.write_text(render_model_card(model_dir, evaluations))
+    return [*written, card_path]
+
+
+def _eval_results(evaluations: Sequence[dict]) -> list:
+    """``EvalResult``s of the hyper-representation's test scores (→ the card's ``model-index``)."""
+    from huggingface_hub import EvalResult
+
+    results = []
+    for document in evaluations:
+        local = Path(document["zoo"]).exists()
+        for record in document["results"]:
+            if record["method"] != HYPERREP_METHOD or record["split"] != "test" or record["value"] is None:
+                continue
+            results.append(
+                EvalResult(
+                    task_type="network-property-prediction",
+                    task_name="Network property prediction",
+                    dataset_type=document["config"] if local else document["zoo"],
+                    dataset_name=f"model zoo {document['config']}",
+                    dataset_config=document["config"],
+                    dataset_split="test",
+                    metric_type=record["metric"],
+                    metric_name=f"{record['target']} ({record['metric']})",
+                    metric_value=round(float(record["value"]), 4),
+                )
+            )
+    return results
+
+
+def render_model_card(model_dir: Path, evaluations: Sequence[dict]) -> str:
+    """The model card (README.md) from ``cards/model_card.md``, with ``model-index`` from the evaluations."""
+    from importlib import resources
+
+    from huggingface_hub import ModelCard, ModelCardData
+
+    config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+    training = model_dir / "train_config.json"
+    card_data = ModelCardData(
+        model_name=model_dir.resolve().name,
+        library_name="transformers",
+        license="mit",
+        tags=["hyper-representations", "weight-space-learning", "model-zoo", "hyperrep_hf"],
+        datasets=sorted({document["zoo"] for document in evaluations if not Path(document["zoo"]).exists()}) or None,
+        eval_results=_eval_results(evaluations) or None,
+    )
+    sections = [
+        {
+            "document": document,
+            "table": results_table(document),
+            "plots": sorted(path.name for path in (model_dir / "eval").glob(f"{document['config']}_*.png")),
+        }
+        for document in evaluations
+    ]
+    template = resources.files("hyperrep_hf.card_templates").joinpath("model_card.md").read_text()
+    card = ModelCard.from_template(
+        card_data,
+        template_str=template,
+        model_title=model_dir.resolve().name,
+        encoder=config,
+        training_config=json.loads(training.read_text()) if training.is_file() else None,
+        evaluations=sections,
+        probe_zoos=[document["config"] for document in evaluations],
+    )
+    return str(card)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Out of distribution (paper Table 7)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+OOD_METHODS: tuple[str, ...] = ("W", "s(W)", HYPERREP_METHOD)
+
+
+def evaluate_ood(
+    model_dir: str | os.PathLike,
+    zoos: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    target: str = "test_accuracy",
+    methods: Sequence[str] = OOD_METHODS,
+    max_rows: int | None = None,
+    max_fit_rows: int = 3000,
+    seed: int = 0,
+    batch_size: int = 1024,
+    progress: bool = True,
+) -> dict:
+    """Kendall τ when the probe fitted on one zoo predicts another: a matrix per method (paper Table 7).
+
+    For each source zoo A and method, the probe is fitted on A's train split (α chosen on A's validation split)
+    and scored on the test split of every zoo B; the diagonal is the ordinary in-distribution test τ. Fitted
+    baselines (PCA, UMAP) are fitted on A's train rows too.
+
+    Args:
+        model_dir: Model folder (encoder + processor).
+        zoos: ``DIR[:CONFIG]`` of two or more zoos of the encoder's architecture.
+        out_dir: Where ``ood.json`` and ``ood.md`` go.
+        target: The regression target ranked (default test accuracy).
+        methods: Representations compared: ``hyperrep`` and any baseline name.
+        max_rows: Rows per split per zoo (whole models, seeded).
+        max_fit_rows: Train rows the fitted baselines use.
+        seed: Seed of subsampling and fitted baselines.
+        batch_size: Networks per encoder forward pass.
+        progress: Progress bar and one line per stage.
+
+    Returns:
+        The ``ood.json`` document: ``matrices[method][metric]`` is a (len(zoos), len(zoos)) nested list, rows =
+        the zoo the probe was fitted on, columns = the zoo it was scored on.
+    """
+    if len(zoos) < 2:
+        raise ValueError(f"Out-of-distribution evaluation needs at least two zoos, got {len(zoos)}.")
+    for method in methods:
+        if method != HYPERREP_METHOD:
+            _choose_baselines([method])
+    stages = _Stages(2 + len(zoos), progress, "ood")
+    try:
+        model, processor = load_encoder(model_dir)
+        loaded = [load_zoo_arrays(zoo, max_rows, seed) for zoo in zoos]
+        names = _unique_names(loaded)
+        for zoo_arrays in loaded:
+            _check_splits(zoo_arrays, None)
+            _check_architecture(processor, zoo_arrays)
+            if target not in zoo_arrays.columns["train"]:
+                raise ValueError(f"Zoo {zoo_arrays.name!r} has no column {target!r}.")
+        stages.done(f"encoder and {len(loaded)} zoos: {', '.join(names)}")
+        embeddings = [
+            {split: compute_embeddings(model, processor, v, batch_size) for split, v in z.vectors.items()}
+            for z in loaded
+        ]
+        stages.done(f"embeddings of {sum(v.shape[0] for z in loaded for v in z.vectors.values())} networks")
+        records = []
+        for source_index in range(len(loaded)):
+            records += _ood_from_source(
+                source_index, loaded, names, embeddings, methods, target, model, max_fit_rows, seed
+            )
+            stages.done(f"probes fitted on {names[source_index]}")
+    finally:
+        stages.close()
+    document = _ood_document(model_dir, zoos, names, methods, target, records)
+    out_path = Path(out_dir)
+    out_path.mkdir(parents=True, exist_ok=True)
+    (out_path / "ood.json").write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
+    (out_path / "ood.md").write_text(render_ood_markdown(document))
+    if progress:
+        print(f"wrote {out_path / 'ood.json'}\nwrote {out_path / 'ood.md'}", flush=True)
+    return document
+
+
+def _unique_names(loaded: Sequence[ZooArrays]) -> list[str]:
+    names = [zoo.name for zoo in loaded]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{Path(zoo.source).name}:{zoo.name}" for zoo in loaded]
+
+
+def _ood_from_source(source_index, loaded, names, embeddings, methods, target, model, max_fit_rows, seed) -> list:
+    """Records of the probes fitted on zoo ``source_index``, scored on every zoo's test split."""
+    source = loaded[source_index]
+
+    def splits_for(values_by_zoo: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        splits = {
+            "train": values_by_zoo[source_index]["train"],
+            "validation": values_by_zoo[source_index]["validation"],
+        }
+        splits.update({f"test@{index}": values["test"] for index, values in enumerate(values_by_zoo)})
+        return splits
+
+    targets = {
+        "train": {target: source.columns["train"][target]},
+        "validation": {target: source.columns["validation"][target]},
+    }
+    targets.update({f"test@{index}": {target: zoo.columns["test"][target]} for index, zoo in enumerate(loaded)})
+    records = []
+    for method in methods:
+        if method == HYPERREP_METHOD:
+            features = splits_for(embeddings)
+        else:
+            features = compute_baseline_features(
+                method,
+                splits_for([zoo.vectors for zoo in loaded]),
+                source.info["architecture"],
+                num_components=int(model.config.latent_dim),
+                max_fit_rows=max_fit_rows,
+                seed=seed,
+            )
+            if features is None:
+                continue
+        report = fit_probes(features, targets, (), method=method)
+        for result in report.results:
+            if not result.split.startswith("test@"):
+                continue
+            record = result.to_dict()
+            record["train_zoo"] = names[source_index]
+            record["test_zoo"] = names[int(result.split.removeprefix("test@"))]
+            record["split"] = "test"
+            records.append(record)
+    return records
+
+
+def _ood_document(model_dir, zoos, names, methods, target, records) -> dict:
+    matrices: dict[str, dict[str, list[list[float | None]]]] = {}
+    position = {name: index for index, name in enumerate(names)}
+    for record in records:
+        method_matrices = matrices.setdefault(record["method"], {})
+        matrix = method_matrices.setdefault(record["metric"], [[None] * len(names) for _ in names])
+        matrix[position[record["train_zoo"]]][position[record["test_zoo"]]] = record["value"]
+    return {
+        "format_version": RESULTS_FORMAT_VERSION,
+        "model": os.fspath(model_dir),
+        "zoos": [os.fspath(zoo) for zoo in zoos],
+        "names": names,
+        "target": target,
+        "methods": [method for method in methods if method in matrices],
+        "matrices": matrices,
+        "results": records,
+    }
+
+
+def render_ood_markdown(document: dict) -> str:
+    """``ood.md``: per method, Kendall τ of ``target`` (rows: probe fitted on, columns: scored on)."""
+    names = document["names"]
+    lines = [
+        f"# Out-of-distribution: `{document['model']}`",
+        "",
+        f"Kendall τ of {document['target']} on each zoo's test split; rows = the zoo the probe was fitted on "
+        "(train, α chosen on its validation split), columns = the zoo it predicts. The diagonal is in-distribution.",
+    ]
+    for method in document["methods"]:
+        matrix = document["matrices"][method].get("kendall_tau")
+        if matrix is None:
+            continue
+        lines += ["", f"## {METHOD_TITLES.get(method, method)}", ""]
+        lines += ["| fitted on ↓ / predicts → | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+        for name, row in zip(names, matrix, strict=True):
+            lines.append(f"| {name} | " + " | ".join(_format_value(value, 3) for value in row) + " |")
+    return "\n".join(lines) + "\n"

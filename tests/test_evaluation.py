@@ -1,0 +1,246 @@
+"""hyperrep evaluate / OOD on tiny zoos built in fixtures: files, tables, probe heads, NaN handling, fallbacks."""
+
+import dataclasses
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+from hyperrep_hf import HyperRepConfig, HyperRepModel, NeuronTokenProcessor
+from hyperrep_hf import evaluation as evaluation_module
+from hyperrep_hf.evaluation import (
+    PAPER_RESULTS,
+    compute_embeddings,
+    evaluate_model,
+    evaluate_ood,
+    load_zoo_arrays,
+    parse_zoo_argument,
+    select_targets,
+    subsample_by_model,
+)
+from hyperrep_hf.probe_heads import read_probe_index
+from hyperrep_hf.recipes import BuildOptions, load_recipe
+from hyperrep_hf.zoo import build_zoo
+
+TINY = BuildOptions(num_models=12, epochs=3, subset=120)
+
+
+def make_model_folder(zoo_dir, folder, seed=0):
+    torch.manual_seed(seed)
+    processor = NeuronTokenProcessor.from_zoo(zoo_dir)
+    config = HyperRepConfig(
+        **processor.model_config_kwargs(), d_model=32, num_attention_heads=2, intermediate_size=64, latent_dim=8
+    )
+    HyperRepModel(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zoo")
+    build_zoo(load_recipe("tetris_seed"), out, TINY, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_zoo, tmp_path_factory):
+    """One full evaluation (three baselines, PCA map) shared by the tests that read its files."""
+    model_dir = make_model_folder(tiny_zoo, tmp_path_factory.mktemp("model"))
+    out_dir = tmp_path_factory.mktemp("out")
+    report = evaluate_model(
+        model_dir, f"{tiny_zoo}:tetris_seed", out_dir, baselines=["W", "s(W)", "pca_linear"], map_method="pca",
+        progress=False,
+    )  # fmt: skip
+    return model_dir, out_dir, report
+
+
+def test_results_json_has_a_record_per_method_target_split_and_metric(evaluated, tiny_zoo):
+    _, out_dir, _ = evaluated
+    document = json.loads((out_dir / "results.json").read_text())
+    assert (document["config"], document["recipe"], document["zoo"]) == ("tetris_seed", "tetris_seed", str(tiny_zoo))
+    assert document["methods"] == ["W", "s(W)", "pca_linear", "hyperrep"]
+    expected_targets = ["epoch", "test_accuracy", "generalization_gap"] + [f"f1_class_{k}" for k in range(4)]
+    assert document["targets"] == expected_targets  # no hyper-parameter varies in TETRIS-SEED
+    keys = {(r["method"], r["target"], r["split"], r["metric"]) for r in document["results"]}
+    for method in document["methods"]:
+        for target in expected_targets:
+            for split in ("train", "validation", "test"):
+                assert {(method, target, split, "r2"), (method, target, split, "kendall_tau")} <= keys
+    record = document["results"][0]
+    assert {"target", "task", "method", "metric", "split", "value"} <= set(record)
+    assert record["task"] == "regression"
+    assert document["paper"] == PAPER_RESULTS["tetris_seed"]
+
+
+def test_results_markdown_table_has_every_method_and_the_papers_numbers(evaluated):
+    _, out_dir, report = evaluated
+    markdown = (out_dir / "results.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| target | W |"))
+    for column in ("s(W)", "PCA linear", "hyperrep", "paper W", "paper s(W)", "paper EcD", "hyperrep − s(W)"):
+        assert f"| {column} |" in header + " |"
+    epoch_row = next(line for line in markdown.splitlines() if line.startswith("| epoch |"))
+    hyperrep_r2 = next(
+        r.value
+        for r in report.results
+        if (r.method, r.target, r.split, r.metric) == ("hyperrep", "epoch", "test", "r2")
+    )
+    assert f"{100 * hyperrep_r2:.1f}" in epoch_row and "| 97.0 |" in epoch_row
+    assert "## Kendall τ (test)" in markdown
+
+
+def test_plots_and_model_folder_artefacts(evaluated):
+    model_dir, out_dir, report = evaluated
+    for name in ("embedding_map.png", "hyperrep_predictions.png"):
+        assert (out_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (model_dir / "eval" / f"tetris_seed_{name}").is_file()
+    index = read_probe_index(model_dir)
+    assert {entry["target"] for entry in index["probes"]} == set(report.reports["hyperrep"].probes)
+    evaluations = json.loads((model_dir / "eval" / "results.json").read_text())["evaluations"]
+    assert [document["config"] for document in evaluations] == ["tetris_seed"]
+    card = ModelCard.load(model_dir / "README.md")
+    metrics = {(result.metric_name, result.metric_type) for result in card.data.eval_results}
+    assert ("test_accuracy (r2)", "r2") in metrics
+    assert "eval/tetris_seed_embedding_map.png" in card.text
+
+
+def test_embeddings_match_the_model_and_nan_rows_become_nan(tiny_zoo, tmp_path):
+    model_dir = make_model_folder(tiny_zoo, tmp_path)
+    model = HyperRepModel.from_pretrained(model_dir)
+    processor = NeuronTokenProcessor.from_pretrained(model_dir)
+    vectors = load_zoo_arrays(tiny_zoo).vectors["test"][:5].copy()
+    vectors[2, 7] = np.nan
+    embeddings = compute_embeddings(model, processor, vectors, batch_size=2)
+    assert np.isnan(embeddings[2]).all() and np.isfinite(np.delete(embeddings, 2, axis=0)).all()
+    with torch.no_grad():
+        expected = model(**processor(torch.from_numpy(vectors[[0, 1, 3, 4]]))).embeddings.double().numpy()
+    np.testing.assert_allclose(np.delete(embeddings, 2, axis=0), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_nan_features_and_targets_are_dropped_and_counted_in_results_md(tiny_zoo, tmp_path, monkeypatch):
+    zoo = load_zoo_arrays(tiny_zoo)
+    zoo.vectors["test"][0, 3] = np.nan  # → NaN embedding and NaN s(W) for that row
+    zoo.columns["test"]["test_accuracy"][[1, 2]] = np.nan
+    monkeypatch.setattr(evaluation_module, "load_zoo_arrays", lambda *args, **kwargs: zoo)
+    model_dir = make_model_folder(tiny_zoo, tmp_path / "model")
+    report = evaluate_model(
+        model_dir, tiny_zoo, tmp_path / "out", baselines=["s(W)"], plots=False, save_to_model=False, progress=False
+    )
+    record = next(
+        r
+        for r in report.results
+        if (r.method, r.target, r.split, r.metric) == ("hyperrep", "test_accuracy", "test", "r2")
+    )
+    assert record.num_dropped == 3 and record.num_rows == zoo.vectors["test"].shape[0] - 3
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "hyperrep · test_accuracy · test: 3 rows dropped" in markdown
+    assert "s(W) · epoch · test: 1 rows dropped" in markdown
+
+
+def test_zoo_without_validation_split_errors_or_falls_back_and_says_so(tiny_zoo, tmp_path, monkeypatch):
+    zoo = load_zoo_arrays(tiny_zoo)
+    for mapping in (zoo.vectors, zoo.columns, zoo.model_ids, zoo.total_rows):
+        del mapping["validation"]
+    monkeypatch.setattr(evaluation_module, "load_zoo_arrays", lambda *args, **kwargs: zoo)
+    model_dir = make_model_folder(tiny_zoo, tmp_path / "model")
+    with pytest.raises(ValueError, match=r"no validation split.*validation_fallback='train'"):
+        evaluate_model(model_dir, tiny_zoo, tmp_path / "out", baselines=[], progress=False)
+    evaluate_model(
+        model_dir, tiny_zoo, tmp_path / "out", baselines=[], validation_fallback="train", plots=False, progress=False
+    )
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "chosen on **train**" in markdown and "has no validation split" in markdown
+    assert read_probe_index(model_dir)["probes"][0]["selection_split"] == "train"
+
+
+def test_missing_umap_is_skipped_with_a_message(tiny_zoo, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "umap", None)  # `import umap` now raises ImportError
+    model_dir = make_model_folder(tiny_zoo, tmp_path / "model")
+    report = evaluate_model(
+        model_dir, tiny_zoo, tmp_path / "out", baselines=["umap"], plots=False, save_to_model=False, progress=False
+    )
+    assert "umap" not in report.reports and "umap-learn" in report.document["unavailable_methods"]["umap"]
+    assert "UMAP skipped: umap-learn is not installed" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_unknown_baseline_and_mismatched_architecture_are_refused(tiny_zoo, tmp_path):
+    model_dir = make_model_folder(tiny_zoo, tmp_path / "model")
+    with pytest.raises(ValueError, match="Unknown baselines"):
+        evaluate_model(model_dir, tiny_zoo, tmp_path / "out", baselines=["pca_poly"], progress=False)
+    other = NeuronTokenProcessor.from_network(
+        {"layers.1.weight": torch.zeros(6, 16), "layers.3.weight": torch.zeros(4, 6)}
+    )
+    HyperRepModel(HyperRepConfig(**other.model_config_kwargs())).save_pretrained(tmp_path / "other")
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match=r"parameter 'layers.1.weight' has shape \[5, 16\]"):
+        evaluate_model(tmp_path / "other", tiny_zoo, tmp_path / "out", baselines=[], progress=False)
+
+
+def test_subsample_by_model_keeps_whole_models_within_the_budget():
+    model_ids = np.repeat(np.arange(10), 4)
+    kept = subsample_by_model(model_ids, 13, seed=3)
+    assert kept.size == 12 and np.all(np.bincount(model_ids[kept]) % 4 == 0)
+    np.testing.assert_array_equal(kept, subsample_by_model(model_ids, 13, seed=3))
+    assert not np.array_equal(kept, subsample_by_model(model_ids, 13, seed=4))
+    assert subsample_by_model(model_ids, 2, seed=0).size == 4  # at least one model
+    assert subsample_by_model(model_ids, None).size == 40
+
+
+def test_max_rows_subsamples_each_split(tiny_zoo):
+    zoo = load_zoo_arrays(tiny_zoo, max_rows=8, seed=0)
+    assert all(vectors.shape[0] <= 8 for vectors in zoo.vectors.values())
+    assert zoo.total_rows["train"] > zoo.vectors["train"].shape[0]
+
+
+@pytest.mark.parametrize(
+    ("argument", "expected"),
+    [
+        ("/data/zoos:tetris_seed", ("/data/zoos", "tetris_seed")),
+        ("/data/zoos", ("/data/zoos", None)),
+        ("org/zoos:mnist_seed", ("org/zoos", "mnist_seed")),
+        ("C:/zoos", ("C:/zoos", None)),
+    ],
+)
+def test_parse_zoo_argument(argument, expected):
+    assert parse_zoo_argument(argument) == expected
+
+
+def test_hyperparameter_zoo_probes_varying_hyperparameters(tmp_path):
+    build_zoo(
+        load_recipe("tetris_hyp"), tmp_path / "zoo", BuildOptions(num_models=30, epochs=2, subset=120), progress=False
+    )
+    zoo = load_zoo_arrays(tmp_path / "zoo")
+    targets, categorical = select_targets(zoo)
+    assert {"learning_rate", "activation", "init"} <= set(targets) and categorical == {"activation", "init"}
+    assert "optimizer" not in targets and "weight_decay" not in targets  # constant in TETRIS-HYP
+    model_dir = make_model_folder(tmp_path / "zoo", tmp_path / "model")
+    report = evaluate_model(
+        model_dir, tmp_path / "zoo", tmp_path / "out", baselines=["s(W)"], plots=False, progress=False
+    )
+    accuracy = [r for r in report.results if r.target == "activation" and r.split == "test"]
+    assert {r.metric for r in accuracy} == {"accuracy"} and {r.task for r in accuracy} == {"classification"}
+    assert "| activation (acc.) |" in (tmp_path / "out" / "results.md").read_text()
+    entry = next(e for e in read_probe_index(model_dir)["probes"] if e["target"] == "activation")
+    assert entry["task"] == "classification"
+
+
+def test_ood_matrix_over_two_zoos(tiny_zoo, tmp_path):
+    build_zoo(load_recipe("tetris_seed"), tmp_path / "other", dataclasses.replace(TINY, seed=1), progress=False)
+    model_dir = make_model_folder(tiny_zoo, tmp_path / "model")
+    document = evaluate_ood(
+        model_dir, [tiny_zoo, f"{tmp_path / 'other'}:tetris_seed"], tmp_path / "out", methods=["s(W)", "hyperrep"],
+        progress=False,
+    )  # fmt: skip
+    assert len(set(document["names"])) == 2 and document["methods"] == ["s(W)", "hyperrep"]
+    for method in document["methods"]:
+        matrix = document["matrices"][method]["kendall_tau"]
+        assert len(matrix) == 2 and all(len(row) == 2 for row in matrix)
+        assert all(value is None or -1.0 <= value <= 1.0 for row in matrix for value in row)
+    assert json.loads((tmp_path / "out" / "ood.json").read_text())["target"] == "test_accuracy"
+    markdown = (tmp_path / "out" / "ood.md").read_text()
+    assert "## hyperrep" in markdown and markdown.count("| fitted on ↓ / predicts → |") == 2
+    with pytest.raises(ValueError, match="at least two zoos"):
+        evaluate_ood(model_dir, [tiny_zoo], tmp_path / "out", progress=False)
