@@ -1,0 +1,239 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, PartialState
+from safetensors.torch import load_file
+from transformers import AutoFeatureExtractor, AutoModel
+
+from hyperrep_hf import HyperRepForPreTraining, HyperRepModel, NeuronTokenProcessor
+from hyperrep_hf.recipes import BuildOptions, load_recipe
+from hyperrep_hf.training import (
+    TrainConfig,
+    Trainer,
+    find_last_checkpoint,
+    make_lr_lambda,
+    make_train_config,
+    parse_args,
+    split_zoo_argument,
+)
+from hyperrep_hf.zoo import build_zoo, load_zoo
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = REPOSITORY / "training" / "train.py"
+# A model small enough that a launch is dominated by process start-up (~9 s), not by training.
+TINY_MODEL = ["--d-model", "16", "--num-attention-heads", "2", "--intermediate-size", "32", "--latent-dim", "8"]
+TINY_MODEL += ["--projection-dim", "4", "--num-threads", "1", "--eval-batch-size", "3", "--progress", "false"]
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zoo")
+    build_zoo(load_recipe("tetris_seed"), out, BuildOptions(num_models=12, epochs=3, subset=120), progress=False)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    yield
+    AcceleratorState._reset_state(True)
+    PartialState._reset_state()
+
+
+def _launch(arguments, num_processes=1, timeout=240):
+    """Runs the real training/train.py through `accelerate launch`; returns the completed process."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--dynamo_backend", "no"]
+    if num_processes == 1:
+        launcher += ["--cpu", "--num_processes", "1", "--mixed_precision", "no"]
+    else:
+        environment["ACCELERATE_USE_CPU"] = "1"
+        launcher += ["--config_file", str(REPOSITORY / "training" / "accelerate" / "cpu_2proc.yaml")]
+    launcher += ["--num_cpu_threads_per_process", "1", str(TRAIN_SCRIPT), *arguments]
+    result = subprocess.run(launcher, capture_output=True, text=True, env=environment, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------- config
+def test_yaml_preset_and_overrides_are_typed(tmp_path):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("zoo: zoos_dir:tetris_seed\noutput_dir: run\nepochs: 7\nlearning_rate: 1.0e-3\nbeta: 0.9\n")
+    config = parse_args(
+        [
+            *[str(preset), "--epochs", "3", "--output-dir", "elsewhere", "--batch_size=64", "--learning-rate", "3e-4"],
+            *["--epochs-to-use", "0,25,50", "--erasing-scale", "[0.1, 0.2]", "--resume", "--max-grad-norm", "none"],
+            *["--normalize", "false", "--seed", "5"],
+        ]
+    )
+    assert config.epochs == 3 and config.batch_size == 64 and config.seed == 5
+    assert config.output_dir == "elsewhere" and config.zoo == "zoos_dir:tetris_seed"
+    assert config.learning_rate == pytest.approx(3e-4) and isinstance(config.learning_rate, float)
+    assert config.beta == 0.9 and config.epochs_to_use == [0, 25, 50] and config.erasing_scale == [0.1, 0.2]
+    assert config.resume is True and config.normalize is False and config.max_grad_norm is None
+
+
+def test_shipped_presets_parse():
+    for path in sorted((REPOSITORY / "training" / "configs").glob("*.yaml")):
+        config = parse_args([str(path)])
+        assert config.zoo and config.output_dir, path
+
+
+def test_unknown_keys_are_named(tmp_path):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("zoo: z\noutput_dir: o\nlearnig_rate: 1.0\nepoch: 3\n")
+    with pytest.raises(ValueError, match="config file: epoch, learnig_rate"):
+        parse_args([str(preset)])
+    with pytest.raises(ValueError, match="command line: bach_size"):
+        parse_args(["--zoo", "z", "--output-dir", "o", "--bach-size", "3"])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--epochs", "many"], "'epochs': cannot read 'many'"),
+        (["--epochs", "2.5"], "'epochs': cannot read"),
+        (["--loss-type", "mse"], "loss_type='mse'"),
+        (["--batch-size", "0"], "batch_size=0"),
+        (["--epochs"], "--epochs needs a value"),
+        (["--normalize", "maybe"], "'normalize': cannot read 'maybe'"),
+        (["--seed", "none"], "'seed' may not be null"),
+    ],
+)
+def test_bad_values_are_named(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        parse_args(["--zoo", "z", "--output-dir", "o", *arguments])
+
+
+def test_required_fields():
+    with pytest.raises(ValueError, match=r"zoo is required.*output_dir is required"):
+        make_train_config({})
+
+
+def test_zoo_argument_and_schedule():
+    assert split_zoo_argument("/data/zoos:tetris_seed") == ("/data/zoos", "tetris_seed")
+    assert split_zoo_argument("org/zoos") == ("org/zoos", None)
+    assert split_zoo_argument("org/zoos:mnist_seed") == ("org/zoos", "mnist_seed")
+    config = TrainConfig(zoo="z", output_dir="o", epochs=10, warmup_epochs=1, min_learning_rate_ratio=0.1)
+    factor = make_lr_lambda(config, steps_per_epoch=4)
+    assert [factor(step) for step in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert factor(4) == pytest.approx(1.0) and factor(40) == pytest.approx(0.1)
+    assert factor(22) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the cosine
+
+
+# ------------------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("overrides", "fields"),
+    [
+        ({"d_model": 30, "num_attention_heads": 4}, ["d_model=30", "num_attention_heads=4"]),
+        ({"latent_dim": 101}, ["latent_dim=101", "num_parameters=100"]),
+    ],
+)
+def test_impossible_model_fails_before_training(tiny_zoo, tmp_path, overrides, fields):
+    config = make_train_config({"zoo": str(tiny_zoo), "output_dir": str(tmp_path / "run"), **overrides})
+    with pytest.raises(ValueError) as error:
+        Trainer(config)
+    assert all(field in str(error.value) for field in fields), error.value
+    assert not (tmp_path / "run").exists()
+
+
+def test_processor_of_another_architecture_is_refused(tiny_zoo, tmp_path):
+    other = {"layers.1.weight": torch.zeros(6, 16), "layers.3.weight": torch.zeros(4, 6)}  # 6 hidden neurons, not 5
+    NeuronTokenProcessor.from_network(other).save_pretrained(tmp_path / "processor")
+    config = make_train_config(
+        {"zoo": str(tiny_zoo), "output_dir": str(tmp_path / "run"), "processor": str(tmp_path / "processor")}
+    )
+    with pytest.raises(
+        ValueError, match=r"processor: .*does not match.*layers\.1\.weight: processor \[6, 16\] vs zoo \[5, 16\]"
+    ):
+        Trainer(config)
+
+
+def test_existing_run_needs_resume_or_overwrite(tiny_zoo, tmp_path):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match=r"--resume .* --overwrite"):
+        Trainer(make_train_config({"zoo": str(tiny_zoo), "output_dir": str(tmp_path / "run")}))
+
+
+# ------------------------------------------------------------------------------------------------------- end to end
+def _weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_train_script_checkpoints_resumes_and_saves(tiny_zoo, tmp_path):
+    run = tmp_path / "run"
+    arguments = [str(REPOSITORY / "training" / "configs" / "tetris_seed.yaml"), "--zoo", f"{tiny_zoo}:tetris_seed"]
+    arguments += ["--epochs", "2", "--checkpoint-every", "1", "--keep-checkpoints", "5", *TINY_MODEL]
+    _launch([*arguments, "--output-dir", str(run)])
+
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in records] == [1, 2, 2] and records[-1]["final"] is True
+    for record in records[:2]:
+        assert {"train/loss", "train/reconstruction_loss", "validation/reconstruction_r2"} <= set(record)
+        assert "validation/probe_r2_test_accuracy" in record and record["train/samples_per_second"] > 0
+    assert {"test/reconstruction_r2", "test/probe_r2_test_accuracy"} <= set(records[-1])
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["epochs"] == 2 and saved["d_model"] == 16
+
+    steps = sorted(int(path.name) for path in (run / "checkpoints").glob("[0-9]*"))
+    assert len(steps) == 2 and (run / "checkpoints" / "last").read_text().strip() == f"{steps[-1]:06d}"
+    first = run / "checkpoints" / f"{steps[0]:06d}"
+    assert isinstance(HyperRepForPreTraining.from_pretrained(first / "pretrained_model"), HyperRepForPreTraining)
+    assert (first / "training_state").is_dir() and json.loads((first / "trainer_state.json").read_text())["epoch"] == 1
+
+    encoder = AutoModel.from_pretrained(run)
+    processor = AutoFeatureExtractor.from_pretrained(run)
+    assert isinstance(encoder, HyperRepModel) and isinstance(processor, NeuronTokenProcessor)
+    dataset, _ = load_zoo(tiny_zoo, "tetris_seed")
+    inputs = processor(dataset["test"].with_format("torch")["weights"][:4])
+    assert encoder(**inputs).embeddings.shape == (4, 8)
+
+    # A run killed after its first checkpoint: later checkpoints and the final files never got written.
+    killed = tmp_path / "killed"
+    shutil.copytree(run, killed)
+    shutil.rmtree(killed / "checkpoints" / f"{steps[-1]:06d}")
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json"):
+        (killed / name).unlink()
+    (killed / "checkpoints" / "last").write_text(f"{steps[0]:06d}\n")
+    assert find_last_checkpoint(killed / "checkpoints") == killed / "checkpoints" / f"{steps[0]:06d}"
+    _launch([*arguments, "--output-dir", str(killed), "--resume"])
+    resumed, uninterrupted = _weights(killed), _weights(run)
+    assert resumed.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    resumed_records = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in resumed_records] == [1, 2, 2]
+    assert resumed_records[1]["train/loss"] == pytest.approx(records[1]["train/loss"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_gathers_metrics_exactly(tiny_zoo, tmp_path):
+    run = tmp_path / "ddp"
+    arguments = ["--zoo", str(tiny_zoo), "--output-dir", str(run), "--epochs", "2", "--batch-size", "8"]
+    arguments += ["--checkpoint-every", "1", "--loss-type", "ecd", *TINY_MODEL]
+    _launch(arguments, num_processes=2)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [record.get("num_processes") for record in records] == [2, 2, None]
+    final = records[-1]
+
+    # The gathered R² must equal the one computed on one process from the saved model, with no row dropped or
+    # counted twice (8 validation rows over 2 processes × batches of 3 pad the last round).
+    model = HyperRepForPreTraining.from_pretrained(run).eval()
+    processor = NeuronTokenProcessor.from_pretrained(run)
+    dataset, _ = load_zoo(tiny_zoo, "tetris_seed")
+    for split in ("validation", "test"):
+        clean = dataset[split].with_format("torch")["weights"][:]
+        inputs = processor(clean)
+        with torch.no_grad():
+            embeddings = model.hyperrep(**inputs).embeddings
+            predicted = processor.to_vectors(model.decoder(embeddings, inputs["attention_mask"]))
+        residual = (predicted.double() - clean.double()).pow(2).sum()
+        r2 = 1 - residual / (clean.double() - clean.double().mean(0)).pow(2).sum()
+        assert final[f"{split}/reconstruction_r2"] == pytest.approx(float(r2), abs=1e-5)
+    assert (run / "checkpoints" / "last").is_file()
