@@ -150,6 +150,17 @@ def _column_array(values: Any) -> np.ndarray:
     return np.asarray([None if value is None else value for value in array.tolist()], dtype=object)
 
 
+def _weights_array(column: Any) -> np.ndarray:
+    """A fixed-size-list Arrow column → (num_rows, num_parameters) float32, without Python objects per row."""
+    import pyarrow as pa
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(array) == 0:
+        return np.zeros((0, array.type.list_size), dtype=np.float32)
+    values = array.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return values.reshape(len(array), -1)
+
+
 def load_zoo_arrays(zoo: str | os.PathLike, max_rows: int | None = None, seed: int = 0) -> ZooArrays:
     """Reads a zoo (``DIR[:CONFIG]`` or ``REPO[:CONFIG]``) into numpy arrays, optionally subsampled by model.
 
@@ -166,13 +177,19 @@ def load_zoo_arrays(zoo: str | os.PathLike, max_rows: int | None = None, seed: i
     config = config or info["name"]
     vectors, columns, model_ids, total_rows = {}, {}, {}, {}
     for split, rows in dataset.items():
-        table = rows.with_format("numpy")
-        keep = subsample_by_model(np.asarray(table["model_id"]), max_rows, seed)
+        if rows._indices is not None:  # a selected/shuffled view: materialise it so the Arrow table is the rows
+            rows = rows.flatten_indices()
+        table = rows.data.table  # Arrow: columns straight to numpy, no per-row Python objects
+        model_ids[split] = table.column("model_id").to_numpy()
+        keep = subsample_by_model(model_ids[split], max_rows, seed)
+        model_ids[split] = model_ids[split][keep]
         total_rows[split] = len(rows)
-        weights = np.asarray(table["weights"])
-        vectors[split] = np.asarray(weights[keep], dtype=np.float32)
-        columns[split] = {name: _column_array(table[name])[keep] for name in rows.column_names if name != "weights"}
-        model_ids[split] = np.asarray(table["model_id"])[keep]
+        vectors[split] = _weights_array(table.column("weights"))[keep]
+        columns[split] = {
+            name: _column_array(table.column(name).to_numpy(zero_copy_only=False))[keep]
+            for name in table.column_names
+            if name != "weights"
+        }
     return ZooArrays(config, str(source), config, info, vectors, columns, model_ids, total_rows)
 
 
