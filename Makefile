@@ -19,4 +19,4 @@ lint:
 	$(PYTHON) -m ruff check . && $(PYTHON) -m ruff format --check .
 
 demo: install
-	hyperrep zoo build tetris_seed --out zoos_built/tetris
+	hyperrep demo --out demo_output

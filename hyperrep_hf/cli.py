@@ -7,7 +7,10 @@ hyperrep zoo build RECIPE --out DIR [--num-models N] [--epochs E] [--subset K] [
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from importlib import resources
+from pathlib import Path
 
 
 def _zoo_list(arguments: argparse.Namespace) -> int:
@@ -49,6 +52,69 @@ def _zoo_build(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _train(arguments: argparse.Namespace, extra: list[str]) -> int:
+    from .training import main as train_main
+
+    argv = list(extra)
+    if argv and not argv[0].startswith("--"):
+        argv[0] = str(resolve_train_config(argv[0]))
+    return train_main(argv)
+
+
+def resolve_train_config(name_or_path: str) -> Path:
+    """A training preset by path, or by name among the shipped ones (``training/configs/<name>.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = Path(str(resources.files("hyperrep_hf.train_configs")))
+    candidate = shipped / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = sorted(p.stem for p in shipped.glob("*.yaml"))
+    raise FileNotFoundError(f"Training config {name_or_path!r} is neither a file nor a shipped preset ({names}).")
+
+
+def _evaluate(arguments: argparse.Namespace) -> int:
+    _set_threads(arguments.threads)
+    from .evaluation import evaluate_model, evaluate_ood
+
+    options = {"max_rows": arguments.max_rows, "seed": arguments.seed, "progress": not arguments.quiet}
+    for zoo in arguments.zoo:
+        out = Path(arguments.out) / _zoo_label(zoo) if len(arguments.zoo) > 1 else Path(arguments.out)
+        evaluate_model(
+            arguments.model_dir,
+            zoo,
+            out,
+            baselines=arguments.baselines,
+            validation_fallback=arguments.validation_fallback,
+            **options,
+        )
+    if len(arguments.zoo) > 1:
+        evaluate_ood(arguments.model_dir, arguments.zoo, arguments.out, **options)
+    return 0
+
+
+def _zoo_label(zoo: str) -> str:
+    folder, _, config = zoo.partition(":")
+    return config or Path(folder).name
+
+
+def _predict(arguments: argparse.Namespace) -> int:
+    _set_threads(arguments.threads)
+    from .pipelines import predict_networks
+
+    predictions = predict_networks(arguments.model, arguments.networks, zoo=arguments.zoo)
+    print(json.dumps(predictions, indent=2))
+    return 0
+
+
+def _demo(arguments: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(arguments.out, quick=arguments.quick)
+    return 0
+
+
 def _set_threads(threads: int | None) -> None:
     if threads is not None:
         if threads < 1:
@@ -80,11 +146,55 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--quiet", action="store_true", help="no progress bar or summary lines")
     build.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     build.set_defaults(handler=_zoo_build)
+
+    commands.add_parser(
+        "train", help="self-supervised training (same as accelerate launch training/train.py)", add_help=False
+    )
+
+    evaluate = commands.add_parser("evaluate", help="probes + baselines on zoos; saves probe heads into the model")
+    evaluate.add_argument("model_dir", help="a trained model folder (encoder + processor)")
+    evaluate.add_argument(
+        "--zoo",
+        action="append",
+        required=True,
+        help="ZOO_DIR[:CONFIG] or REPO[:CONFIG]; repeat for several zoos (adds the OOD matrix)",
+    )
+    evaluate.add_argument("--out", required=True, help="folder for results.json, results.md and the plots")
+    evaluate.add_argument(
+        "--baselines",
+        nargs="*",
+        help="subset of W s(W) s(W)_unterthiner pca_linear pca_cosine pca_rbf umap (default: all)",
+    )
+    evaluate.add_argument("--max-rows", type=int, help="at most this many rows per split (whole models, seeded)")
+    evaluate.add_argument(
+        "--validation-fallback",
+        choices=["train"],
+        help="select α on train if a zoo has no validation split (the report says so)",
+    )
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--threads", type=int)
+    evaluate.add_argument("--quiet", action="store_true")
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="predict the properties of networks from their weights (JSON)")
+    predict.add_argument("model", help="a model folder or Hub repo with probe heads (run `hyperrep evaluate` first)")
+    predict.add_argument("networks", nargs="+", help=".safetensors state_dicts of networks of the encoder's family")
+    predict.add_argument("--zoo", help="which zoo's probes (default: the last evaluated)")
+    predict.add_argument("--threads", type=int)
+    predict.set_defaults(handler=_predict)
+
+    demo = commands.add_parser("demo", help="the main job on TETRIS-SEED: build, train, evaluate, predict")
+    demo.add_argument("--out", default="demo_output", help="folder for the zoo, the model and the evaluation")
+    demo.add_argument("--quick", action="store_true", help="a mini zoo and a short training (about a minute)")
+    demo.set_defaults(handler=_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hyperrep`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # every training field is an option: parsed by hyperrep_hf.training
+        return _train(argparse.Namespace(), argv[1:])
     arguments = make_parser().parse_args(argv)
     try:
         return arguments.handler(arguments)

@@ -1,0 +1,108 @@
+"""``hyperrep demo``: the main job on the embedded default, TETRIS-SEED, end to end.
+
+1. build the TETRIS-SEED zoo (1000 MLPs × 75 epochs) as a dataset folder;
+2. train the default hyper-representation on it (``training/configs/tetris_seed.yaml``);
+3. probe it beside the baselines (W, s(W), kernel PCA, UMAP), save the probe heads into the model folder;
+4. predict the properties of a few test-split networks from their weights alone, next to the truth.
+
+``--quick`` runs a mini version (a small zoo, a short training) that finishes in about a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from .recipes import BuildOptions, load_recipe
+from .zoo import build_zoo, load_zoo
+
+QUICK_ZOO = BuildOptions(num_models=60, epochs=15)
+QUICK_TRAINING = {
+    "epochs": 3,
+    "batch_size": 64,
+    "d_model": 64,
+    "intermediate_size": 128,
+    "eval_every": 1,
+    "checkpoint_every": 3,
+}
+
+
+def run_demo(out: str | os.PathLike = "demo_output", quick: bool = False) -> dict:
+    """Runs the four steps into ``out`` (``zoos/``, ``model/``, ``eval/``, ``networks/``); returns the predictions.
+
+    Every step is resumable: re-running continues a killed build or training and skips finished steps.
+    """
+    from .evaluation import evaluate_model
+    from .pipelines import predict_networks
+    from .training import main as train_main
+
+    out = Path(out)
+    zoo_folder, model_dir = out / "zoos", out / "model"
+    _step(1, "build the TETRIS-SEED zoo")
+    build_zoo(load_recipe("tetris_seed"), zoo_folder, QUICK_ZOO if quick else BuildOptions())
+
+    _step(2, "train the hyper-representation")
+    preset = Path(str(resources.files("hyperrep_hf.train_configs"))) / "tetris_seed.yaml"
+    overrides = {"zoo": f"{zoo_folder}:tetris_seed", "output_dir": str(model_dir)}
+    if quick:
+        overrides |= QUICK_TRAINING
+    if (model_dir / "train_config.json").is_file() and (model_dir / "model.safetensors").is_file():
+        print(f"[demo] {model_dir} already holds a trained model: skipping training.")
+    else:
+        if (model_dir / "checkpoints" / "last").is_file():
+            overrides["resume"] = True
+        argv = [str(preset)] + [item for key, value in overrides.items() for item in (f"--{key}", _text(value))]
+        if train_main(argv) != 0:
+            raise RuntimeError("training failed; see the messages above.")
+
+    _step(3, "probe it beside W, s(W), kernel PCA and UMAP")
+    evaluation = evaluate_model(model_dir, f"{zoo_folder}:tetris_seed", out / "eval", max_rows=2000 if quick else None)
+    print((out / "eval" / "results.md").read_text())
+
+    _step(4, "predict the properties of unseen networks from their weights")
+    dataset, info = load_zoo(zoo_folder, "tetris_seed", cache_dir=str(out / ".cache"))
+    test = dataset["test"].filter(lambda row: row["epoch"] == info["epochs"]).select(range(3))
+    files, truth = [], []
+    (out / "networks").mkdir(parents=True, exist_ok=True)
+    for row in test:
+        path = out / "networks" / f"model_{row['model_id']}.safetensors"
+        save_file(_state_dict(info["architecture"], torch.tensor(row["weights"])), path)
+        files.append(path)
+        truth.append({key: row[key] for key in ("test_accuracy", "generalization_gap", "epoch")})
+    predictions = predict_networks(model_dir, files)
+    for prediction, actual in zip(predictions, truth, strict=True):
+        prediction["truth"] = actual
+    print(json.dumps(predictions, indent=2))
+    print(
+        f"[demo] done: zoo {zoo_folder}, model {model_dir} (probe heads in {model_dir / 'probes'}), "
+        f"evaluation {out / 'eval'}; {len(evaluation.results)} probe results."
+    )
+    return {"predictions": predictions}
+
+
+def _state_dict(architecture: dict, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Splits a flat vector into the named parameters of the architecture record."""
+    result, offset = {}, 0
+    for parameter in architecture["parameters"]:
+        size = int(torch.tensor(parameter["shape"]).prod())
+        result[parameter["name"]] = vector[offset : offset + size].reshape(parameter["shape"]).clone()
+        offset += size
+    return result
+
+
+def _text(value) -> str:
+    return (
+        yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        if not isinstance(value, str)
+        else value
+    )
+
+
+def _step(number: int, text: str) -> None:
+    print(f"\n[demo] step {number}/4: {text}", flush=True)

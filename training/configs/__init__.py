@@ -1,0 +1,1 @@
+"""Training presets, shipped inside the package as ``hyperrep_hf.train_configs``."""
