@@ -169,7 +169,8 @@ def _weights(folder):
 def test_train_script_checkpoints_resumes_and_saves(tiny_zoo, tmp_path):
     run = tmp_path / "run"
     arguments = [str(REPOSITORY / "training" / "configs" / "tetris_seed.yaml"), "--zoo", f"{tiny_zoo}:tetris_seed"]
-    arguments += ["--epochs", "2", "--checkpoint-every", "1", "--keep-checkpoints", "5", *TINY_MODEL]
+    arguments += ["--epochs", "2", "--eval-every", "1", "--checkpoint-every", "1", "--keep-checkpoints", "5"]
+    arguments += TINY_MODEL
     _launch([*arguments, "--output-dir", str(run)])
 
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
