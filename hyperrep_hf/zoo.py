@@ -136,7 +136,8 @@ def build_zoo(
             f"images and {data.num_classes} classes."
         )
     if _check_existing(zoo_dir, identity, overwrite) == "complete":
-        _say(progress, f"[{recipe.name}] already complete in {zoo_dir}: nothing to do.")
+        write_card(Path(out_dir))  # cheap, and repairs a card lost to a crash after zoo_info.json was written
+        _say(progress, f"[{recipe.name}] already complete in {zoo_dir}: nothing to train.")
         return zoo_dir
 
     build_dir = zoo_dir / ".build"
@@ -391,6 +392,8 @@ def write_card(out_dir: Path) -> Path:
         infos.append(info)
     card = render_dataset_card(infos)
     path = out_dir / "README.md"
+    if path.is_file() and path.read_text() == card:
+        return path
     temporary = path.with_name(".README.md.tmp")
     temporary.write_text(card)
     os.replace(temporary, path)

@@ -64,7 +64,7 @@ def assert_same(first: ImageDataset, second: ImageDataset) -> None:
 def test_tetris_shapes_balance_and_range(tmp_path):
     dataset = load_image_dataset("tetris", cache_dir=tmp_path)
     assert dataset.num_classes == 4 and dataset.license == "generated (CC0)"
-    for split, size in (("train", 1000), ("validation", 250), ("test", 500)):
+    for split, size in (("train", 200), ("validation", 250), ("test", 500)):
         images, labels = dataset.split(split)
         assert images.shape == (size, 1, 4, 4) and images.dtype == torch.float32
         assert labels.shape == (size,) and labels.dtype == torch.int64
@@ -176,7 +176,7 @@ def test_subset_is_stratified_nested_and_deterministic(tmp_path):
     small = load_image_dataset("tetris", subset=40, cache_dir=tmp_path)
     large = load_image_dataset("tetris", subset=400, cache_dir=tmp_path)
     assert [len(small.split(split)[1]) for split in SPLITS] == [40, 40, 40]
-    assert [len(large.split(split)[1]) for split in SPLITS] == [400, 250, 400]  # at most K: validation has 250
+    assert [len(large.split(split)[1]) for split in SPLITS] == [200, 250, 400]  # at most K
     for split in SPLITS:
         assert torch.bincount(small.split(split)[1]).tolist() == [10, 10, 10, 10]
         full_rows = {tuple(row.tolist()) for row in full.split(split)[0].flatten(1)}
