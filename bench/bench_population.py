@@ -51,17 +51,17 @@ def main() -> None:
     images, labels = tetris.train_images, tetris.train_labels
     for num_networks in (64, 1000):
         configs = [
-            NetworkConfig(seed=s, activation="tanh", init="xavier_uniform", learning_rate=3e-3)
+            NetworkConfig(seed=s, activation="tanh", init="xavier_uniform", learning_rate=3e-3, batch_size=16)
             for s in range(1, num_networks + 1)
         ]
-        population = population_rate(TETRIS_MLP, configs, images, labels, epochs=3)
-        alone = alone_rate(TETRIS_MLP, configs[:8], images, labels, epochs=2)
+        population = population_rate(TETRIS_MLP, configs, images, labels, epochs=10)
+        alone = alone_rate(TETRIS_MLP, configs[:8], images, labels, epochs=5)
         results["cases"].append(
             {
                 "network": "tetris_mlp",
                 "num_networks": num_networks,
                 "train_images": len(labels),
-                "batch_size": 32,
+                "batch_size": 16,
                 "population_models_epochs_per_s": population,
                 "alone_models_epochs_per_s": alone,
                 "speedup": population / alone,
