@@ -19,6 +19,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from .networks import NetworkSpec, unflatten_vector
 from .recipes import BuildOptions, load_recipe
 from .zoo import build_zoo, load_zoo
 
@@ -68,11 +69,13 @@ def run_demo(out: str | os.PathLike = "demo_output", quick: bool = False) -> dic
     _step(4, "predict the properties of unseen networks from their weights")
     dataset, info = load_zoo(zoo_folder, "tetris_seed", cache_dir=str(out / ".cache"))
     test = dataset["test"].filter(lambda row: row["epoch"] == info["epochs"]).select(range(3))
+    spec = NetworkSpec.from_dict(info["architecture"])
     files, truth = [], []
     (out / "networks").mkdir(parents=True, exist_ok=True)
     for row in test:
         path = out / "networks" / f"model_{row['model_id']}.safetensors"
-        save_file(_state_dict(info["architecture"], torch.tensor(row["weights"])), path)
+        weights = unflatten_vector(spec, torch.tensor(row["weights"], dtype=torch.float32))
+        save_file({name: tensor.clone() for name, tensor in weights.items()}, path)
         files.append(path)
         truth.append({key: row[key] for key in ("test_accuracy", "generalization_gap", "epoch")})
     predictions = predict_networks(model_dir, files)
@@ -84,16 +87,6 @@ def run_demo(out: str | os.PathLike = "demo_output", quick: bool = False) -> dic
         f"evaluation {out / 'eval'}; {len(evaluation.results)} probe results."
     )
     return {"predictions": predictions}
-
-
-def _state_dict(architecture: dict, vector: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Splits a flat vector into the named parameters of the architecture record."""
-    result, offset = {}, 0
-    for parameter in architecture["parameters"]:
-        size = int(torch.tensor(parameter["shape"]).prod())
-        result[parameter["name"]] = vector[offset : offset + size].reshape(parameter["shape"]).clone()
-        offset += size
-    return result
 
 
 def _text(value) -> str:
