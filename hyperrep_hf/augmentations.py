@@ -7,7 +7,9 @@ layer, weight row-major then bias — and an explicit ``torch.Generator``. They 
   next layer (eq. 1 of the paper), so the network computes the same function. Precomputed as gather indices.
 - :class:`RandomErasing`: with probability p, a random contiguous block of the vector is set to 0.
 - :class:`GaussianNoise`: multiplicative w·(1 + σ_m ε) and additive w + σ_a ε noise.
-- :class:`TwoViewCollator`: a batch → two independently augmented copies + the clean vectors.
+- :func:`augment_with_target`: one view and its reconstruction target — the clean vector in the view's neuron
+  order (the permutation applied, noise and erasing not).
+- :class:`TwoViewCollator`: a batch → two independently augmented copies + the clean vectors + view 1's target.
 
 Permuting layer l by π (new neuron i = old neuron π[i])::
 
@@ -230,6 +232,39 @@ def make_augmentations(
     return augmentations
 
 
+def split_augmentations(augmentations: Sequence[Augmentation]) -> tuple[list[Augmentation], list[Augmentation]]:
+    """(reorder, corrupt): the :class:`NeuronPermutation` steps and all others, each in the given order."""
+    reorder = [step for step in augmentations if isinstance(step, NeuronPermutation)]
+    corrupt = [step for step in augmentations if not isinstance(step, NeuronPermutation)]
+    return reorder, corrupt
+
+
+def augment_with_target(
+    vectors: torch.Tensor,
+    reorder: Sequence[Augmentation],
+    corrupt: Sequence[Augmentation],
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One view of ``vectors`` and its reconstruction target, from :func:`split_augmentations`' two lists.
+
+    The target is the clean vector *in the view's neuron order*: the permutations applied, noise and erasing not.
+    A permuted network computes the same function and nothing in it tells which of the equivalent orders the zoo
+    happened to store, so the un-permuted weights cannot be predicted from a permuted input. Permutations are
+    drawn first, then the corruptions, all from ``generator``.
+
+    Returns:
+        ``(target, view)``, each (batch, num_parameters); either may be ``vectors`` itself when its steps are
+        identities (callers that need distinct storage copy).
+    """
+    target = vectors
+    for step in reorder:
+        target = step(target, generator)
+    view = target
+    for step in corrupt:
+        view = step(view, generator)
+    return target, view
+
+
 def stack_vectors(batch: Any) -> torch.Tensor:
     """A batch as (batch, num_parameters) float32: a tensor/array, a list of vectors or of rows with "weights"."""
     if isinstance(batch, torch.Tensor | np.ndarray):
@@ -239,11 +274,13 @@ def stack_vectors(batch: Any) -> torch.Tensor:
 
 
 class TwoViewCollator:
-    """Collates flat vectors into two independently augmented views plus the clean vectors.
+    """Collates flat vectors into two independently augmented views plus the clean vectors and view 1's target.
 
     Each view is its own copy (never sharing storage with the other view or the clean vectors), so an
-    ablation without augmentations still compares two distinct tensors. With a ``processor``, vectors are
-    first normalised by it (when its config normalises), augmented in that space, and also returned as tokens.
+    ablation without augmentations still compares two distinct tensors. Neuron permutations are applied before the
+    other augmentations (see :func:`augment_with_target`, shared with the trainer's ``TrainingViews``). With a
+    ``processor``, vectors are first normalised by it (when its config normalises), augmented in that space, and
+    also returned as tokens.
 
     Args:
         augmentations: Transforms applied in order to each view (e.g. :func:`make_augmentations`).
@@ -252,11 +289,11 @@ class TwoViewCollator:
         processor: Optional ``NeuronTokenProcessor`` to tokenise the clean vectors and both views.
 
     Returns (``__call__``):
-        ``clean_vectors``, ``view_1_vectors``, ``view_2_vectors``: (batch, num_parameters) float32; with a
-        processor also the keyword arguments of ``HyperRepForPreTraining.forward``: ``input_tokens`` (view 1,
-        (batch, num_tokens, token_dim)), ``attention_mask`` (batch, num_tokens), ``position_ids``
-        (batch, num_tokens, 3), ``labels`` (the clean tokens) and ``input_tokens_view2``,
-        ``attention_mask_view2``, ``position_ids_view2``.
+        ``clean_vectors``, ``view_1_vectors``, ``view_2_vectors``, ``view_1_target_vectors`` (the clean vectors in
+        view 1's neuron order): (batch, num_parameters) float32; with a processor also the keyword arguments of
+        ``HyperRepForPreTraining.forward``: ``input_tokens`` (view 1, (batch, num_tokens, token_dim)),
+        ``attention_mask`` (batch, num_tokens), ``position_ids`` (batch, num_tokens, 3), ``labels`` (the tokens of
+        ``view_1_target_vectors``) and ``input_tokens_view2``, ``attention_mask_view2``, ``position_ids_view2``.
     """
 
     def __init__(
@@ -266,27 +303,37 @@ class TwoViewCollator:
         processor: Any | None = None,
     ) -> None:
         self.augmentations = list(augmentations)
+        self.reorder, self.corrupt = split_augmentations(self.augmentations)
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.processor = processor
 
+    def augment_with_target(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One view and its target (:func:`augment_with_target`), each a fresh copy: (batch, num_parameters)."""
+        target, view = augment_with_target(vectors.clone(), self.reorder, self.corrupt, self.generator)
+        return target, view.clone() if view is target else view
+
     def augment(self, vectors: torch.Tensor) -> torch.Tensor:
         """One view: a fresh copy of ``vectors`` (batch, num_parameters) through every augmentation."""
-        view = vectors.clone()
-        for augmentation in self.augmentations:
-            view = augmentation(view, self.generator)
-        return view
+        return self.augment_with_target(vectors)[1]
 
     def __call__(self, batch: Any) -> dict[str, torch.Tensor]:
         """See the class docstring."""
         clean = stack_vectors(batch)
         if self.processor is not None:
             clean = self.processor.normalize_vectors(self.processor.networks_to_vectors(clean))
-        output = {"clean_vectors": clean, "view_1_vectors": self.augment(clean), "view_2_vectors": self.augment(clean)}
+        target_1, view_1_vectors = self.augment_with_target(clean)
+        output = {
+            "clean_vectors": clean,
+            "view_1_vectors": view_1_vectors,
+            "view_2_vectors": self.augment(clean),
+            "view_1_target_vectors": target_1,
+        }
         if self.processor is not None:
-            # Keyword names of HyperRepForPreTraining.forward: view 1 in, clean tokens as the target, view 2.
-            view_1 = self.processor.vectors_to_tokens(output["view_1_vectors"], normalize=False, check=False)
+            # Keyword names of HyperRepForPreTraining.forward: view 1 in, its clean weights (in view 1's neuron
+            # order) as the target, view 2.
+            view_1 = self.processor.vectors_to_tokens(view_1_vectors, normalize=False, check=False)
             view_2 = self.processor.vectors_to_tokens(output["view_2_vectors"], normalize=False, check=False)
             output.update(view_1)
-            output["labels"] = self.processor.vectors_to_tokens(clean, normalize=False, check=False)["input_tokens"]
+            output["labels"] = self.processor.vectors_to_tokens(target_1, normalize=False, check=False)["input_tokens"]
             output.update({f"{name}_view2": value for name, value in view_2.items()})
         return output

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import yaml
 
-from .augmentations import NeuronPermutation, make_augmentations
+from .augmentations import augment_with_target, make_augmentations, split_augmentations
 from .configuration_hyperrep import HyperRepConfig
 from .modeling_hyperrep import HyperRepForPreTraining
 from .processing_hyperrep import NeuronTokenProcessor
@@ -427,10 +427,10 @@ def epoch_seed(seed: int, epoch: int, process_index: int, purpose: int) -> int:
 class TrainingViews:
     """Two augmented views of a batch of zoo rows, as model inputs, with view 1's reconstruction target.
 
-    The target is the clean vector *in the view's neuron order* (noise and erasing undone, the permutation kept): a
-    permuted network computes the same function and nothing in it tells which of the equivalent orders the zoo
-    happened to store, so the un-permuted weights cannot be predicted from a permuted input (with permutations,
-    that target caps R² far below 1). With ``reference_losses`` the model reconstructs the augmented input instead.
+    The target is the clean vector *in the view's neuron order* (noise and erasing undone, the permutation kept):
+    the un-permuted weights cannot be predicted from a permuted input (that target caps R² far below 1). Shared
+    with ``TwoViewCollator`` through :func:`hyperrep_hf.augmentations.augment_with_target`. With
+    ``reference_losses`` the model reconstructs the augmented input instead.
 
     Args:
         augmentations: From :func:`hyperrep_hf.augmentations.make_augmentations` (permutation first).
@@ -438,8 +438,7 @@ class TrainingViews:
     """
 
     def __init__(self, augmentations: list, processor: NeuronTokenProcessor) -> None:
-        self.reorder = [step for step in augmentations if isinstance(step, NeuronPermutation)]
-        self.corrupt = [step for step in augmentations if not isinstance(step, NeuronPermutation)]
+        self.reorder, self.corrupt = split_augmentations(augmentations)
         self.processor = processor
         self.generator = torch.Generator().manual_seed(0)
 
@@ -448,12 +447,7 @@ class TrainingViews:
         clean = self.processor.normalize_vectors(vectors)
         batch = {}
         for suffix in ("", "_view2"):
-            target = clean
-            for step in self.reorder:
-                target = step(target, self.generator)
-            view = target
-            for step in self.corrupt:
-                view = step(view, self.generator)
+            target, view = augment_with_target(clean, self.reorder, self.corrupt, self.generator)
             tokens = self.processor.vectors_to_tokens(view, normalize=False, check=False)
             batch.update({f"{name}{suffix}": value for name, value in tokens.items()})
             if not suffix:

@@ -197,8 +197,34 @@ def test_collator_with_a_processor_returns_tokens_of_each_view():
     assert output["input_tokens"].shape == output["input_tokens_view2"].shape == (10, processor.num_tokens, 48)
     assert output["attention_mask"].shape == output["attention_mask_view2"].shape == (10, processor.num_tokens)
     assert output["position_ids_view2"].shape == (10, processor.num_tokens, 3)
-    for tokens, vectors_name in (("labels", "clean"), ("input_tokens", "view_1"), ("input_tokens_view2", "view_2")):
+    names = (("labels", "view_1_target"), ("input_tokens", "view_1"), ("input_tokens_view2", "view_2"))
+    for tokens, vectors_name in names:
         assert torch.equal(processor.to_vectors(output[tokens], denormalize=False), output[f"{vectors_name}_vectors"])
+
+
+@pytest.mark.parametrize("permute", [True, False])
+def test_collator_labels_are_the_clean_weights_in_view_1s_neuron_order(permute):
+    """The target is view 1's permutation of the clean vector: erasing and noise not applied, the permutation kept."""
+    processor = NeuronTokenProcessor(TETRIS_MLP)
+    vectors = torch.randn(64, TETRIS_MLP.num_parameters)
+    augmentations = make_augmentations(TETRIS_MLP, permute=permute, erasing_probability=1.0, additive_noise_std=0.05)
+    output = TwoViewCollator(augmentations, torch.Generator().manual_seed(3), processor=processor)(vectors)
+    clean, view_1 = output["clean_vectors"], output["view_1_vectors"]
+    labels = processor.to_vectors(output["labels"], denormalize=False)
+    assert torch.equal(labels, output["view_1_target_vectors"])
+    assert not torch.equal(view_1, labels)  # erased and noisy
+    assert (view_1 == 0).any(dim=1).all() and not (labels == 0).any()
+    if not permute:
+        assert torch.equal(labels, clean)
+        return
+    # View 1's permutation is the collator's first draw: the same generator state reproduces it exactly.
+    permuted_clean = augmentations[0](clean, torch.Generator().manual_seed(3))
+    assert torch.equal(labels, permuted_clean)
+    assert not torch.equal(labels, clean)  # 64 draws out of 120 permutations: not all the identity
+    kept = view_1 != 0
+    # The view is its label plus noise (σ 0.05) where not erased; against the un-permuted clean weights it is not.
+    assert (view_1 - labels)[kept].abs().max() < 0.5
+    assert (view_1 - clean)[kept].abs().max() > 1.0
 
 
 def test_a_plain_module_with_dropout_is_keyed_by_parameter_name():
