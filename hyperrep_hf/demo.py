@@ -42,7 +42,7 @@ def run_demo(out: str | os.PathLike = "demo_output", quick: bool = False) -> dic
     """
     from .evaluation import evaluate_model
     from .pipelines import predict_networks
-    from .training import main as train_main
+    from .training import make_train_config, train
 
     out = Path(out)
     zoo_folder, model_dir = out / "zoos", out / "model"
@@ -59,9 +59,7 @@ def run_demo(out: str | os.PathLike = "demo_output", quick: bool = False) -> dic
     else:
         if (model_dir / "checkpoints" / "last").is_file():
             overrides["resume"] = True
-        argv = [str(preset)] + [item for key, value in overrides.items() for item in (f"--{key}", _text(value))]
-        if train_main(argv) != 0:
-            raise RuntimeError("training failed; see the messages above.")
+        train(make_train_config(yaml.safe_load(preset.read_text()), overrides))
 
     _step(3, "probe it beside W, s(W) and kernel PCA")
     # UMAP is left out: on the full 76k-row zoo it takes longer than everything else together.
@@ -95,14 +93,6 @@ def run_demo(out: str | os.PathLike = "demo_output", quick: bool = False) -> dic
         f"evaluation {out / 'eval'}; {len(evaluation.results)} probe results."
     )
     return {"predictions": predictions}
-
-
-def _text(value) -> str:
-    return (
-        yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-        if not isinstance(value, str)
-        else value
-    )
 
 
 def _step(number: int, text: str) -> None:

@@ -30,6 +30,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .atomic import write_text_atomic
 from .probing import ProbeResult, RidgeProbe, SoftmaxProbe
 
 PROBE_INDEX_FORMAT_VERSION = 1
@@ -307,10 +308,7 @@ def save_probe_heads(
     kept = [entry for entry in index["probes"] if entry["zoo"] != zoo]
     index = {"format_version": PROBE_INDEX_FORMAT_VERSION, "default_zoo": zoo, "probes": kept + entries}
     index_path = probes_dir / INDEX_FILE
-    temporary = index_path.with_name(f".{INDEX_FILE}.tmp")
-    temporary.write_text(json.dumps(index, indent=2) + "\n")
-    os.replace(temporary, index_path)
-    return index_path
+    return write_text_atomic(index_path, json.dumps(index, indent=2) + "\n")
 
 
 def _local_or_downloaded(model_dir_or_repo: str | os.PathLike) -> Path:

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 import yaml
 
+from .atomic import write_text_atomic
 from .augmentations import augment_with_target, make_augmentations, split_augmentations
 from .configuration_hyperrep import HyperRepConfig
 from .modeling_hyperrep import HyperRepForPreTraining
@@ -473,12 +474,6 @@ def find_last_checkpoint(checkpoints_dir: Path) -> Path | None:
     return max(complete, key=lambda p: int(p.name)) if complete else None
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 def _resolve_mixed_precision(setting: str) -> str | None:
     """``auto``: what the launcher says, else bf16 on a CUDA device that supports it, else full precision."""
     if setting != "auto":
@@ -570,7 +565,7 @@ class Trainer:
             self._resume()
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            _write_text_atomic(self.output_dir / "train_config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+            write_text_atomic(self.output_dir / "train_config.json", json.dumps(config.to_dict(), indent=2) + "\n")
             if config.report_to != "none":
                 accelerator.init_trackers("hyperrep", config={k: str(v) for k, v in config.to_dict().items()})
 
@@ -778,7 +773,7 @@ class Trainer:
             (temporary / "train_config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
             shutil.rmtree(final, ignore_errors=True)
             os.replace(temporary, final)
-            _write_text_atomic(checkpoints_dir / "last", final.name + "\n")
+            write_text_atomic(checkpoints_dir / "last", final.name + "\n")
             complete = sorted((p for p in checkpoints_dir.glob("[0-9]*") if p.is_dir()), key=lambda p: int(p.name))
             for old in complete[: -self.config.keep_checkpoints]:
                 shutil.rmtree(old)
@@ -807,7 +802,7 @@ class Trainer:
             # A killed run may have logged epochs after its last checkpoint: they are trained again.
             records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
             kept = [r for r in records if r["step"] <= self.step and not r.get("final")]
-            _write_text_atomic(metrics, "".join(json.dumps(r) + "\n" for r in kept))
+            write_text_atomic(metrics, "".join(json.dumps(r) + "\n" for r in kept))
         self._say(f"Resumed from {checkpoint} (epoch {self.epoch}, step {self.step}).")
 
 

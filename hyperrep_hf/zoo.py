@@ -33,6 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .atomic import write_text_atomic
 from .cards import render_dataset_card
 from .data import load_image_dataset
 from .population import NetworkConfig, Population
@@ -394,10 +395,7 @@ def write_card(out_dir: Path) -> Path:
     path = out_dir / "README.md"
     if path.is_file() and path.read_text() == card:
         return path
-    temporary = path.with_name(".README.md.tmp")
-    temporary.write_text(card)
-    os.replace(temporary, path)
-    return path
+    return write_text_atomic(path, card)
 
 
 def _final_accuracies(zoo_dir: Path, epochs: int) -> list[float]:
@@ -410,9 +408,7 @@ def _final_accuracies(zoo_dir: Path, epochs: int) -> list[float]:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, default=_json_default))
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps(data, indent=2, default=_json_default))
 
 
 def _json_default(value):

@@ -10,5 +10,6 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import torch
 
-# The tests use tiny tensors, for which one thread is fastest and least sensitive to a busy machine.
+# The tests use tiny tensors, for which one thread is fastest and least sensitive to a busy machine; one thread
+# also fixes the reduction order, so outputs compare bit for bit with the remote-code subprocess.
 torch.set_num_threads(1)

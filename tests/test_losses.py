@@ -9,14 +9,6 @@ from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, reconstruction_r
 from hyperrep_hf.modeling_hyperrep import masked_mse_loss, nt_xent_loss, positive_pair_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_nt_xent_on_two_orthogonal_pairs_by_hand():
     # Anchor a1 = (1, 0): cosine 1 with its partner b1, 0 with a2 and b2 → −log(e / (e + 1 + 1)); all 4 alike.
     view1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])

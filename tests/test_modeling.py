@@ -16,16 +16,6 @@ from hyperrep_hf import (
     reconstruction_r2,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and OpenMP threads spinning on a busy 2-core machine cost 100×."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TETRIS = [(5, 16, False), (4, 5, False)]  # (neurons, fan_in, bias) per layer: MLP 16→5→4, no biases
 SMALL_MLP = [(3, 6, True), (2, 3, True)]  # 6→3→2 with biases: rows of width 7 and 4
 

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -39,15 +38,6 @@ assert torch.equal(pretraining(data["tokens"]).reconstruction, data["reconstruct
 assert "hyperrep_hf" not in sys.modules
 print("remote code OK", config.model_type)
 """
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread here and in the subprocess: the same reduction order, so outputs compare bit for bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_saved_folder_carries_auto_map_and_flat_code(tmp_path):
