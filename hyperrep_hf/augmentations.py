@@ -5,6 +5,8 @@ layer, weight row-major then bias — and an explicit ``torch.Generator``. They 
 
 - :class:`NeuronPermutation`: permutes hidden neurons / conv channels together with the matching inputs of the
   next layer (eq. 1 of the paper), so the network computes the same function. Precomputed as gather indices.
+- :class:`NeuronSignFlip`: flips the sign of hidden neurons whose activation is odd (tanh) — incoming weights and
+  bias and the matching inputs of the next layer — which also leaves the function unchanged.
 - :class:`RandomErasing`: with probability p, a random contiguous block of the vector is set to 0.
 - :class:`GaussianNoise`: multiplicative w·(1 + σ_m ε) and additive w + σ_a ε noise.
 - :func:`augment_with_target`: one view and its reconstruction target — the clean vector in the view's neuron
@@ -146,6 +148,84 @@ class NeuronPermutation:
         return vectors.gather(1, self.indices[choice].to(device=vectors.device, dtype=torch.long))
 
 
+ODD_ACTIVATIONS = ("tanh", "identity")
+"""Activations with σ(−x) = −σ(x): flipping a neuron's sign before them is undone by its next layer."""
+SIGN_NEUTRAL_LAYERS = ("act", "flatten", "dropout", "avgpool", "gap")
+"""Layers between two parameter layers that commute with a sign flip (given an odd activation); ``maxpool`` does not."""
+
+
+def sign_flip_layers(architecture: Any, activation: str) -> list[int]:
+    """Indices (into the hidden parameter layers) whose neurons can be sign-flipped without changing the function.
+
+    A hidden neuron's sign can flip when everything between its layer and the next parameter layer is odd:
+    ``activation`` in :data:`ODD_ACTIVATIONS` and only :data:`SIGN_NEUTRAL_LAYERS` in between (max pooling is not:
+    max(−x) = −min(x)).
+    """
+    record = _architecture_record(architecture)
+    if activation not in ODD_ACTIVATIONS:
+        return []
+    layers, positions = record["layers"], [layer["index"] for layer in record["parameter_layers"]]
+    return [
+        hidden
+        for hidden, (start, stop) in enumerate(itertools.pairwise(positions))
+        if all(layers[k].split(":")[0] in SIGN_NEUTRAL_LAYERS for k in range(start + 1, stop))
+    ]
+
+
+class NeuronSignFlip:
+    """Random sign flips of hidden neurons before an odd activation (tanh), a symmetry beside permutation.
+
+    tanh(−x) = −tanh(x), so negating a neuron's incoming weights and bias and the next layer's weights that read it
+    computes the same function — and, for an init distribution symmetric around 0, gives a network as likely in
+    the zoo as the original. Each flippable neuron of each network flips with probability 1/2. The reconstruction
+    target flips with the view (like a permutation, nothing in the weights tells which sign the zoo stored).
+
+    Args:
+        architecture: A ``NetworkSpec`` or its architecture record.
+        activation: The zoo's activation; with a non-odd one (relu, …) no neuron is flippable.
+
+    Raises:
+        ValueError: No hidden neuron can be flipped (a non-odd activation, or max pooling after every layer).
+    """
+
+    def __init__(self, architecture: Any, activation: str) -> None:
+        hidden = sign_flip_layers(architecture, activation)
+        if not hidden:
+            raise ValueError(
+                f"Sign flips preserve the function only before an odd activation {ODD_ACTIVATIONS} with no max "
+                f"pooling in between; this zoo (activation {activation!r}) has no such neuron. Turn sign_flip off."
+            )
+        pairs = _permutable_layers(architecture)
+        table = _layer_table(_architecture_record(architecture))
+        num_parameters = sum(layer["num_neurons"] * layer["width"] for layer in table)
+        # Flat index → the flippable neuron it is an incoming (row) / outgoing (column) weight of; −1: none. A weight
+        # between two flippable layers has both and flips with the product of their signs.
+        row_neuron = torch.full((num_parameters,), -1, dtype=torch.long)
+        column_neuron = torch.full((num_parameters,), -1, dtype=torch.long)
+        count = 0
+        for position in hidden:
+            layer, next_layer, block = pairs[position]
+            ids = count + torch.arange(layer["num_neurons"])
+            rows = layer["weight_offset"] + torch.arange(layer["num_neurons"] * layer["fan_in"])
+            row_neuron[rows] = ids.repeat_interleave(layer["fan_in"])
+            if layer["bias_offset"] is not None:
+                row_neuron[layer["bias_offset"] + torch.arange(layer["num_neurons"])] = ids
+            size = next_layer["num_neurons"] * layer["num_neurons"] * block
+            columns = ids.view(1, -1, 1).expand(next_layer["num_neurons"], -1, block).reshape(-1)
+            column_neuron[next_layer["weight_offset"] + torch.arange(size)] = columns
+            count += layer["num_neurons"]
+        self.num_neurons = count
+        self.row_neuron, self.column_neuron = row_neuron, column_neuron
+
+    def __call__(self, vectors: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Independent ±1 per flippable neuron of each network: (batch, num_parameters) → same shape."""
+        flips = torch.randint(0, 2, (vectors.shape[0], self.num_neurons + 1), generator=generator)
+        signs = (1 - 2 * flips).to(vectors.dtype)
+        signs[:, -1] = 1  # index −1: no flippable neuron on that side
+        signs = signs.to(vectors.device)
+        return vectors * signs[:, self.row_neuron] * signs[:, self.column_neuron]
+
+
 class RandomErasing:
     """With probability ``probability``, sets a random contiguous block of each vector to 0.
 
@@ -204,18 +284,20 @@ def make_augmentations(
     architecture: Any,
     permute: bool = True,
     num_permutations: int = 1000,
+    sign_flip_activation: str | None = None,
     erasing_probability: float = 0.5,
     erasing_scale: tuple[float, float] = (0.03, 0.3),
     additive_noise_std: float = 0.0,
     multiplicative_noise_std: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> list[Augmentation]:
-    """The paper's augmentation chain: permutation → noise → erasing (erased weights stay exactly 0).
+    """The paper's augmentation chain: permutation (→ sign flips) → noise → erasing (erased weights stay exactly 0).
 
     Args:
         architecture: A ``NetworkSpec`` or its architecture record.
         permute: Include :class:`NeuronPermutation`.
         num_permutations: Random permutations to precompute when they are too many to enumerate.
+        sign_flip_activation: The zoo's activation, to include :class:`NeuronSignFlip` (None: no sign flips).
         erasing_probability: p of :class:`RandomErasing` (0 disables it).
         erasing_scale: Relative block length range.
         additive_noise_std: σ of additive noise (0 disables it).
@@ -225,6 +307,8 @@ def make_augmentations(
     augmentations: list[Augmentation] = []
     if permute:
         augmentations.append(NeuronPermutation(architecture, num_permutations, generator=generator))
+    if sign_flip_activation is not None:
+        augmentations.append(NeuronSignFlip(architecture, sign_flip_activation))
     if additive_noise_std or multiplicative_noise_std:
         augmentations.append(GaussianNoise(additive_noise_std, multiplicative_noise_std))
     if erasing_probability:
@@ -233,9 +317,10 @@ def make_augmentations(
 
 
 def split_augmentations(augmentations: Sequence[Augmentation]) -> tuple[list[Augmentation], list[Augmentation]]:
-    """(reorder, corrupt): the :class:`NeuronPermutation` steps and all others, each in the given order."""
-    reorder = [step for step in augmentations if isinstance(step, NeuronPermutation)]
-    corrupt = [step for step in augmentations if not isinstance(step, NeuronPermutation)]
+    """(reorder, corrupt): the symmetries (permutations, sign flips) and all others, each in the given order."""
+    symmetries = (NeuronPermutation, NeuronSignFlip)
+    reorder = [step for step in augmentations if isinstance(step, symmetries)]
+    corrupt = [step for step in augmentations if not isinstance(step, symmetries)]
     return reorder, corrupt
 
 

@@ -263,10 +263,14 @@ def umap_features(
     num_neighbors: int = UMAP_NEIGHBORS,
     min_dist: float = UMAP_MIN_DIST,
     max_fit_rows: int = 3000,
+    max_transform_rows: int | None = 3000,
     seed: int = 0,
 ) -> dict[str, np.ndarray] | None:
     """UMAP fitted on train rows; every split (train included) goes through ``transform`` for consistency.
 
+    ``transform`` optimises each new point's embedding (about 1 ms per row and component), so on a whole zoo
+    (76,000 rows for TETRIS-SEED) it would run for hours: at most ``max_transform_rows`` rows per split (a seeded
+    draw) are embedded and the others get NaN features, which the probes drop and count (``results.md`` lists them).
     umap-learn is optional (``pip install umap-learn``); without it this logs a warning and returns None.
 
     Args:
@@ -275,7 +279,8 @@ def umap_features(
         num_neighbors: UMAP ``n_neighbors`` (25 in the paper), capped at fit rows − 1.
         min_dist: UMAP ``min_dist`` (0.001 in the paper).
         max_fit_rows: At most this many train rows (seeded draw) are used to fit.
-        seed: Seed of the row draw and of UMAP (seeding makes UMAP single-threaded).
+        max_transform_rows: At most this many rows per split are embedded (``None``: all).
+        seed: Seed of the row draws and of UMAP (seeding makes UMAP single-threaded).
 
     Returns:
         Split → (num_rows, num_components) float64, or None when umap-learn is not installed.
@@ -295,10 +300,15 @@ def umap_features(
         random_state=seed,
         n_jobs=1,  # a seeded UMAP runs single-threaded anyway; saying so silences its warning
     ).fit(fit_rows)
-    return {
-        split: _transform_finite(model.transform, np.asarray(vectors, dtype=np.float64), num_components)
-        for split, vectors in vectors_by_split.items()
-    }
+    features = {}
+    for split, vectors in vectors_by_split.items():
+        vectors = np.asarray(vectors, dtype=np.float64)
+        rows = np.arange(vectors.shape[0])
+        if max_transform_rows is not None and rows.size > max_transform_rows:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_transform_rows, replace=False))
+        features[split] = np.full((vectors.shape[0], num_components), np.nan)
+        features[split][rows] = _transform_finite(model.transform, vectors[rows], num_components)
+    return features
 
 
 def compute_baseline_features(

@@ -100,6 +100,8 @@ class TrainConfig:
         projection_layers, projection_dim, loss_type, beta, temperature, reference_losses: ``HyperRepConfig``.
         permute: Neuron-permutation augmentation.
         num_permutations: Random permutations precomputed when they are too many to enumerate.
+        sign_flip: Sign-flip augmentation of hidden neurons before an odd activation (tanh): function-preserving
+            like permutation, 2^(flippable neurons) more equivalent networks. Needs a zoo with one odd activation.
         erasing_probability: Chance of erasing a random block of a view (0 disables erasing).
         erasing_scale: (low, high) relative length of the erased block.
         additive_noise_std, multiplicative_noise_std: Gaussian noise scales (0 disables).
@@ -147,6 +149,7 @@ class TrainConfig:
     reference_losses: bool = False
     permute: bool = True
     num_permutations: int = 1000
+    sign_flip: bool = False
     erasing_probability: float = 0.5
     erasing_scale: list[float] = field(default_factory=lambda: [0.03, 0.3])
     additive_noise_std: float = 0.0
@@ -377,6 +380,17 @@ def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
     return ZooTensors(vectors, targets, processor, zoo_info)
 
 
+def zoo_activation(zoo_info: dict) -> str:
+    """The one activation of a zoo's networks (for sign flips); a ValueError when it has several or none."""
+    activations = zoo_info.get("hyperparameters", {}).get("activation", [])
+    if len(activations) != 1:
+        raise ValueError(
+            f"sign_flip: needs a zoo whose networks share one odd activation; this zoo has {activations or 'none'}. "
+            "Set --sign-flip false."
+        )
+    return activations[0]
+
+
 def make_model_config(config: TrainConfig, processor: NeuronTokenProcessor) -> HyperRepConfig:
     """The model config of a run; an impossible combination fails here, before training, naming the fields."""
     model_fields = ("variant", "num_hidden_layers", "d_model", "num_attention_heads", "intermediate_size")
@@ -554,6 +568,7 @@ class Trainer:
             self.processor.architecture,
             permute=config.permute,
             num_permutations=config.num_permutations,
+            sign_flip_activation=zoo_activation(self.data.zoo_info) if config.sign_flip else None,
             erasing_probability=config.erasing_probability,
             erasing_scale=tuple(config.erasing_scale),
             additive_noise_std=config.additive_noise_std,

@@ -13,10 +13,12 @@ from test_processing import network_specs
 from hyperrep_hf.augmentations import (
     GaussianNoise,
     NeuronPermutation,
+    NeuronSignFlip,
     RandomErasing,
     TwoViewCollator,
     make_augmentations,
     make_permutation_indices,
+    sign_flip_layers,
 )
 from hyperrep_hf.networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, make_module
 from hyperrep_hf.processing_hyperrep import NeuronTokenProcessor
@@ -85,6 +87,52 @@ def test_permutations_preserve_the_function_of_random_networks(spec, seed):
         copy = make_module(spec).eval()
         copy.load_state_dict(state_dict)
         assert torch.allclose(copy(inputs), module(inputs), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", [TETRIS_MLP, MLP_WITH_DROPOUT, SMALL_CNN_ZOO, MNIST_CNN], ids=lambda spec: spec.name)
+def test_sign_flips_preserve_the_function_of_tanh_networks(spec):
+    torch.manual_seed(0)
+    module = make_module(spec, activation="tanh", dropout=0.5).eval()
+    for parameter in module.parameters():
+        torch.nn.init.normal_(parameter, std=0.5)
+    processor = NeuronTokenProcessor(spec)
+    vectors = processor.networks_to_vectors(module).repeat(8, 1)
+    flipped = NeuronSignFlip(spec, "tanh")(vectors, torch.Generator().manual_seed(0))
+    inputs = torch.randn(16, *spec.input_shape)
+    expected = module(inputs)
+    for state_dict in processor.vectors_to_state_dicts(flipped):
+        copy = make_module(spec, activation="tanh", dropout=0.5).eval()
+        copy.load_state_dict(state_dict)
+        assert torch.allclose(copy(inputs), expected, rtol=0, atol=1e-5)
+    assert torch.equal(flipped.abs(), vectors.abs())
+    assert (flipped != vectors).any(dim=1).sum() >= 6  # most of the 8 copies changed
+    # Weights of no flippable neuron (the output layer's bias, layers before max pooling) never change sign.
+    untouched = (NeuronSignFlip(spec, "tanh").row_neuron < 0) & (NeuronSignFlip(spec, "tanh").column_neuron < 0)
+    assert torch.equal(flipped[:, untouched], vectors[:, untouched])
+
+
+def test_sign_flips_skip_layers_before_max_pooling_and_non_odd_activations():
+    assert sign_flip_layers(TETRIS_MLP, "tanh") == [0]
+    assert sign_flip_layers(MNIST_CNN, "tanh") == [2, 3]  # conv1 and conv2 feed max pooling
+    assert sign_flip_layers(SMALL_CNN_ZOO, "tanh") == [0, 1, 2]
+    assert sign_flip_layers(TETRIS_MLP, "relu") == []
+    with pytest.raises(ValueError, match="relu"):
+        NeuronSignFlip(TETRIS_MLP, "relu")
+    pooled = NetworkSpec.parse((1, 6, 6), ["conv:3:3", "maxpool:2", "act", "flatten", "linear:2"], "pooled")
+    with pytest.raises(ValueError, match="max"):
+        NeuronSignFlip(pooled, "tanh")
+
+
+def test_a_weight_between_two_flippable_layers_takes_both_signs():
+    spec = NetworkSpec.parse((3,), ["linear:2:nobias", "act", "linear:2:nobias", "act", "linear:1:nobias"], "deep")
+    flip = NeuronSignFlip(spec, "tanh")
+    vectors = torch.ones(256, spec.num_parameters)
+    flipped = flip(vectors, torch.Generator().manual_seed(0))
+    first, middle = flipped[:, :6].view(-1, 2, 3), flipped[:, 6:10].view(-1, 2, 2)
+    last = flipped[:, 10:].view(-1, 1, 2)
+    signs_1, signs_2 = first[:, :, 0], last[:, 0, :]  # the output layer only carries layer 2's signs
+    assert torch.equal(middle, signs_2[:, :, None] * signs_1[:, None, :])
+    assert torch.equal(first, signs_1[:, :, None].expand(-1, -1, 3))
 
 
 def test_the_output_layer_keeps_its_neuron_order():

@@ -148,3 +148,14 @@ def test_umap_features_are_fitted_on_train_rows_only(vectors_by_split):
     changed = {**vectors_by_split, "test": vectors_by_split["test"] + 3}
     changed_features = compute_baseline_features("umap", changed, num_components=2, seed=0)
     np.testing.assert_allclose(changed_features["validation"], features["validation"], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_umap_embeds_at_most_max_transform_rows_per_split(vectors_by_split):
+    pytest.importorskip("umap")
+    from hyperrep_hf.baselines import umap_features
+
+    features = umap_features(vectors_by_split, num_components=2, max_transform_rows=15, seed=0)
+    embedded = {split: np.isfinite(values).all(axis=1) for split, values in features.items()}
+    assert {split: int(mask.sum()) for split, mask in embedded.items()} == {"train": 15, "validation": 15, "test": 15}
+    assert all(np.isnan(features[split][~mask]).all() for split, mask in embedded.items())

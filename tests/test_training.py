@@ -21,6 +21,7 @@ from hyperrep_hf.training import (
     make_train_config,
     parse_args,
     split_zoo_argument,
+    zoo_activation,
 )
 from hyperrep_hf.zoo import build_zoo, load_zoo
 
@@ -152,6 +153,20 @@ def test_processor_of_another_architecture_is_refused(tiny_zoo, tmp_path):
         ValueError, match=r"processor: .*does not match.*layers\.1\.weight: processor \[6, 16\] vs zoo \[5, 16\]"
     ):
         Trainer(config)
+
+
+def test_sign_flips_need_one_odd_activation(tiny_zoo, tmp_path):
+    from hyperrep_hf.augmentations import NeuronSignFlip, make_augmentations
+    from hyperrep_hf.networks import TETRIS_MLP
+
+    model = {"d_model": 16, "num_attention_heads": 2, "intermediate_size": 32, "latent_dim": 8, "projection_dim": 4}
+    config = make_train_config({"zoo": str(tiny_zoo), "output_dir": str(tmp_path / "run"), "sign_flip": True, **model})
+    trainer = Trainer(config)  # TETRIS-SEED: tanh
+    assert [type(step) for step in trainer.collator.reorder][-1] is NeuronSignFlip
+    with pytest.raises(ValueError, match=r"sign_flip: .*\['relu', 'tanh'\]"):
+        zoo_activation({"hyperparameters": {"activation": ["relu", "tanh"]}})
+    with pytest.raises(ValueError, match="'relu'.*sign_flip off"):
+        make_augmentations(TETRIS_MLP, sign_flip_activation="relu")
 
 
 def test_existing_run_needs_resume_or_overwrite(tiny_zoo, tmp_path):
