@@ -3,7 +3,8 @@
     python bench/bench_predict.py [--model MODEL_DIR] [--zoo ZOO_DIR[:CONFIG]] [--num-networks 1000]
 
 Compares, in one run on the same networks: ``predict_networks`` on safetensors files (load + tokens + encoder +
-probes, batched), the pipeline on in-memory state_dicts (batched), and the pipeline one network at a time. Without
+probes, batched), the pipeline on in-memory state_dicts (batched), the pipeline one network at a time, and the
+pipeline with the plain z (K = 1) instead of the model's symmetry average (K encoder passes per network). Without
 ``--model`` it builds a tiny TETRIS-SEED zoo and an untrained encoder of the default (paper) size with probes
 fitted on it: speed depends on the architecture, not on training. Writes bench/results/predict.json.
 """
@@ -21,6 +22,7 @@ from safetensors.torch import save_file
 from transformers import pipeline
 
 import hyperrep_hf
+from hyperrep_hf.embeddings import symmetry_transforms
 from hyperrep_hf.evaluation import evaluate_model, load_zoo_arrays
 from hyperrep_hf.pipelines import TASK, predict_networks
 from hyperrep_hf.recipes import BuildOptions, load_recipe
@@ -84,11 +86,16 @@ def main() -> None:
         "pipeline (state_dicts, batch 256)": timed(lambda: predictor(state_dicts, batch_size=256)),
         "pipeline (state_dicts, one at a time)": one_at_a_time,
     }
+    symmetry_samples = predictor.transforms.num_samples
+    predictor.transforms = symmetry_transforms(predictor.model.config, predictor.feature_extractor.architecture, 1)
+    plain_z = timed(lambda: predictor(state_dicts, batch_size=256))
+    seconds["pipeline (state_dicts, batch 256, plain z: K = 1)"] = plain_z
     results = {
         "num_networks": count,
         "model": str(model_dir),
         "latent_dim": predictor.model.config.latent_dim,
         "num_probes": len(predictor.probes),
+        "embedding_symmetry_samples": symmetry_samples,
         "threads": arguments.threads,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}",
         "networks_per_second": {name: round(count / value, 1) for name, value in seconds.items()},
@@ -97,7 +104,7 @@ def main() -> None:
         "(the one-at-a-time loop is timed on 200 networks and scaled).",
     }
     for name, rate in results["networks_per_second"].items():
-        print(f"{name:<42} {rate:>10,.0f} networks/s  ({seconds[name]:.2f} s for {count})")
+        print(f"{name:<52} {rate:>10,.0f} networks/s  ({seconds[name]:.2f} s for {count})")
     Path(arguments.out).parent.mkdir(parents=True, exist_ok=True)
     Path(arguments.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {arguments.out}")

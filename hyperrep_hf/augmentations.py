@@ -151,7 +151,7 @@ class NeuronPermutation:
 ODD_ACTIVATIONS = ("tanh", "identity")
 """Activations with σ(−x) = −σ(x): flipping a neuron's sign before them is undone by its next layer."""
 SIGN_NEUTRAL_LAYERS = ("act", "flatten", "dropout", "avgpool", "gap")
-"""Layers between two parameter layers that commute with a sign flip (given an odd activation); ``maxpool`` does not."""
+"""Layers between two parameter layers that commute with a sign flip (odd activation given); not ``maxpool``."""
 
 
 def sign_flip_layers(architecture: Any, activation: str) -> list[int]:
@@ -329,13 +329,22 @@ def augment_with_target(
     reorder: Sequence[Augmentation],
     corrupt: Sequence[Augmentation],
     generator: torch.Generator,
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One view of ``vectors`` and its reconstruction target, from :func:`split_augmentations`' two lists.
 
-    The target is the clean vector *in the view's neuron order*: the permutations applied, noise and erasing not.
-    A permuted network computes the same function and nothing in it tells which of the equivalent orders the zoo
-    happened to store, so the un-permuted weights cannot be predicted from a permuted input. Permutations are
-    drawn first, then the corruptions, all from ``generator``.
+    The target is the clean vector *in the view's neuron order and signs*: the symmetries applied, noise and
+    erasing not. A permuted network computes the same function and nothing in it tells which of the equivalent
+    orders the zoo happened to store, so the un-permuted weights cannot be predicted from a permuted input.
+    Symmetries are drawn first, then the corruptions, all from ``generator``.
+
+    Args:
+        vectors: (batch, num_parameters) flat weights.
+        reorder: The symmetry steps (permutations, sign flips).
+        corrupt: The other steps (noise, erasing).
+        generator: The only source of randomness.
+        normalize: Applied between the symmetries and the corruptions. The symmetries act on raw weights (a sign
+            flip commutes with per-layer standardisation only when the layer's mean is 0).
 
     Returns:
         ``(target, view)``, each (batch, num_parameters); either may be ``vectors`` itself when its steps are
@@ -344,6 +353,8 @@ def augment_with_target(
     target = vectors
     for step in reorder:
         target = step(target, generator)
+    if normalize is not None:
+        target = normalize(target)
     view = target
     for step in corrupt:
         view = step(view, generator)
@@ -393,8 +404,12 @@ class TwoViewCollator:
         self.processor = processor
 
     def augment_with_target(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One view and its target (:func:`augment_with_target`), each a fresh copy: (batch, num_parameters)."""
-        target, view = augment_with_target(vectors.clone(), self.reorder, self.corrupt, self.generator)
+        """One view and its target (:func:`augment_with_target`), each a fresh copy: (batch, num_parameters).
+
+        With a processor, ``vectors`` are raw weights: the symmetries act on them, then the processor normalises.
+        """
+        normalize = self.processor.normalize_vectors if self.processor is not None else None
+        target, view = augment_with_target(vectors.clone(), self.reorder, self.corrupt, self.generator, normalize)
         return target, view.clone() if view is target else view
 
     def augment(self, vectors: torch.Tensor) -> torch.Tensor:
@@ -403,14 +418,15 @@ class TwoViewCollator:
 
     def __call__(self, batch: Any) -> dict[str, torch.Tensor]:
         """See the class docstring."""
-        clean = stack_vectors(batch)
+        raw = stack_vectors(batch)
         if self.processor is not None:
-            clean = self.processor.normalize_vectors(self.processor.networks_to_vectors(clean))
-        target_1, view_1_vectors = self.augment_with_target(clean)
+            raw = self.processor.networks_to_vectors(raw)
+        clean = self.processor.normalize_vectors(raw) if self.processor is not None else raw
+        target_1, view_1_vectors = self.augment_with_target(raw)
         output = {
             "clean_vectors": clean,
             "view_1_vectors": view_1_vectors,
-            "view_2_vectors": self.augment(clean),
+            "view_2_vectors": self.augment(raw),
             "view_1_target_vectors": target_1,
         }
         if self.processor is not None:

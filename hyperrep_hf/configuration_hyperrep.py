@@ -59,6 +59,12 @@ class HyperRepConfig(PreTrainedConfig):
         reference_losses: Reproduce the reference code instead of the paper: its positive-pair loss pushes the
             cosine similarity towards 0 (mean of (cos/T)² divided by 2·batch), and the augmented input, not
             ``labels``, is the reconstruction target. For reproduction studies only.
+        symmetries: The function-preserving transforms the encoder was trained to see (``"permutation"``,
+            ``"sign_flip"``); written by training.
+        activation: The zoo networks' activation (sign flips need it); written by training.
+        embedding_symmetry_samples: K: a network's hyper-representation is the mean of z over the network and K − 1
+            fixed symmetric copies of it (:mod:`hyperrep_hf.embeddings`); 1 = the plain z of the paper. Used by
+            evaluation, probes and the prediction pipeline; ``HyperRepModel.forward`` itself always returns plain z.
         initializer_range: Standard deviation of the position embeddings and the compression token.
         layer_norm_eps: Epsilon of the LayerNorms.
         kwargs: Passed on to `PreTrainedConfig`.
@@ -97,6 +103,9 @@ class HyperRepConfig(PreTrainedConfig):
         beta: float = 0.5,
         temperature: float = 0.1,
         reference_losses: bool = False,
+        symmetries: list[str] | tuple[str, ...] = (),
+        activation: str | None = None,
+        embedding_symmetry_samples: int = 1,
         initializer_range: float = 0.02,
         layer_norm_eps: float = 1e-5,
         **kwargs,
@@ -124,6 +133,9 @@ class HyperRepConfig(PreTrainedConfig):
         self.beta = beta
         self.temperature = temperature
         self.reference_losses = reference_losses
+        self.symmetries = list(symmetries)
+        self.activation = activation
+        self.embedding_symmetry_samples = embedding_symmetry_samples
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         super().__init__(**kwargs)
@@ -182,6 +194,13 @@ class HyperRepConfig(PreTrainedConfig):
             fail("temperature", self.temperature, "expected a temperature > 0")
         if not isinstance(self.reference_losses, bool):
             fail("reference_losses", self.reference_losses, "expected a bool")
+        if not set(self.symmetries) <= {"permutation", "sign_flip"}:
+            fail("symmetries", self.symmetries, "expected a subset of ['permutation', 'sign_flip']")
+        if "sign_flip" in self.symmetries and not self.activation:
+            fail("activation", self.activation, "sign_flip symmetry needs the networks' activation")
+        samples = self.embedding_symmetry_samples
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+            fail("embedding_symmetry_samples", samples, "expected a positive integer")
 
 
 def derive_num_parameters(

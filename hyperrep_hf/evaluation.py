@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .baselines import compute_baseline_features
+from .embeddings import embed_vectors, symmetry_transforms
 from .probing import ProbeReport, ProbeResult, fit_probes
 
 logger = logging.getLogger("hyperrep_hf")
@@ -205,32 +206,38 @@ def load_encoder(model_dir: str | os.PathLike) -> tuple[torch.nn.Module, Any]:
 
 @torch.inference_mode()
 def compute_embeddings(
-    model: torch.nn.Module, processor: Any, vectors: np.ndarray, batch_size: int = 1024
+    model: torch.nn.Module,
+    processor: Any,
+    vectors: np.ndarray,
+    batch_size: int = 1024,
+    symmetry_samples: int | None = None,
 ) -> np.ndarray:
-    """Hyper-representations z of flat weight vectors, in batches, with the model in eval mode.
+    """Hyper-representations of flat weight vectors, in batches, with the model in eval mode.
 
-    Rows with a NaN/inf weight get NaN embeddings (the probes drop and count them) instead of failing.
+    Each is z averaged over the network and its symmetric copies (:mod:`hyperrep_hf.embeddings`; K from
+    ``model.config.embedding_symmetry_samples`` unless ``symmetry_samples`` is given). Rows with a NaN/inf weight
+    get NaN embeddings (the probes drop and count them) instead of failing.
 
     Args:
         model: ``HyperRepModel`` (or anything returning ``.embeddings``).
         processor: Its ``NeuronTokenProcessor``.
         vectors: (num_rows, num_parameters) flat weights.
         batch_size: Networks per forward pass.
+        symmetry_samples: K, overriding the model config's (1: plain z).
 
     Returns:
         (num_rows, latent_dim) float64.
     """
     model.eval()
-    device = next(model.parameters()).device
+    transforms = symmetry_transforms(model.config, processor.architecture, symmetry_samples)
     vectors = np.asarray(vectors, dtype=np.float32)
     finite = np.flatnonzero(np.isfinite(vectors).all(axis=1))
     latent_dim = int(model.config.latent_dim)
     embeddings = np.full((vectors.shape[0], latent_dim), np.nan)
     for start in range(0, finite.size, batch_size):
         rows = finite[start : start + batch_size]
-        inputs = processor(torch.from_numpy(vectors[rows]), return_tensors="pt")
-        inputs = {key: value.to(device) for key, value in inputs.items()}
-        embeddings[rows] = model(**inputs).embeddings.double().cpu().numpy()
+        batch = embed_vectors(model, processor, torch.from_numpy(vectors[rows]), transforms)
+        embeddings[rows] = batch.double().cpu().numpy()
     return embeddings
 
 

@@ -27,6 +27,7 @@ import torch
 from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .embeddings import embed_vectors, symmetry_transforms
 from .probe_heads import HyperRepProbeModel, ProbesNotFoundError, load_probe_heads
 
 TASK = "network-property-prediction"
@@ -68,6 +69,8 @@ class NetworkPropertyPredictionPipeline(Pipeline):
             self.zoo = zoo
         self.probes = {target: head.to(self.device).eval() for target, head in probes.items()}
         self._check_probe_sizes()
+        # z averaged over the config's symmetric copies of each network, exactly as the probes were fitted on.
+        self.transforms = symmetry_transforms(self.model.config, self.feature_extractor.architecture)
 
     def _check_probe_sizes(self) -> None:
         latent_dim = int(self.model.config.latent_dim)
@@ -110,9 +113,9 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         return outputs[0] if single else outputs
 
     def preprocess(self, networks: Any) -> dict[str, torch.Tensor]:
-        """Networks → the encoder's inputs (input_tokens, attention_mask, position_ids), checked."""
+        """Networks → their raw flat weight vectors (``{"vectors": (batch, num_parameters)}``), checked."""
         try:
-            return dict(self.feature_extractor(networks, return_tensors="pt"))
+            return {"vectors": self.feature_extractor.networks_to_vectors(networks)}
         except ValueError as error:
             architecture = self.feature_extractor.architecture.get("name", "its")
             raise ValueError(
@@ -121,7 +124,7 @@ class NetworkPropertyPredictionPipeline(Pipeline):
             ) from error
 
     def _forward(self, model_inputs: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-        embeddings = self.model(**model_inputs).embeddings
+        embeddings = embed_vectors(self.model, self.feature_extractor, model_inputs["vectors"], self.transforms)
         # Plain dicts: the base class rebuilds ModelOutputs as untyped ones when it moves them to the CPU.
         return {target: dict(head(embeddings)) for target, head in self.probes.items()}
 

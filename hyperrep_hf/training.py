@@ -102,6 +102,9 @@ class TrainConfig:
         num_permutations: Random permutations precomputed when they are too many to enumerate.
         sign_flip: Sign-flip augmentation of hidden neurons before an odd activation (tanh): function-preserving
             like permutation, 2^(flippable neurons) more equivalent networks. Needs a zoo with one odd activation.
+        embedding_symmetry_samples: K of the saved model: its hyper-representation is z averaged over each network
+            and K − 1 symmetric copies (the trained symmetries; :mod:`hyperrep_hf.embeddings`). The per-epoch quick
+            probe uses plain z (K = 1) to stay cheap.
         erasing_probability: Chance of erasing a random block of a view (0 disables erasing).
         erasing_scale: (low, high) relative length of the erased block.
         additive_noise_std, multiplicative_noise_std: Gaussian noise scales (0 disables).
@@ -150,6 +153,7 @@ class TrainConfig:
     permute: bool = True
     num_permutations: int = 1000
     sign_flip: bool = False
+    embedding_symmetry_samples: int = 1
     erasing_probability: float = 0.5
     erasing_scale: list[float] = field(default_factory=lambda: [0.03, 0.3])
     additive_noise_std: float = 0.0
@@ -391,14 +395,28 @@ def zoo_activation(zoo_info: dict) -> str:
     return activations[0]
 
 
-def make_model_config(config: TrainConfig, processor: NeuronTokenProcessor) -> HyperRepConfig:
-    """The model config of a run; an impossible combination fails here, before training, naming the fields."""
+def make_model_config(
+    config: TrainConfig, processor: NeuronTokenProcessor, zoo_info: dict | None = None
+) -> HyperRepConfig:
+    """The model config of a run; an impossible combination fails here, before training, naming the fields.
+
+    It records the symmetries the encoder trains on (and the zoo's activation), which the hyper-representation
+    averages over (``embedding_symmetry_samples``).
+    """
     model_fields = ("variant", "num_hidden_layers", "d_model", "num_attention_heads", "intermediate_size")
     model_fields += ("latent_dim", "dropout", "projection_layers", "projection_dim", "loss_type", "beta")
-    model_fields += ("temperature", "reference_losses")
+    model_fields += ("temperature", "reference_losses", "embedding_symmetry_samples")
+    symmetries = ["permutation"] * config.permute + ["sign_flip"] * config.sign_flip
+    activations = (zoo_info or {}).get("hyperparameters", {}).get("activation", [])
+    activation = activations[0] if len(activations) == 1 else None
+    if config.sign_flip:
+        activation = zoo_activation(zoo_info or {})  # exactly one, or a ValueError naming them
     try:
         return HyperRepConfig(
-            **processor.model_config_kwargs(), **{name: getattr(config, name) for name in model_fields}
+            **processor.model_config_kwargs(),
+            **{name: getattr(config, name) for name in model_fields},
+            symmetries=symmetries,
+            activation=activation,
         )
     except ValueError as error:
         raise ValueError(f"Invalid training config (model fields): {error}") from None
@@ -459,10 +477,11 @@ class TrainingViews:
 
     def __call__(self, vectors: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw rows (batch, num_parameters) → ``HyperRepForPreTraining.forward`` keyword arguments (CPU)."""
-        clean = self.processor.normalize_vectors(vectors)
         batch = {}
         for suffix in ("", "_view2"):
-            target, view = augment_with_target(clean, self.reorder, self.corrupt, self.generator)
+            # Symmetries on the raw weights, then normalisation, then corruptions (erasing, noise).
+            normalize = self.processor.normalize_vectors
+            target, view = augment_with_target(vectors, self.reorder, self.corrupt, self.generator, normalize)
             tokens = self.processor.vectors_to_tokens(view, normalize=False, check=False)
             batch.update({f"{name}{suffix}": value for name, value in tokens.items()})
             if not suffix:
@@ -547,7 +566,7 @@ class Trainer:
         with accelerator.main_process_first():
             self.data = load_zoo_tensors(config)
         self.processor = self.data.processor
-        self.model_config = make_model_config(config, self.processor)
+        self.model_config = make_model_config(config, self.processor, self.data.zoo_info)
         self.per_process_batch = check_batch_size(config, len(self.data.vectors["train"]), accelerator.num_processes)
         self.global_batch = self.per_process_batch * accelerator.num_processes
         self.steps_per_epoch = len(self.data.vectors["train"]) // self.global_batch
@@ -568,7 +587,7 @@ class Trainer:
             self.processor.architecture,
             permute=config.permute,
             num_permutations=config.num_permutations,
-            sign_flip_activation=zoo_activation(self.data.zoo_info) if config.sign_flip else None,
+            sign_flip_activation=self.model_config.activation if config.sign_flip else None,
             erasing_probability=config.erasing_probability,
             erasing_scale=tuple(config.erasing_scale),
             additive_noise_std=config.additive_noise_std,

@@ -10,6 +10,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 import hyperrep_hf
 from hyperrep_hf import HyperRepConfig, HyperRepModel, NetworkPropertyPredictionPipeline, NeuronTokenProcessor
+from hyperrep_hf.embeddings import SymmetryTransforms
 from hyperrep_hf.evaluation import evaluate_model, load_zoo_arrays
 from hyperrep_hf.pipelines import TASK, predict_networks
 from hyperrep_hf.probe_heads import ProbesNotFoundError
@@ -25,8 +26,9 @@ def evaluated_model(tmp_path_factory):
     torch.manual_seed(0)
     processor = NeuronTokenProcessor.from_zoo(zoo_dir)
     config = HyperRepConfig(
-        **processor.model_config_kwargs(), d_model=32, num_attention_heads=2, intermediate_size=64, latent_dim=8
-    )
+        **processor.model_config_kwargs(), d_model=32, num_attention_heads=2, intermediate_size=64, latent_dim=8,
+        symmetries=["permutation"], embedding_symmetry_samples=4,
+    )  # fmt: skip
     model_dir = tmp_path_factory.mktemp("model")
     HyperRepModel(config).save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
@@ -58,8 +60,10 @@ def test_predictions_equal_the_fitted_probes_on_z(evaluated_model, predictor):
     vectors = zoo.vectors["test"][:3]
     outputs = predictor(torch.from_numpy(vectors))
     model, processor = HyperRepModel.from_pretrained(model_dir), NeuronTokenProcessor.from_pretrained(model_dir)
-    with torch.no_grad():
-        embeddings = model(**processor(torch.from_numpy(vectors))).embeddings.double().numpy()
+    transforms = SymmetryTransforms(processor.architecture, 4, ["permutation"])
+    with torch.no_grad():  # z averaged over the network and 3 permuted copies, as the probes were fitted on
+        copies = [model(**processor(transforms(torch.from_numpy(vectors), k))).embeddings for k in range(4)]
+    embeddings = torch.stack(copies).mean(0).double().numpy()
     probes = report.reports["hyperrep"].probes
     assert set(outputs[0]) == set(probes)
     for index, output in enumerate(outputs):

@@ -160,12 +160,16 @@ def test_sign_flips_need_one_odd_activation(tiny_zoo, tmp_path):
     from hyperrep_hf.networks import TETRIS_MLP
 
     model = {"d_model": 16, "num_attention_heads": 2, "intermediate_size": 32, "latent_dim": 8, "projection_dim": 4}
-    config = make_train_config({"zoo": str(tiny_zoo), "output_dir": str(tmp_path / "run"), "sign_flip": True, **model})
-    trainer = Trainer(config)  # TETRIS-SEED: tanh
+    run = {"zoo": str(tiny_zoo), "output_dir": str(tmp_path / "run"), "sign_flip": True}
+    run["embedding_symmetry_samples"] = 4
+    trainer = Trainer(make_train_config({**run, **model}))  # TETRIS-SEED: tanh
     assert [type(step) for step in trainer.collator.reorder][-1] is NeuronSignFlip
+    # The saved model knows what its hyper-representation averages over.
+    assert trainer.model_config.symmetries == ["permutation", "sign_flip"]
+    assert trainer.model_config.activation == "tanh" and trainer.model_config.embedding_symmetry_samples == 4
     with pytest.raises(ValueError, match=r"sign_flip: .*\['relu', 'tanh'\]"):
         zoo_activation({"hyperparameters": {"activation": ["relu", "tanh"]}})
-    with pytest.raises(ValueError, match="'relu'.*sign_flip off"):
+    with pytest.raises(ValueError, match=r"'relu'.*sign_flip off"):
         make_augmentations(TETRIS_MLP, sign_flip_activation="relu")
 
 

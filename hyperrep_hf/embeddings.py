@@ -1,0 +1,104 @@
+"""Hyper-representations of networks: the encoder's z, averaged over function-preserving copies of each network.
+
+A network has many equivalent weight vectors: its hidden neurons can be permuted and, before an odd activation
+(tanh), their signs flipped, without changing what it computes. The encoder is trained on all of them (the
+augmentations), yet its z still moves a little with the orientation it is shown. The representation of a network
+should not depend on which of its equivalent vectors happened to be stored, so it is the mean of z over the stored
+vector and ``K − 1`` fixed, seeded symmetry transforms of it::
+
+    z̄(w) = 1/K · Σ_k z(g_k · w),   g_0 = identity
+
+The transforms are drawn once (seed 0) and shared by every network, so z̄ is a deterministic function of the
+network, whatever the batch it comes in. ``K = 1`` is the plain z of the paper. The model config records which
+symmetries the encoder was trained with (``symmetries``, ``activation``) and ``K``
+(``embedding_symmetry_samples``); training writes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .augmentations import NeuronPermutation, NeuronSignFlip
+
+SYMMETRIES = ("permutation", "sign_flip")
+
+
+class SymmetryTransforms:
+    """``K`` fixed symmetry transforms of flat weight vectors (raw, un-normalised), the identity first.
+
+    Transform k maps ``vectors`` to ``vectors[:, index[k]] * sign[k]``: a neuron permutation, then sign flips.
+
+    Args:
+        architecture: The networks' architecture record (``processor.architecture``).
+        num_samples: K, including the identity.
+        symmetries: Subset of :data:`SYMMETRIES`.
+        activation: The networks' activation (sign flips need an odd one).
+        seed: Seed of the draw.
+    """
+
+    def __init__(
+        self,
+        architecture: dict,
+        num_samples: int,
+        symmetries: list[str] | tuple[str, ...] = SYMMETRIES,
+        activation: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        unknown = set(symmetries) - set(SYMMETRIES)
+        if unknown or num_samples < 1:
+            raise ValueError(
+                f"Need num_samples >= 1 and symmetries from {SYMMETRIES}; got {num_samples}, {list(symmetries)}."
+            )
+        num_parameters = sum(int(np.prod(p["shape"])) for p in architecture["parameters"])
+        generator = torch.Generator().manual_seed(seed)
+        index = torch.arange(num_parameters).repeat(num_samples, 1)
+        sign = torch.ones(num_samples, num_parameters)
+        if num_samples > 1 and "permutation" in symmetries:
+            permutation = NeuronPermutation(architecture, num_permutations=max(1000, num_samples), generator=generator)
+            count = permutation.num_permutations
+            choice = (
+                torch.randperm(count, generator=generator)[: num_samples - 1]
+                if num_samples - 1 <= count
+                else torch.randint(count, (num_samples - 1,), generator=generator)
+            )
+            index[1:] = permutation.indices[choice].long()
+        if num_samples > 1 and "sign_flip" in symmetries:
+            if activation is None:
+                raise ValueError("Sign-flip symmetry needs the networks' activation (config.activation).")
+            sign[1:] = NeuronSignFlip(architecture, activation)(sign[1:], generator)
+        self.index, self.sign = index, sign
+
+    @property
+    def num_samples(self) -> int:
+        """K, the identity included."""
+        return int(self.index.shape[0])
+
+    def __call__(self, vectors: torch.Tensor, k: int) -> torch.Tensor:
+        """Transform ``k`` of (batch, num_parameters) vectors."""
+        return vectors[:, self.index[k].to(vectors.device)] * self.sign[k].to(vectors.device, vectors.dtype)
+
+
+def symmetry_transforms(config: Any, architecture: dict, num_samples: int | None = None) -> SymmetryTransforms:
+    """The transforms a model's config asks for; ``num_samples`` overrides ``config.embedding_symmetry_samples``."""
+    samples = int(getattr(config, "embedding_symmetry_samples", 1) if num_samples is None else num_samples)
+    symmetries = list(getattr(config, "symmetries", None) or [])
+    samples = samples if symmetries else 1  # an encoder trained without symmetries: nothing to average over
+    return SymmetryTransforms(architecture, samples, symmetries, getattr(config, "activation", None))
+
+
+@torch.no_grad()
+def embed_vectors(
+    model: torch.nn.Module, processor: Any, vectors: torch.Tensor, transforms: SymmetryTransforms
+) -> torch.Tensor:
+    """z̄ of raw flat vectors (batch, num_parameters) → (batch, latent_dim), on the model's device and dtype."""
+    device = next(model.parameters()).device
+    vectors = vectors.detach().to("cpu", torch.float32)  # the processor tokenises on the CPU
+    total = None
+    for k in range(transforms.num_samples):
+        inputs = processor(transforms(vectors, k), return_tensors="pt")
+        embeddings = model(**{key: value.to(device) for key, value in inputs.items()}).embeddings
+        total = embeddings if total is None else total + embeddings
+    return total / transforms.num_samples
