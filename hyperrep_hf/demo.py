@@ -5,7 +5,7 @@
 3. probe it beside the baselines (W, s(W), kernel PCA), save the probe heads into the model folder;
 4. predict the properties of a few test-split networks from their weights alone, next to the truth.
 
-``--quick`` runs a mini version (a small zoo, a short training) that finishes in about a minute.
+``--quick`` runs a mini version (a small zoo, a short training) that finishes in about two minutes.
 """
 
 from __future__ import annotations

@@ -91,14 +91,26 @@ def symmetry_transforms(config: Any, architecture: dict, num_samples: int | None
 
 @torch.no_grad()
 def embed_vectors(
-    model: torch.nn.Module, processor: Any, vectors: torch.Tensor, transforms: SymmetryTransforms
+    model: torch.nn.Module,
+    processor: Any,
+    vectors: torch.Tensor,
+    transforms: SymmetryTransforms,
+    max_rows_per_pass: int = 2048,
 ) -> torch.Tensor:
-    """z̄ of raw flat vectors (batch, num_parameters) → (batch, latent_dim), on the model's device and dtype."""
+    """z̄ of raw flat vectors (batch, num_parameters) → (batch, latent_dim), on the model's device and dtype.
+
+    The copies of a batch go through the encoder together, up to ``max_rows_per_pass`` rows per forward pass, so a
+    single network costs one pass of K rows rather than K passes.
+    """
     device = next(model.parameters()).device
     vectors = vectors.detach().to("cpu", torch.float32)  # the processor tokenises on the CPU
+    batch, num_samples = vectors.shape[0], transforms.num_samples
+    group = max(1, max_rows_per_pass // max(batch, 1))  # copies per forward pass
     total = None
-    for k in range(transforms.num_samples):
-        inputs = processor(transforms(vectors, k), return_tensors="pt")
+    for first in range(0, num_samples, group):
+        copies = torch.cat([transforms(vectors, k) for k in range(first, min(first + group, num_samples))])
+        inputs = processor.vectors_to_tokens(copies)  # checks shape and finiteness
         embeddings = model(**{key: value.to(device) for key, value in inputs.items()}).embeddings
-        total = embeddings if total is None else total + embeddings
-    return total / transforms.num_samples
+        summed = embeddings.view(-1, batch, embeddings.shape[-1]).sum(0)
+        total = summed if total is None else total + summed
+    return total / num_samples
