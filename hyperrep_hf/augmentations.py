@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .processing_hyperrep import _layer_table
+from .processing_hyperrep import _flat_length, _layer_table
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -86,7 +86,7 @@ def make_permutation_indices(architecture: Any, permutations: Sequence[torch.Ten
     if len(permutations) != len(pairs):
         raise ValueError(f"Expected {len(pairs)} permutation tensors (one per hidden layer), got {len(permutations)}.")
     table = _layer_table(_architecture_record(architecture))
-    num_parameters = sum(layer["num_neurons"] * layer["width"] for layer in table)
+    num_parameters = _flat_length(table)
     num_permutations = permutations[0].shape[0] if permutations else 1
     index = torch.arange(num_parameters).repeat(num_permutations, 1)
     for (layer, next_layer, block), perm in zip(pairs, permutations, strict=True):
@@ -196,8 +196,7 @@ class NeuronSignFlip:
                 f"pooling in between; this zoo (activation {activation!r}) has no such neuron. Turn sign_flip off."
             )
         pairs = _permutable_layers(architecture)
-        table = _layer_table(_architecture_record(architecture))
-        num_parameters = sum(layer["num_neurons"] * layer["width"] for layer in table)
+        num_parameters = _flat_length(_layer_table(_architecture_record(architecture)))
         # Flat index → the flippable neuron it is an incoming (row) / outgoing (column) weight of; −1: none. A weight
         # between two flippable layers has both and flips with the product of their signs.
         row_neuron = torch.full((num_parameters,), -1, dtype=torch.long)
@@ -418,10 +417,10 @@ class TwoViewCollator:
 
     def __call__(self, batch: Any) -> dict[str, torch.Tensor]:
         """See the class docstring."""
-        raw = stack_vectors(batch)
+        raw = clean = stack_vectors(batch)
         if self.processor is not None:
             raw = self.processor.networks_to_vectors(raw)
-        clean = self.processor.normalize_vectors(raw) if self.processor is not None else raw
+            clean = self.processor.normalize_vectors(raw)
         target_1, view_1_vectors = self.augment_with_target(raw)
         output = {
             "clean_vectors": clean,

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from .augmentations import NeuronPermutation, NeuronSignFlip
+from .processing_hyperrep import _flat_length, _layer_table
 
 SYMMETRIES = ("permutation", "sign_flip")
 
@@ -52,7 +52,7 @@ class SymmetryTransforms:
             raise ValueError(
                 f"Need num_samples >= 1 and symmetries from {SYMMETRIES}; got {num_samples}, {list(symmetries)}."
             )
-        num_parameters = sum(int(np.prod(p["shape"])) for p in architecture["parameters"])
+        num_parameters = _flat_length(_layer_table(architecture))
         generator = torch.Generator().manual_seed(seed)
         index = torch.arange(num_parameters).repeat(num_samples, 1)
         sign = torch.ones(num_samples, num_parameters)

@@ -56,6 +56,11 @@ def _layer_table(architecture: dict) -> list[dict]:
     return table
 
 
+def _flat_length(table: list[dict]) -> int:
+    """Length of the flat vector a layer table describes: every neuron's row (weights, then bias)."""
+    return sum(layer["num_neurons"] * layer["width"] for layer in table)
+
+
 def _neuron_rows(layer: dict) -> torch.Tensor:
     """Flat-vector indices of each neuron's row, (num_neurons, width): incoming weights, then bias."""
     weights = layer["weight_offset"] + torch.arange(layer["num_neurons"] * layer["fan_in"])
@@ -76,7 +81,7 @@ def _build_layout(architecture: dict, token_layout: str, token_dim: int) -> tupl
         layer_num_tokens: tokens of each parameter layer.
     """
     table = _layer_table(architecture)
-    num_parameters = sum(layer["num_neurons"] * layer["width"] for layer in table)
+    num_parameters = _flat_length(table)
     pieces, positions, layer_num_tokens = [], [], []
     for layer in table:
         rows = _neuron_rows(layer)

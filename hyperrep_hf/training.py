@@ -384,15 +384,20 @@ def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
     return ZooTensors(vectors, targets, processor, zoo_info)
 
 
-def zoo_activation(zoo_info: dict) -> str:
-    """The one activation of a zoo's networks (for sign flips); a ValueError when it has several or none."""
+def zoo_activation(zoo_info: dict, required: bool = True) -> str | None:
+    """The one activation of a zoo's networks.
+
+    With several or none: a ValueError when ``required`` (sign flips need it), else None.
+    """
     activations = zoo_info.get("hyperparameters", {}).get("activation", [])
-    if len(activations) != 1:
+    if len(activations) == 1:
+        return activations[0]
+    if required:
         raise ValueError(
             f"sign_flip: needs a zoo whose networks share one odd activation; this zoo has {activations or 'none'}. "
             "Set --sign-flip false."
         )
-    return activations[0]
+    return None
 
 
 def make_model_config(
@@ -407,10 +412,7 @@ def make_model_config(
     model_fields += ("latent_dim", "dropout", "projection_layers", "projection_dim", "loss_type", "beta")
     model_fields += ("temperature", "reference_losses", "embedding_symmetry_samples")
     symmetries = ["permutation"] * config.permute + ["sign_flip"] * config.sign_flip
-    activations = (zoo_info or {}).get("hyperparameters", {}).get("activation", [])
-    activation = activations[0] if len(activations) == 1 else None
-    if config.sign_flip:
-        activation = zoo_activation(zoo_info or {})  # exactly one, or a ValueError naming them
+    activation = zoo_activation(zoo_info or {}, required=config.sign_flip)
     try:
         return HyperRepConfig(
             **processor.model_config_kwargs(),
@@ -478,9 +480,8 @@ class TrainingViews:
     def __call__(self, vectors: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw rows (batch, num_parameters) → ``HyperRepForPreTraining.forward`` keyword arguments (CPU)."""
         batch = {}
+        normalize = self.processor.normalize_vectors  # after the symmetries (raw weights), before the corruptions
         for suffix in ("", "_view2"):
-            # Symmetries on the raw weights, then normalisation, then corruptions (erasing, noise).
-            normalize = self.processor.normalize_vectors
             target, view = augment_with_target(vectors, self.reorder, self.corrupt, self.generator, normalize)
             tokens = self.processor.vectors_to_tokens(view, normalize=False, check=False)
             batch.update({f"{name}{suffix}": value for name, value in tokens.items()})
