@@ -69,8 +69,8 @@ class BuildOptions:
     def __post_init__(self) -> None:
         for name in ("num_models", "epochs", "subset", "chunk_size"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < (0 if name == "epochs" else 1)):
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}.")
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer (≥ 1), got {value!r}.")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"--seed must be a non-negative integer, got {self.seed!r}.")
         try:
