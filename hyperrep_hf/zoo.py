@@ -13,7 +13,7 @@ continues from the last finished epoch; every source of randomness is a function
 resumed zoo is bit-identical to an uninterrupted one. A finished shard becomes its Parquet files; ``zoo_info.json``
 and the card are written last, so a zoo folder without ``zoo_info.json`` is never mistaken for a complete one.
 
-What makes a zoo folder trustworthy (``README.md`` "Loading guarantees"):
+What makes a zoo folder trustworthy (``README.md``, "A zoo folder loads as exactly the zoo in it"):
 
 - every resume file in ``.build/`` carries a SHA-256 of its tensors in its safetensors header, checked when read;
 - ``zoo_info.json`` records every Parquet file of the zoo (name, bytes, rows, SHA-256) and a fingerprint of them all;
@@ -194,6 +194,8 @@ def build_zoo(
             )
         build_dir = zoo_dir / ".build"
         device = torch.device(options.device)
+        if group.world_size > 1 and device.type == "cuda" and device.index is None:  # one GPU per process
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", group.rank)) % torch.cuda.device_count())
         splits = split_by_model(len(configs), options.seed)
         mine = [index for index in range(len(shards)) if index % group.world_size == group.rank]
 
@@ -286,17 +288,16 @@ def _health(files: list[Path], info: dict) -> dict:
     threshold = chance + 3.0 * math.sqrt(chance * (1.0 - chance) / max(num_test, 1))
     best: dict[int, float] = {}
     for path in files:
-        table = pq.read_table(path, columns=["model_id", "test_accuracy"])
-        for model, accuracy in zip(
-            table.column("model_id").to_pylist(), table.column("test_accuracy").to_pylist(), strict=True
-        ):
-            best[model] = max(best.get(model, -1.0), accuracy)
+        table = pq.read_table(path, columns=["model_id", "epoch", "test_accuracy"]).to_pydict()
+        for model, epoch, accuracy in zip(table["model_id"], table["epoch"], table["test_accuracy"], strict=True):
+            if epoch > 0:  # trained checkpoints only: an initialisation above chance by luck has not learned
+                best[model] = max(best.get(model, -1.0), accuracy)
     at_chance = sum(1 for value in best.values() if value <= threshold)
     diverged = info["counts"]["dropped"]
     learned = len(best) - at_chance
     reasons = {
         "diverged (non-finite weights, loss or accuracy; dropped)": diverged,
-        f"never left chance (best test accuracy ≤ {threshold:.3f}; kept)": at_chance,
+        f"never left chance (best trained test accuracy ≤ {threshold:.3f}; kept)": at_chance,
     }
     summary = f"{learned} of {info['counts']['configured']} networks learned; " + ", ".join(
         f"{count} {reason}" for reason, count in reasons.items()
@@ -824,7 +825,9 @@ def load_zoo(path_or_repo: str | os.PathLike, config: str | None = None, **load_
         info = _read_json(zoo_dir / "zoo_info.json", f"rebuild the zoo with `hyperrep zoo build {config} --overwrite`")
         _check_format(info, config)
         data_files = _verified_files(zoo_dir, info)
-        fingerprint = info.get("fingerprint") or _fingerprint([_file_record(zoo_dir / n) for n in _names(data_files)])
+        fingerprint = info.get("fingerprint") or _fingerprint(
+            [{"name": name, "sha256": _sha256_file(zoo_dir / name)} for name in _names(data_files)]
+        )
         streaming = load_dataset_kwargs.get("streaming", False)
         if not streaming:
             cache_root = load_dataset_kwargs.pop("cache_dir", None) or datasets.config.HF_DATASETS_CACHE
