@@ -38,6 +38,7 @@ def main() -> None:
     common = ["zoo", "build", arguments.recipe, "--num-models", str(arguments.num_models)]
     common += ["--epochs", str(arguments.epochs), "--threads", "1", "--quiet", "--chunk-size", str(chunk)]
     folder = Path(tempfile.mkdtemp(prefix="hyperrep-bench-processes-"))
+    load_before = round(os.getloadavg()[0], 1)  # other work on the machine: the ratio means little on a busy one
     one = _run([sys.executable, "-m", "hyperrep_hf.cli", *common, "--out", str(folder / "one")])
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
     many = _run([*launcher, str(arguments.processes), "-m", "hyperrep_hf.cli", *common, "--out", str(folder / "many")])
@@ -47,6 +48,7 @@ def main() -> None:
         "epochs": arguments.epochs,
         "chunk_size": chunk,
         "cpus": os.cpu_count(),
+        "load_average_1min_before": load_before,
         "seconds_1_process": round(one, 1),
         f"seconds_{arguments.processes}_processes": round(many, 1),
         "speedup": round(one / many, 2),
