@@ -811,46 +811,44 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def _encode(self, split: str, reconstruct: bool) -> tuple[np.ndarray, float | None]:
-        """Embeddings of a split's rows (clean, un-augmented) and, optionally, the reconstruction R².
+    def _encode(self, split: str, reconstruct: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embeddings of a split's rows (clean, un-augmented) and, optionally, their reconstructions.
 
-        R² = 1 − Σ (reconstruction − w)² / Σ (w − mean over rows of w)², in raw weight space (normalisation undone),
-        over all the split's weights (paper §4).
+        Returns:
+            (rows, latent_dim) embeddings and (rows, num_parameters) reconstructed flat vectors in raw weight space
+            (normalisation undone), or None; gathered from every process in the split's row order.
         """
         source = "train" if split == "probe_train" else split
         vectors, device = self.data.vectors[source], self.accelerator.device
         model = self.accelerator.unwrap_model(self.model)
         model.eval()
-        embeddings, residuals = [], []
+        embeddings, reconstructions = [], []
         for (rows,) in self.eval_loaders[split]:
-            clean = vectors[rows.cpu()]
-            inputs = {name: value.to(device) for name, value in self.processor.vectors_to_tokens(clean).items()}
+            inputs = self.processor.vectors_to_tokens(vectors[rows.cpu()])
+            inputs = {name: value.to(device) for name, value in inputs.items()}
             with self.accelerator.autocast():
                 batch_embeddings = model.hyperrep(**inputs).embeddings
-                residual = torch.zeros(len(rows), device=device)
+                outputs = [batch_embeddings.float()]
                 if reconstruct:
-                    reconstruction = model.decoder(batch_embeddings, inputs["attention_mask"])
-                    predicted = self.processor.to_vectors(reconstruction.float().cpu())
-                    residual = (predicted.double() - clean.double()).pow(2).sum(1).float().to(device)
-            gathered = self.accelerator.gather_for_metrics((batch_embeddings.float(), residual))
+                    tokens = model.decoder(batch_embeddings, inputs["attention_mask"])
+                    outputs.append(self.processor.to_vectors(tokens.float().cpu()).to(device))
+            gathered = self.accelerator.gather_for_metrics(tuple(outputs))
             embeddings.append(gathered[0].cpu())
-            residuals.append(gathered[1].cpu())
+            if reconstruct:
+                reconstructions.append(gathered[1].cpu())
         model.train()
-        if not reconstruct:
-            return torch.cat(embeddings).numpy(), None
-        clean = vectors.double()
-        total = (clean - clean.mean(0)).pow(2).sum()
-        return torch.cat(embeddings).numpy(), float(1 - torch.cat(residuals).double().sum() / total)
+        return torch.cat(embeddings).numpy(), torch.cat(reconstructions).numpy() if reconstruct else None
 
     def evaluate(self, final: bool = False) -> dict[str, float]:
         """Validation reconstruction R² and probe R² (plus test scores when ``final``)."""
-        from .probing import RidgeProbe
+        from .probing import RidgeProbe, r2_score
 
         target = self.config.probe_target
         splits = ("validation", "test") if final else ("validation",)
         metrics, embeddings = {}, {}
-        for split in splits:
-            embeddings[split], metrics[f"{split}/reconstruction_r2"] = self._encode(split, reconstruct=True)
+        for split in splits:  # R² of the clean weights in weight space, over all the split's weights (paper §4)
+            embeddings[split], reconstructions = self._encode(split, reconstruct=True)
+            metrics[f"{split}/reconstruction_r2"] = r2_score(self.data.vectors[split].numpy(), reconstructions)
         embeddings["train"], _ = self._encode("probe_train", reconstruct=False)
         targets = {split: self.data.targets[split] for split in splits}
         targets["train"] = self.data.targets["train"][self.eval_rows["probe_train"].numpy()]
