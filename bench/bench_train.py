@@ -33,7 +33,9 @@ PRESET = REPOSITORY / "training" / "configs" / "tetris_seed.yaml"
 def measure_loop(zoo: str, output_dir: str, overrides: list[str], epochs_to_use: str) -> dict:
     """samples/s of one training epoch of the real loop (evaluation excluded)."""
     arguments = [str(PRESET), "--zoo", zoo, "--output-dir", output_dir, "--overwrite", "--progress", "false"]
-    config = parse_args([*arguments, "--epochs-to-use", epochs_to_use, "--checkpoint-every", "0", *overrides])
+    config = parse_args(
+        [*arguments, "--epochs-to-use", *epochs_to_use.split(","), "--checkpoint-every", "0", *overrides]
+    )
     trainer = Trainer(config)
     trainer.train_epoch(0, tqdm(disable=True))  # warm-up: allocator, kernels, thread pools
     record = trainer.train_epoch(1, tqdm(disable=True))

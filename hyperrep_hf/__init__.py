@@ -16,11 +16,11 @@ from .modeling_hyperrep import (
     HyperRepModelOutput,
     make_position_ids,
     make_value_mask,
-    reconstruction_r2,
 )
 from .networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, make_module
 from .pipelines import NetworkPropertyPredictionPipeline, register_pipeline
 from .probe_heads import HyperRepProbeConfig, HyperRepProbeModel, register_probe_heads
+from .probing import reconstruction_r2
 from .processing_hyperrep import NeuronTokenProcessor, register_processor
 from .recipes import BuildOptions, list_recipes, load_recipe
 from .zoo import build_zoo, load_zoo

@@ -56,8 +56,12 @@ def _train(arguments: argparse.Namespace, extra: list[str]) -> int:
     from .training import main as train_main
 
     argv = list(extra)
-    if argv and not argv[0].startswith("--"):
-        argv[0] = str(resolve_train_config(argv[0]))
+    if argv and not argv[0].startswith("-"):
+        try:
+            argv[0] = str(resolve_train_config(argv[0]))
+        except FileNotFoundError as error:
+            print(f"hyperrep train: error: {error}", file=sys.stderr)
+            return 2
     return train_main(argv)
 
 

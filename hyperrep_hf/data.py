@@ -372,12 +372,14 @@ def _mlxtend_version() -> str | None:
 
 
 def _hub_offline() -> bool:
-    """Whether the user asked for no Hub access (``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE``)."""
-    truthy = {"1", "on", "yes", "true"}
-    return any(
-        os.environ.get(variable, "").strip().lower() in truthy
-        for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
+    """Whether the Hub may not be used: huggingface_hub's offline mode, or ``datasets``' own (HF_DATASETS_OFFLINE).
+
+    Both are read when the libraries are imported (set the variables before, as for every HF library).
+    """
+    from datasets import config as datasets_config
+    from huggingface_hub import is_offline_mode
+
+    return is_offline_mode() or datasets_config.HF_HUB_OFFLINE
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

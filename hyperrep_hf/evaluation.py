@@ -178,9 +178,7 @@ def load_zoo_arrays(zoo: str | os.PathLike, max_rows: int | None = None, seed: i
     config = config or info["name"]
     vectors, columns, model_ids, total_rows = {}, {}, {}, {}
     for split, rows in dataset.items():
-        if rows._indices is not None:  # a selected/shuffled view: materialise it so the Arrow table is the rows
-            rows = rows.flatten_indices()
-        table = rows.data.table  # Arrow: columns straight to numpy, no per-row Python objects
+        table = rows.with_format("arrow")[:]  # the rows (a selected view too) as Arrow: columns straight to numpy
         model_ids[split] = table.column("model_id").to_numpy()
         keep = subsample_by_model(model_ids[split], max_rows, seed)
         model_ids[split] = model_ids[split][keep]

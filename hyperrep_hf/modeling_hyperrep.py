@@ -110,21 +110,6 @@ def positive_pair_loss(
     return (-similarity / temperature).mean() + math.log(temperature)
 
 
-def reconstruction_r2(prediction_tokens: torch.Tensor, target_tokens: torch.Tensor, value_mask: torch.Tensor) -> float:
-    """R² = 1 − MSE / variance of the targets around their per-coordinate mean (over the batch), real values only.
-
-    Args:
-        prediction_tokens: (batch, num_tokens, token_dim).
-        target_tokens: (batch, num_tokens, token_dim).
-        value_mask: bool, broadcastable to (batch, num_tokens, token_dim).
-    """
-    weight = value_mask.expand_as(target_tokens).to(target_tokens.dtype)
-    coordinate_mean = (target_tokens * weight).sum(0) / weight.sum(0).clamp_min(1)
-    residual = ((prediction_tokens - target_tokens).pow(2) * weight).sum()
-    total = ((target_tokens - coordinate_mean).pow(2) * weight).sum()
-    return float(1 - residual / total)
-
-
 @dataclass
 class HyperRepModelOutput(ModelOutput):
     """Output of `HyperRepModel`.
@@ -550,5 +535,4 @@ __all__ = [
     "masked_mse_loss",
     "nt_xent_loss",
     "positive_pair_loss",
-    "reconstruction_r2",
 ]

@@ -30,8 +30,12 @@ import warnings
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger("hyperrep_hf")
 
@@ -57,24 +61,54 @@ _GRAM_BLOCK_ROWS = 4096
 
 
 def r2_score(targets: np.ndarray, predictions: np.ndarray) -> float:
-    """Coefficient of determination 1 − SS_res / SS_tot, around the mean of ``targets``.
+    """Coefficient of determination 1 − SS_res / SS_tot, around the mean of ``targets`` over the rows.
+
+    The one R² of the project: probes, the reconstruction R² of training (paper §4) and :func:`reconstruction_r2`
+    call it. (``hyperrep_hf/metrics/r2`` is the same formula as an ``evaluate`` module, self-contained on purpose.)
 
     Args:
-        targets: (num_rows,) true values.
-        predictions: (num_rows,) predicted values.
+        targets: (num_rows,) true values, or (num_rows, num_outputs): then the sums run over every output, each
+            around its own mean over the rows (the pooled R² of reconstructed weight vectors).
+        predictions: Predicted values, of the same shape.
 
     Returns:
         R² (1 is perfect, 0 is the constant mean predictor, negative is worse). NaN when the targets are
         constant or empty: R² is undefined there, and a number would be misleading in a results table.
     """
-    targets = np.asarray(targets, dtype=np.float64).ravel()
-    predictions = np.asarray(predictions, dtype=np.float64).ravel()
+    targets = np.asarray(targets, dtype=np.float64)
+    predictions = np.asarray(predictions, dtype=np.float64)
+    if targets.ndim < 2 or predictions.ndim < 2:
+        targets, predictions = targets.ravel(), predictions.ravel()
     _check_same_length(targets, predictions)
-    total_sum_of_squares = float(np.sum((targets - targets.mean()) ** 2)) if targets.size else 0.0
+    if targets.shape != predictions.shape:
+        raise ValueError(f"Inputs differ in shape: {targets.shape} vs {predictions.shape}.")
+    total_sum_of_squares = float(np.sum((targets - targets.mean(axis=0)) ** 2)) if targets.size else 0.0
     if total_sum_of_squares == 0.0:
         return math.nan
     residual_sum_of_squares = float(np.sum((targets - predictions) ** 2))
     return 1.0 - residual_sum_of_squares / total_sum_of_squares
+
+
+def reconstruction_r2(prediction_tokens: torch.Tensor, target_tokens: torch.Tensor, value_mask: torch.Tensor) -> float:
+    """:func:`r2_score` of reconstructed tokens over their real values (padding left out), paper §4.
+
+    Each real token entry is one weight of the network, so this is the pooled R² of the flat weight vectors: every
+    weight around its mean over the batch.
+
+    Args:
+        prediction_tokens: (batch, num_tokens, token_dim).
+        target_tokens: (batch, num_tokens, token_dim).
+        value_mask: bool (num_tokens, token_dim), the real entries (``make_value_mask``); a leading batch dimension
+            is accepted when it marks the same entries in every row.
+    """
+    mask = value_mask.expand_as(target_tokens)
+    if not bool((mask == mask[:1]).all()):
+        raise ValueError("value_mask must mark the same entries in every row (one architecture per batch).")
+    real = mask[0]
+    return r2_score(
+        target_tokens[:, real].detach().double().cpu().numpy(),
+        prediction_tokens[:, real].detach().double().cpu().numpy(),
+    )
 
 
 def accuracy(labels: np.ndarray | Sequence, predictions: np.ndarray | Sequence) -> float:

@@ -35,37 +35,29 @@ every global batch (the contrastive negatives are those of the local slice). Met
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
-import math
 import os
 import shutil
 import sys
 import time
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import yaml
+from transformers import HfArgumentParser
 
 from .atomic import write_text_atomic
 from .augmentations import augment_with_target, make_augmentations, split_augmentations
-from .configuration_hyperrep import HyperRepConfig
+from .configuration_hyperrep import LOSS_TYPES, TOKEN_LAYOUTS, VARIANTS, HyperRepConfig
 from .modeling_hyperrep import HyperRepForPreTraining
 from .processing_hyperrep import NeuronTokenProcessor
 
-CHOICES = {
-    "token_layout": ("per_layer", "padded", "weight"),
-    "variant": ("attn_t", "attn", "attw_t", "attw", "ffn"),
-    "loss_type": ("ed", "ec", "ecd", "ec+d"),
-    "lr_schedule": ("cosine", "linear", "constant"),
-    "mixed_precision": ("auto", "no", "bf16", "fp16"),
-    "report_to": ("none", "tensorboard"),
-}
 # Fields that may differ between a run and its resumption (they do not change the trajectory).
 RESUMABLE_CHANGES = {"resume", "overwrite", "num_threads", "progress", "report_to", "zoo", "output_dir"}
 MODEL_INPUTS = ("input_tokens", "attention_mask", "position_ids", "labels")
@@ -84,101 +76,161 @@ VIEW2_INPUTS = ("input_tokens_view2", "attention_mask_view2", "position_ids_view
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run (one flat record; YAML preset + ``--field value`` overrides).
+    """Every setting of a training run: one flat record, filled from a YAML preset and ``--field value`` overrides.
 
-    Attributes:
-        zoo: ``DIR[:CONFIG]`` or a Hub dataset id ``org/name[:CONFIG]``; CONFIG may be omitted for one zoo.
-        output_dir: The run folder.
-        epochs_to_use: Train only on rows of these zoo epochs (``None``: all); validation and test always use
-            every row, so scores stay comparable between runs.
-        probe_target: Zoo column the quick validation probe predicts.
-        processor: A saved processor folder to reuse instead of making one (its architecture must match).
-        token_layout: ``per_layer`` (AttN), ``padded`` or ``weight`` (AttW).
-        token_dim: Token width for ``padded`` (derived for the other layouts).
-        normalize: Standardise each layer's weights with statistics fitted on the training split.
-        variant, num_hidden_layers, d_model, num_attention_heads, intermediate_size, latent_dim, dropout,
-        projection_layers, projection_dim, loss_type, beta, temperature, reference_losses: ``HyperRepConfig``.
-        permute: Neuron-permutation augmentation.
-        num_permutations: Random permutations precomputed when they are too many to enumerate.
-        sign_flip: Sign-flip augmentation of hidden neurons before an odd activation (tanh): function-preserving
-            like permutation, 2^(flippable neurons) more equivalent networks. Needs a zoo with one odd activation.
-        embedding_symmetry_samples: K of the saved model: its hyper-representation is z averaged over each network
-            and K − 1 symmetric copies (the trained symmetries; :mod:`hyperrep_hf.embeddings`). The per-epoch quick
-            probe uses plain z (K = 1) to stay cheap.
-        erasing_probability: Chance of erasing a random block of a view (0 disables erasing).
-        erasing_scale: (low, high) relative length of the erased block.
-        additive_noise_std, multiplicative_noise_std: Gaussian noise scales (0 disables).
-        epochs: Passes over the training split.
-        batch_size: Global batch (drop_last; clamped to the training split's size for tiny zoos).
-        learning_rate, weight_decay, adam_betas: AdamW.
-        lr_schedule: ``cosine`` or ``linear`` decay after the warm-up, or ``constant``.
-        warmup_epochs: Linear warm-up length in epochs (may be fractional).
-        min_learning_rate_ratio: The decay ends at this fraction of ``learning_rate``.
-        max_grad_norm: Gradient clipping (``None``: none).
-        mixed_precision: ``auto`` (bf16 on a CUDA device that supports it, else fp32), ``no``, ``bf16``, ``fp16``.
-        seed: Model initialisation, data order, augmentations, dropout, probe subsample.
-        eval_every: Evaluate every this many epochs (and always after the last).
-        eval_batch_size: Rows per evaluation batch and process.
-        probe_train_rows: Training rows (a seeded subsample) the quick probe is fitted on (``None``: all).
-        checkpoint_every: Checkpoint every this many epochs (0: never; the final model is always saved).
-        keep_checkpoints: Keep at most this many checkpoints (the newest).
-        resume: Continue from ``output_dir/checkpoints/last`` (starts afresh when there is none).
-        overwrite: Delete an existing run in ``output_dir`` instead of refusing.
-        num_threads: Torch threads per process on CPU (``None``: CPU cores / local processes).
-        report_to: ``none`` or ``tensorboard`` (besides metrics.jsonl, always written).
-        progress: Show a progress bar and one summary line per epoch (main process).
+    Each field's ``help`` says what it means (``python training/train.py --help`` prints them with the defaults);
+    :func:`parse_args` and :func:`make_train_config` read the values, ``__post_init__`` checks their ranges.
     """
 
-    zoo: str = ""
-    output_dir: str = ""
-    epochs_to_use: list[int] | None = None
-    probe_target: str = "test_accuracy"
-    processor: str | None = None
-    token_layout: str = "per_layer"
-    token_dim: int | None = None
-    normalize: bool = True
-    variant: str = "attn_t"
-    num_hidden_layers: int = 2
-    d_model: int = 256
-    num_attention_heads: int = 4
-    intermediate_size: int = 512
-    latent_dim: int = 50
-    dropout: float = 0.1
-    projection_layers: int = 3
-    projection_dim: int = 20
-    loss_type: str = "ecd"
-    beta: float = 0.5
-    temperature: float = 0.1
-    reference_losses: bool = False
-    permute: bool = True
-    num_permutations: int = 1000
-    sign_flip: bool = False
-    embedding_symmetry_samples: int = 1
-    erasing_probability: float = 0.5
-    erasing_scale: list[float] = field(default_factory=lambda: [0.03, 0.3])
-    additive_noise_std: float = 0.0
-    multiplicative_noise_std: float = 0.0
-    epochs: int = 100
-    batch_size: int = 500
-    learning_rate: float = 1e-4
-    weight_decay: float = 1e-9
-    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    lr_schedule: str = "cosine"
-    warmup_epochs: float = 1.0
-    min_learning_rate_ratio: float = 0.0
-    max_grad_norm: float | None = 1.0
-    mixed_precision: str = "auto"
-    seed: int = 0
-    eval_every: int = 1
-    eval_batch_size: int = 2000
-    probe_train_rows: int | None = 5000
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 2
-    resume: bool = False
-    overwrite: bool = False
-    num_threads: int | None = None
-    report_to: str = "none"
-    progress: bool = True
+    # Data
+    zoo: str = field(default="", metadata={"help": "DIR[:CONFIG] or a Hub dataset id ORG/NAME[:CONFIG] (required)."})
+    output_dir: str = field(default="", metadata={"help": "The run folder (required)."})
+    epochs_to_use: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Train only on rows of these zoo epochs (none: all); validation and test always use every row."
+        },
+    )
+    probe_target: str = field(
+        default="test_accuracy", metadata={"help": "Zoo column the quick validation probe predicts."}
+    )
+    processor: str | None = field(
+        default=None, metadata={"help": "A saved processor folder to reuse (its architecture must match the zoo's)."}
+    )
+    token_layout: Literal[TOKEN_LAYOUTS] = field(
+        default="per_layer",
+        metadata={
+            "help": "per_layer (a token per neuron, AttN), padded (neuron rows in chunks of token_dim), weight (AttW)."
+        },
+    )
+    token_dim: int | None = field(
+        default=None, metadata={"help": "Token width of the padded layout (derived for the others)."}
+    )
+    normalize: bool = field(
+        default=True, metadata={"help": "Standardise each layer's weights with training-split statistics."}
+    )
+    # Model (HyperRepConfig)
+    variant: Literal[VARIANTS] = field(
+        default="attn_t",
+        metadata={
+            "help": "attn_t / attw_t: neuron / weight tokens + compression token; attn / attw: the sequence "
+            "compressed linearly; ffn: fully connected baseline."
+        },
+    )
+    num_hidden_layers: int = field(
+        default=2, metadata={"help": "Transformer blocks of the encoder, and again of the decoder."}
+    )
+    d_model: int = field(default=256, metadata={"help": "Width of the transformer."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads; must divide d_model."})
+    intermediate_size: int = field(
+        default=512, metadata={"help": "Hidden width of each block's feed-forward network."}
+    )
+    latent_dim: int = field(
+        default=50, metadata={"help": "Size of the hyper-representation z (at most the networks' size)."}
+    )
+    dropout: float = field(
+        default=0.1, metadata={"help": "Dropout probability in the transformer blocks and embeddings."}
+    )
+    projection_layers: int = field(
+        default=3, metadata={"help": "Linear + BatchNorm + ReLU blocks of the projection head."}
+    )
+    projection_dim: int = field(default=20, metadata={"help": "Output size of the projection head."})
+    loss_type: Literal[LOSS_TYPES] = field(
+        default="ecd",
+        metadata={
+            "help": "ed: reconstruction; ec: NT-Xent contrast; ecd: beta·MSE + (1−beta)·NT-Xent; ec+d: beta·MSE + "
+            "(1−beta)·the paper's positive-pair term."
+        },
+    )
+    beta: float = field(
+        default=0.5, metadata={"help": "Weight of the reconstruction term of ecd and ec+d, in [0, 1]."}
+    )
+    temperature: float = field(default=0.1, metadata={"help": "Softmax temperature of the contrastive terms."})
+    reference_losses: bool = field(
+        default=False, metadata={"help": "The reference code's losses instead of the paper's."}
+    )
+    # Augmentations
+    permute: bool = field(default=True, metadata={"help": "Neuron-permutation augmentation."})
+    num_permutations: int = field(
+        default=1000, metadata={"help": "Permutations precomputed when there are too many to list."}
+    )
+    sign_flip: bool = field(
+        default=False,
+        metadata={
+            "help": "Sign flips of hidden neurons before an odd activation (tanh), function-preserving like "
+            "permutations; needs a zoo whose networks share one odd activation."
+        },
+    )
+    embedding_symmetry_samples: int = field(
+        default=1,
+        metadata={
+            "help": "K of the saved model: its hyper-representation is z averaged over each network and K − 1 "
+            "symmetric copies of it. The per-epoch quick probe uses plain z."
+        },
+    )
+    erasing_probability: float = field(
+        default=0.5, metadata={"help": "Chance of erasing a random block of a view (0: never)."}
+    )
+    erasing_scale: list[float] = field(
+        default_factory=lambda: [0.03, 0.3], metadata={"help": "LOW HIGH: relative length of the erased block."}
+    )
+    additive_noise_std: float = field(
+        default=0.0, metadata={"help": "Scale of additive Gaussian noise on a view (0: none)."}
+    )
+    multiplicative_noise_std: float = field(
+        default=0.0, metadata={"help": "Scale of multiplicative Gaussian noise (0: none)."}
+    )
+    # Optimisation
+    epochs: int = field(default=100, metadata={"help": "Passes over the training split."})
+    batch_size: int = field(
+        default=500,
+        metadata={"help": "Global batch over all processes (drop_last; clamped to a tiny training split)."},
+    )
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of AdamW."})
+    weight_decay: float = field(default=1e-9, metadata={"help": "Weight decay of AdamW."})
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"help": "BETA1 BETA2 of AdamW."})
+    lr_schedule: Literal["cosine", "linear", "constant"] = field(
+        default="cosine",
+        metadata={"help": "After the warm-up: cosine or linear decay to min_learning_rate_ratio, or constant."},
+    )
+    warmup_epochs: float = field(
+        default=1.0, metadata={"help": "Linear warm-up from 0, in epochs (may be fractional)."}
+    )
+    min_learning_rate_ratio: float = field(
+        default=0.0, metadata={"help": "The decay ends at this fraction of learning_rate."}
+    )
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "Gradient clipping (none: no clipping)."})
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = field(
+        default="auto", metadata={"help": "auto: bf16 on a CUDA device that supports it, else full precision."}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seeds initialisation, data order, augmentations, dropout, probe subsample."}
+    )
+    # Evaluation, checkpoints, the run
+    eval_every: int = field(default=1, metadata={"help": "Evaluate every this many epochs (and after the last)."})
+    eval_batch_size: int = field(default=2000, metadata={"help": "Rows per evaluation batch and process."})
+    probe_train_rows: int | None = field(
+        default=5000, metadata={"help": "Training rows (a seeded subsample) the quick probe is fitted on (none: all)."}
+    )
+    checkpoint_every: int = field(
+        default=1, metadata={"help": "Checkpoint every this many epochs (0: never; the final model is always saved)."}
+    )
+    keep_checkpoints: int = field(default=2, metadata={"help": "Keep at most this many checkpoints (the newest)."})
+    resume: bool = field(
+        default=False, metadata={"help": "Continue from output_dir/checkpoints/last (afresh when none)."}
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "Delete an existing run in output_dir instead of refusing."}
+    )
+    num_threads: int | None = field(
+        default=None, metadata={"help": "Torch threads per process on CPU (none: CPU cores / local processes)."}
+    )
+    report_to: Literal["none", "tensorboard"] = field(
+        default="none", metadata={"help": "A tracker besides metrics.jsonl (always written)."}
+    )
+    progress: bool = field(
+        default=True, metadata={"help": "A progress bar and one summary line per epoch (main process)."}
+    )
 
     def __post_init__(self) -> None:
         problems = [
@@ -219,44 +271,108 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Config: YAML preset + command-line overrides
+# Config: YAML preset + command-line overrides, through transformers' HfArgumentParser
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    """Converts a YAML or command-line value to the field's type, or raises naming the field."""
-    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-        if type(None) in options:
-            return None
-        raise ValueError(f"Config field {name!r} may not be null.")
-    kind = next(option for option in options if option is not type(None))
-    origin, item = typing.get_origin(kind), (typing.get_args(kind) or (None,))[0]
-    try:
-        if origin is list:
-            if isinstance(value, str):
-                loaded = yaml.safe_load(value)
-                value = loaded if isinstance(loaded, list) else [part for part in value.split(",") if part.strip()]
-            if not isinstance(value, list | tuple):
-                value = [value]
-            return [_coerce(name, element, item) for element in value]
-        if kind is bool:
-            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-                return value.lower() in ("true", "yes", "1", "on")
-            if isinstance(value, bool):
-                return value
-            raise ValueError
-        if kind is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if kind is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        return str(value)
-    except (ValueError, TypeError):
-        raise ValueError(f"Config field {name!r}: cannot read {value!r} as {kind}.") from None
+def _without_none(hint: Any) -> Any:
+    """``X | None`` → ``X``; any other type hint unchanged."""
+    options = typing.get_args(hint)
+    return next(option for option in options if option is not type(None)) if type(None) in options else hint
+
+
+HINTS = typing.get_type_hints(TrainConfig)
+CHOICES = {name: typing.get_args(hint) for name, hint in HINTS.items() if typing.get_origin(hint) is Literal}
+OPTIONAL_FIELDS = {name for name, hint in HINTS.items() if _without_none(hint) is not hint}
+LIST_FIELDS = {name for name, hint in HINTS.items() if typing.get_origin(_without_none(hint)) is list}
+USAGE = "hyperrep train | accelerate launch training/train.py  [CONFIG.yaml] [--field value ...]"
+EPILOG = (
+    "CONFIG.yaml: a preset (training/configs/; `hyperrep train` also takes its name, e.g. tetris_seed); its values "
+    "replace the defaults above, and options after it replace its values. A list takes its values separated by "
+    "spaces (--epochs-to-use 0 25 50); `none` clears a field that may be empty; a boolean field alone is true "
+    "(--resume)."
+)
+
+
+def _none_or(convert):
+    """An argparse ``type`` that also reads ``none`` / ``null`` (HfArgumentParser drops the None of ``X | None``)."""
+
+    def read(text: str):
+        return None if text.lower() in ("none", "null") else convert(text)
+
+    read.__name__ = getattr(convert, "__name__", "value")  # argparse names it in "invalid <name> value"
+    return read
+
+
+class TrainConfigParser(HfArgumentParser):
+    """The :class:`TrainConfig` parser: transformers' typed parser with each field's help, two changes.
+
+    A bad value raises a ``ValueError`` naming the option (argparse would exit the process), and fields that may be
+    empty read ``none``. Prefixes of option names are not accepted (``--epoch`` is not ``--epochs``).
+    """
+
+    def __init__(self) -> None:
+        description = __doc__.split("\n\n")[0]
+        super().__init__(TrainConfig, usage=USAGE, description=description, epilog=EPILOG, allow_abbrev=False)
+
+    def add_argument(self, *names, **kwargs):  # noqa: D102 (argparse's)
+        kind = kwargs.get("type")
+        if kwargs.get("action") == "store_false":  # the --no-FIELD twin of a boolean field that defaults to true
+            kwargs.update(help=f"Sets {kwargs['dest']} to false.", default=argparse.SUPPRESS)  # no "(default: …)"
+        elif kind is not None and "choices" not in kwargs:
+            kwargs.setdefault("metavar", "BOOL" if kwargs.get("const") is True else kind.__name__.upper())
+        if names and names[0].removeprefix("--") in OPTIONAL_FIELDS and kind is not None:
+            kwargs["type"] = _none_or(kind)
+        return super().add_argument(*names, **kwargs)
+
+    def error(self, message: str):  # noqa: D102 (argparse's)
+        raise ValueError(message)
+
+    def read(self, tokens: list[str], source: str, namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """Parses ``--field value`` tokens on top of ``namespace``; an error names ``source`` and the field."""
+        try:
+            namespace, unknown = self.parse_known_args(tokens, namespace)
+        except ValueError as error:
+            raise ValueError(f"Training config ({source}): {str(error).rstrip('.')}.") from None
+        names = [token[2:].partition("=")[0].replace("-", "_") for token in unknown if token.startswith("--")]
+        if names:
+            raise ValueError(f"Unknown training config keys on the {source}: {', '.join(sorted(names))}.")
+        if unknown:
+            raise ValueError(f"Unexpected argument {unknown[0]!r} on the {source}: expected --field value.")
+        return namespace
+
+
+def _mapping_to_tokens(mapping: dict[str, Any], source: str) -> list[str]:
+    """A preset or override mapping as the command-line tokens that say the same, so one typed parser reads both.
+
+    Not ``HfArgumentParser.parse_dict`` / ``parse_yaml_file``: they pass values through unconverted and unchecked.
+    """
+    unknown = sorted(set(mapping) - set(HINTS))
+    if unknown:
+        raise ValueError(f"Unknown training config keys in the {source}: {', '.join(unknown)}.")
+    tokens = []
+    for name, value in mapping.items():
+        if value is None and name not in OPTIONAL_FIELDS:
+            raise ValueError(f"Training config ({source}): {name} may not be null.")
+        if isinstance(value, list | tuple) and name not in LIST_FIELDS:
+            raise ValueError(f"Training config ({source}): {name} takes one value, not the list {value!r}.")
+        values = value if isinstance(value, list | tuple) else [value]
+        texts = [
+            "none" if item is None else str(item).lower() if isinstance(item, bool) else str(item) for item in values
+        ]
+        tokens += [f"--{name}", *texts] if name in LIST_FIELDS else [f"--{name}={texts[0]}"]
+    return tokens
+
+
+def _to_config(namespace: argparse.Namespace) -> TrainConfig:
+    """The parsed options as a validated :class:`TrainConfig`."""
+    values = vars(namespace)
+    for name in LIST_FIELDS & OPTIONAL_FIELDS:  # `--epochs-to-use none` reads as [None]
+        if values[name] is not None and None in values[name]:
+            if len(values[name]) > 1:
+                raise ValueError(f"Training config: {name}={values[name]} mixes none with values.")
+            values[name] = None
+    return TrainConfig(**values)
 
 
 def make_train_config(preset: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -265,47 +381,36 @@ def make_train_config(preset: dict[str, Any] | None = None, overrides: dict[str,
     Raises:
         ValueError: naming every unknown key, or a field whose value cannot be read or is out of range.
     """
-    hints = typing.get_type_hints(TrainConfig)
-    values: dict[str, Any] = {}
-    for source, mapping in (("config file", preset or {}), ("command line", overrides or {})):
-        unknown = sorted(set(mapping) - set(hints))
-        if unknown:
-            raise ValueError(f"Unknown training config keys in the {source}: {', '.join(unknown)}.")
-        values.update({name: _coerce(name, value, hints[name]) for name, value in mapping.items()})
-    return TrainConfig(**values)
+    parser = TrainConfigParser()
+    namespace = parser.read(_mapping_to_tokens(preset or {}, "config file"), "config file")
+    namespace = parser.read(_mapping_to_tokens(overrides or {}, "overrides"), "overrides", namespace)
+    return _to_config(namespace)
+
+
+def read_preset(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML preset file as a mapping of field: value (not yet checked)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Training config {path} does not exist.")
+    preset = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(preset, dict):
+        raise ValueError(f"Training config {path} must be a YAML mapping of field: value.")
+    return preset
 
 
 def parse_args(argv: list[str]) -> TrainConfig:
-    """``[CONFIG.yaml] [--field value | --flag] ...`` → :class:`TrainConfig`.
+    """``[CONFIG.yaml] [--field value ...]`` → :class:`TrainConfig` (the options are in ``--help``).
 
     Field names take ``-`` or ``_`` (``--output-dir`` = ``--output_dir``); a boolean field given without a value
-    is true (``--resume``); a list takes YAML (``"[0, 25, 50]"``) or commas (``0,25,50``).
+    is true (``--resume``); a list takes its values separated by spaces (``--epochs-to-use 0 25 50``).
     """
     arguments = list(argv)
-    preset: dict[str, Any] = {}
-    if arguments and not arguments[0].startswith("--"):
-        path = Path(arguments.pop(0))
-        if not path.is_file():
-            raise FileNotFoundError(f"Training config {path} does not exist.")
-        preset = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(preset, dict):
-            raise ValueError(f"Training config {path} must be a YAML mapping of field: value.")
-    hints = typing.get_type_hints(TrainConfig)
-    overrides: dict[str, Any] = {}
-    while arguments:
-        token = arguments.pop(0)
-        if not token.startswith("--"):
-            raise ValueError(f"Unexpected argument {token!r}: expected --field value.")
-        name, _, value = token[2:].partition("=")
-        name = name.replace("-", "_")
-        if not value and (not arguments or arguments[0].startswith("--")):
-            if hints.get(name) is not bool:
-                raise ValueError(f"--{name} needs a value." if name in hints else f"Unknown option --{name}.")
-            value = "true"
-        elif not value:
-            value = arguments.pop(0)
-        overrides[name] = value
-    return make_train_config(preset, overrides)
+    parser, namespace = TrainConfigParser(), None
+    if arguments and not arguments[0].startswith("-"):
+        path = arguments.pop(0)
+        source = f"config file {path}"
+        namespace = parser.read(_mapping_to_tokens(read_preset(path), source), source)
+    return _to_config(parser.read(arguments, "command line", namespace))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -435,22 +540,24 @@ def check_batch_size(config: TrainConfig, num_train_rows: int, num_processes: in
     return global_batch // num_processes
 
 
-def make_lr_lambda(config: TrainConfig, steps_per_epoch: int):
-    """Learning-rate factor per step: linear warm-up, then cosine/linear decay to ``min_learning_rate_ratio``."""
+def make_lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """The learning-rate schedule of transformers for ``lr_schedule``, one step per global batch.
+
+    A linear warm-up from 0 over ``warmup_epochs`` (step s of it uses s / warm-up steps), then a cosine or linear
+    decay that reaches ``min_learning_rate_ratio`` at the end of training, or a constant rate.
+    """
+    from transformers import get_scheduler
+
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps)
     floor = config.min_learning_rate_ratio
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if config.lr_schedule == "constant" or total_steps == warmup_steps:
-            return 1.0
-        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
-        decay = 0.5 * (1 + math.cos(math.pi * progress)) if config.lr_schedule == "cosine" else 1 - progress
-        return floor + (1 - floor) * decay
-
-    return factor
+    if config.lr_schedule == "constant" or warmup_steps == total_steps or floor == 1:
+        return get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=warmup_steps)
+    if config.lr_schedule == "cosine":
+        name, extra = "cosine_with_min_lr", {"min_lr_rate": floor}
+    else:  # linear: a polynomial decay of power 1 that ends at floor · learning_rate
+        name, extra = "polynomial", {"power": 1.0, "lr_end": floor * config.learning_rate}
+    return get_scheduler(name, optimizer, warmup_steps, total_steps, scheduler_specific_kwargs=extra)
 
 
 def epoch_seed(seed: int, epoch: int, process_index: int, purpose: int) -> int:
@@ -579,7 +686,7 @@ class Trainer:
             model.parameters(), config.learning_rate, betas=tuple(config.adam_betas), weight_decay=config.weight_decay
         )
         # Not prepared: accelerate would step it once per process; our steps already count global batches.
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, make_lr_lambda(config, self.steps_per_epoch))
+        self.scheduler = make_lr_scheduler(optimizer, config, self.steps_per_epoch)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         accelerator.register_for_checkpointing(self.scheduler)
         self.eval_rows = self._eval_rows()
@@ -704,46 +811,44 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def _encode(self, split: str, reconstruct: bool) -> tuple[np.ndarray, float | None]:
-        """Embeddings of a split's rows (clean, un-augmented) and, optionally, the reconstruction R².
+    def _encode(self, split: str, reconstruct: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embeddings of a split's rows (clean, un-augmented) and, optionally, their reconstructions.
 
-        R² = 1 − Σ (reconstruction − w)² / Σ (w − mean over rows of w)², in raw weight space (normalisation undone),
-        over all the split's weights (paper §4).
+        Returns:
+            (rows, latent_dim) embeddings and (rows, num_parameters) reconstructed flat vectors in raw weight space
+            (normalisation undone), or None; gathered from every process in the split's row order.
         """
         source = "train" if split == "probe_train" else split
         vectors, device = self.data.vectors[source], self.accelerator.device
         model = self.accelerator.unwrap_model(self.model)
         model.eval()
-        embeddings, residuals = [], []
+        embeddings, reconstructions = [], []
         for (rows,) in self.eval_loaders[split]:
-            clean = vectors[rows.cpu()]
-            inputs = {name: value.to(device) for name, value in self.processor.vectors_to_tokens(clean).items()}
+            inputs = self.processor.vectors_to_tokens(vectors[rows.cpu()])
+            inputs = {name: value.to(device) for name, value in inputs.items()}
             with self.accelerator.autocast():
                 batch_embeddings = model.hyperrep(**inputs).embeddings
-                residual = torch.zeros(len(rows), device=device)
+                outputs = [batch_embeddings.float()]
                 if reconstruct:
-                    reconstruction = model.decoder(batch_embeddings, inputs["attention_mask"])
-                    predicted = self.processor.to_vectors(reconstruction.float().cpu())
-                    residual = (predicted.double() - clean.double()).pow(2).sum(1).float().to(device)
-            gathered = self.accelerator.gather_for_metrics((batch_embeddings.float(), residual))
+                    tokens = model.decoder(batch_embeddings, inputs["attention_mask"])
+                    outputs.append(self.processor.to_vectors(tokens.float().cpu()).to(device))
+            gathered = self.accelerator.gather_for_metrics(tuple(outputs))
             embeddings.append(gathered[0].cpu())
-            residuals.append(gathered[1].cpu())
+            if reconstruct:
+                reconstructions.append(gathered[1].cpu())
         model.train()
-        if not reconstruct:
-            return torch.cat(embeddings).numpy(), None
-        clean = vectors.double()
-        total = (clean - clean.mean(0)).pow(2).sum()
-        return torch.cat(embeddings).numpy(), float(1 - torch.cat(residuals).double().sum() / total)
+        return torch.cat(embeddings).numpy(), torch.cat(reconstructions).numpy() if reconstruct else None
 
     def evaluate(self, final: bool = False) -> dict[str, float]:
         """Validation reconstruction R² and probe R² (plus test scores when ``final``)."""
-        from .probing import RidgeProbe
+        from .probing import RidgeProbe, r2_score
 
         target = self.config.probe_target
         splits = ("validation", "test") if final else ("validation",)
         metrics, embeddings = {}, {}
-        for split in splits:
-            embeddings[split], metrics[f"{split}/reconstruction_r2"] = self._encode(split, reconstruct=True)
+        for split in splits:  # R² of the clean weights in weight space, over all the split's weights (paper §4)
+            embeddings[split], reconstructions = self._encode(split, reconstruct=True)
+            metrics[f"{split}/reconstruction_r2"] = r2_score(self.data.vectors[split].numpy(), reconstructions)
         embeddings["train"], _ = self._encode("probe_train", reconstruct=False)
         targets = {split: self.data.targets[split] for split in splits}
         targets["train"] = self.data.targets["train"][self.eval_rows["probe_train"].numpy()]
@@ -853,12 +958,8 @@ def main(argv: list[str] | None = None) -> int:
         0 on success, 2 for bad input (the message names the problem), 130 when interrupted.
     """
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__.split("\n\n")[0])
-        print("usage: train.py [CONFIG.yaml] [--field value ...]\nfields (default):")
-        for item in dataclasses.fields(TrainConfig):
-            default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
-            print(f"  --{item.name.replace('_', '-'):<26} {default!r}")
+    if "-h" in argv or "--help" in argv:
+        TrainConfigParser().print_help()
         return 0
     try:
         config = parse_args(argv)

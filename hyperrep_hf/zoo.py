@@ -1,6 +1,6 @@
 """Building model zoos, and reading them back as Hugging Face datasets.
 
-A zoo folder is a Hub dataset repo as it stands (``DESIGN.md`` "Folder formats")::
+A zoo folder is a Hub dataset repo as it stands (the README, "Model zoos")::
 
     README.md                          dataset card; YAML ``configs:`` lists every zoo in the folder
     <zoo>/train-00000-of-00001.parquet one row per (model, epoch); validation-*, test-* likewise

@@ -63,6 +63,34 @@ def test_reconstruction_r2_by_hand():
     assert reconstruction_r2(mean_prediction, target, value_mask) == pytest.approx(0.0)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_one_r2_for_weight_vectors_tokens_and_probes(seed):
+    """R² of reconstructed weights is the same number from flat vectors (training), from tokens in any layout
+    (``reconstruction_r2``) and from scikit-learn's variance-weighted multi-output R² (a second route)."""
+    from sklearn.metrics import r2_score as sklearn_r2_score
+
+    from hyperrep_hf import NeuronTokenProcessor, make_value_mask
+    from hyperrep_hf.networks import MNIST_CNN, TETRIS_MLP
+    from hyperrep_hf.probing import r2_score
+
+    generator = torch.Generator().manual_seed(seed)
+    spec = (TETRIS_MLP, MNIST_CNN)[seed % 2]
+    layout = ("per_layer", "padded", "weight")[seed % 3]
+    processor = NeuronTokenProcessor(spec.to_dict(), layout, 7 if layout == "padded" else None)
+    rows = int(torch.randint(2, 12, (1,), generator=generator))
+    scale = torch.rand(spec.num_parameters, generator=generator) * 3  # every weight its own spread and mean
+    vectors = torch.randn(rows, spec.num_parameters, generator=generator) * scale + scale
+    predictions = vectors + 0.5 * torch.randn(rows, spec.num_parameters, generator=generator)
+    expected = sklearn_r2_score(
+        vectors.double().numpy(), predictions.double().numpy(), multioutput="variance_weighted"
+    )
+    assert r2_score(vectors.numpy(), predictions.numpy()) == pytest.approx(expected, rel=1e-9)
+    mask = make_value_mask(HyperRepConfig(**processor.model_config_kwargs(), latent_dim=1, variant="ffn"))
+    tokens = [processor.vectors_to_tokens(v, normalize=False)["input_tokens"] for v in (predictions, vectors)]
+    assert reconstruction_r2(tokens[0], tokens[1], mask) == pytest.approx(expected, rel=1e-6)
+    assert math.isnan(r2_score(vectors[:1].numpy(), predictions[:1].numpy()))  # one row: no variance to explain
+
+
 @pytest.mark.parametrize("loss_type", ["ed", "ec", "ecd", "ec+d"])
 def test_model_combines_the_loss_parts_as_configured(loss_type):
     config = HyperRepConfig(
