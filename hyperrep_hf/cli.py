@@ -79,8 +79,9 @@ def resolve_train_config(name_or_path: str) -> Path:
 
 def _evaluate(arguments: argparse.Namespace) -> int:
     _set_threads(arguments.threads)
-    from .evaluation import check_evaluation, evaluate_model, evaluate_ood
+    from .evaluation import check_evaluation, check_evaluation_options, evaluate_model, evaluate_ood
 
+    check_evaluation_options(arguments.baselines, arguments.max_rows, arguments.seed)
     options = {"max_rows": arguments.max_rows, "seed": arguments.seed, "progress": not arguments.quiet}
     outs = [
         Path(arguments.out) / _zoo_label(zoo) if len(arguments.zoo) > 1 else Path(arguments.out)

@@ -382,6 +382,21 @@ def _check_splits(zoo: ZooArrays, validation_fallback: str | None) -> None:
         )
 
 
+def check_evaluation_options(
+    baselines: Sequence[str] | None = None, max_rows: int | None = None, seed: int = 0
+) -> list[str]:
+    """Checks the options of an evaluation before any work; returns the chosen baselines.
+
+    Raises:
+        ValueError: An unknown baseline, a ``max_rows`` below 1 or a negative ``seed`` (naming the option).
+    """
+    if max_rows is not None and (not isinstance(max_rows, int) or max_rows < 1):
+        raise ValueError(f"--max-rows (max_rows) must be a positive integer, got {max_rows!r}.")
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must be an integer in [0, 2**32), got {seed!r}.")
+    return _choose_baselines(baselines)
+
+
 def _choose_baselines(baselines: Sequence[str] | None) -> list[str]:
     from .baselines import BASELINE_NAMES
 
@@ -442,7 +457,7 @@ def evaluate_model(
     """
     from .checks import check_output_folder
 
-    chosen_baselines = _choose_baselines(baselines)
+    chosen_baselines = check_evaluation_options(baselines, max_rows, seed)
     check_model_folder(model_dir)
     check_output_folder(out_dir)
     save_to_model = save_to_model and Path(model_dir).is_dir()

@@ -410,7 +410,8 @@ def test_hostile_arguments_of_every_subcommand_exit_2_without_traceback(evaluate
         (["zoo", "build", "tetris_seed", "--out", tmp_path / "z", "--num-models", "-3"], "--num-models"),
         (["zoo", "build", "tetris_seed", "--out", tmp_path / "z", "--threads", "0"], "--threads"),
         (["zoo", "build", "tetris_seed", "--out", tmp_path / "z", "--device", "banana"], "banana"),
-        (["evaluate", evaluated, "--zoo", zoos[1], "--out", tmp_path / "e", "--max-rows", "0"], "max_rows"),
+        (["evaluate", evaluated, "--zoo", zoos[0], "--out", tmp_path / "e", "--max-rows", "0"], "--max-rows"),
+        (["evaluate", evaluated, "--zoo", zoos[1], "--out", tmp_path / "e", "--seed", "-1"], "--seed"),
         (["evaluate", evaluated, "--zoo", zoos[1], "--out", tmp_path / "e", "--baselines", "nope"], "nope"),
         (["evaluate", evaluated, "--zoo", f"{zoos[0]}:no_config", "--out", tmp_path / "e"], "no_config"),
         (["predict", evaluated, networks["plain"], "--zoo", "no_such_zoo"], "no probes for zoo 'no_such_zoo'"),
@@ -422,3 +423,15 @@ def test_hostile_arguments_of_every_subcommand_exit_2_without_traceback(evaluate
         code, _, err = run(capsys, *argv)
         assert code == 2 and message in err and "Traceback" not in err, (argv, err)
     assert not any((tmp_path / name).exists() for name in ("z", "e", "t"))
+
+
+def test_other_os_errors_are_one_line_naming_the_file(evaluated, networks, capsys, monkeypatch):
+    import hyperrep_hf.pipelines as pipelines_module
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", "/data/predictions.json")
+
+    monkeypatch.setattr(pipelines_module, "predict_networks", full_disk)
+    code, out, err = run(capsys, "predict", evaluated, networks["plain"])
+    assert code == 1 and not out
+    assert err.strip() == "hyperrep: error: No space left on device (/data/predictions.json)."
