@@ -10,6 +10,9 @@ import os
 import tempfile
 from pathlib import Path
 
+FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
+"""safetensors dtype names of floating-point tensors."""
+
 
 class OutputFolderError(ValueError):
     """An output folder that cannot be created or written to."""
@@ -89,8 +92,8 @@ def check_safetensors_file(path: str | os.PathLike, what: str = "network file") 
 
     Raises:
         FileNotFoundError: No such file.
-        ValueError: A folder, an empty / truncated file, or another format (a pickle or ``torch.save`` file
-            renamed ``.safetensors``), with the reason and how to convert.
+        ValueError: A folder, an empty / truncated file, another format (a pickle or ``torch.save`` file
+            renamed ``.safetensors``), or tensors that are not floating point — with the reason and what to do.
     """
     from safetensors import SafetensorError, safe_open
 
@@ -101,12 +104,18 @@ def check_safetensors_file(path: str | os.PathLike, what: str = "network file") 
         raise ValueError(f"{what.capitalize()} {path} is a folder; pass a .safetensors file.")
     try:
         with safe_open(os.fspath(path), framework="pt") as handle:
-            for name in handle.keys():
-                handle.get_slice(name)
+            dtypes = {name: handle.get_slice(name).get_dtype() for name in handle.keys()}
     except (SafetensorError, OSError, ValueError) as error:
         raise ValueError(
             f"{what.capitalize()} {path} is not a readable .safetensors file ({error}): it is truncated or damaged, "
             "or it is another format (a pickle / torch.save checkpoint, which is never unpickled here). Save the "
             "state_dict with safetensors.torch.save_file(state_dict, path) and pass that file."
         ) from None
+    not_float = {name: dtype for name, dtype in dtypes.items() if dtype not in FLOAT_DTYPES}
+    if not_float:
+        listing = ", ".join(f"{name} ({dtype})" for name, dtype in not_float.items())
+        raise ValueError(
+            f"{what.capitalize()} {path} holds tensors that are not floating point: {listing}. Weights of a network "
+            "are float32/float16/bfloat16/float64; a quantised or integer state_dict must be converted first."
+        )
     return path

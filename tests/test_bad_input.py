@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from hyperrep_hf import HyperRepConfig, HyperRepModel, NetworkPropertyPredictionPipeline, NeuronTokenProcessor
 from hyperrep_hf import checks as checks_module
@@ -295,6 +295,14 @@ def test_unreadable_network_file_is_named(kind, message, evaluated, networks, ca
     code, out, err = run(capsys, "predict", evaluated, networks["plain"], networks[kind])
     assert code == 2 and not out
     assert f"{networks[kind]} is not a readable .safetensors file" in err and message in err
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.uint8])
+def test_non_float_network_is_refused_naming_the_tensor(dtype, evaluated, networks, tmp_path, capsys):
+    tensors = {name: tensor.to(dtype) for name, tensor in load_file(networks["plain"]).items()}
+    save_file(tensors, tmp_path / "int.safetensors")
+    code, out, err = run(capsys, "predict", evaluated, tmp_path / "int.safetensors")
+    assert code == 2 and not out and "not floating point: layers.1.weight" in err
 
 
 def test_missing_network_and_a_folder_as_network(evaluated, tmp_path, capsys):
