@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -28,10 +29,12 @@ def _zoo_list(arguments: argparse.Namespace) -> int:
 
 
 def _zoo_build(arguments: argparse.Namespace) -> int:
+    from .checks import check_output_folder
     from .recipes import BuildOptions, load_recipe
     from .zoo import build_zoo
 
     _set_threads(arguments.threads)
+    check_output_folder(arguments.out)
     options = BuildOptions(
         num_models=arguments.num_models,
         epochs=arguments.epochs,
@@ -80,17 +83,24 @@ def resolve_train_config(name_or_path: str) -> Path:
 
 def _evaluate(arguments: argparse.Namespace) -> int:
     _set_threads(arguments.threads)
-    from .evaluation import evaluate_model, evaluate_ood
+    from .evaluation import check_evaluation, check_evaluation_options, evaluate_model, evaluate_ood
 
+    check_evaluation_options(arguments.baselines, arguments.max_rows, arguments.seed)
     options = {"max_rows": arguments.max_rows, "seed": arguments.seed, "progress": not arguments.quiet}
-    for zoo in arguments.zoo:
-        out = Path(arguments.out) / _zoo_label(zoo) if len(arguments.zoo) > 1 else Path(arguments.out)
+    outs = [
+        Path(arguments.out) / _zoo_label(zoo) if len(arguments.zoo) > 1 else Path(arguments.out)
+        for zoo in arguments.zoo
+    ]
+    for zoo, out in zip(arguments.zoo, outs, strict=True):  # every zoo checked before the first is evaluated
+        check_evaluation(arguments.model_dir, zoo, out, overwrite=arguments.overwrite)
+    for zoo, out in zip(arguments.zoo, outs, strict=True):
         evaluate_model(
             arguments.model_dir,
             zoo,
             out,
             baselines=arguments.baselines,
             validation_fallback=arguments.validation_fallback,
+            overwrite=arguments.overwrite,
             **options,
         )
     if len(arguments.zoo) > 1:
@@ -108,13 +118,15 @@ def _predict(arguments: argparse.Namespace) -> int:
     from .pipelines import predict_networks
 
     predictions = predict_networks(arguments.model, arguments.networks, zoo=arguments.zoo)
-    print(json.dumps(predictions, indent=2))
+    print(json.dumps(predictions, indent=2, allow_nan=False))  # strict JSON: predictions are never NaN
     return 0
 
 
 def _demo(arguments: argparse.Namespace) -> int:
+    from .checks import check_output_folder
     from .demo import run_demo
 
+    check_output_folder(arguments.out)
     run_demo(arguments.out, quick=arguments.quick)
     return 0
 
@@ -176,6 +188,9 @@ def make_parser() -> argparse.ArgumentParser:
         help="select α on train if a zoo has no validation split (the report says so)",
     )
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--overwrite", action="store_true", help="replace probes the model already has for this zoo (same key)"
+    )
     evaluate.add_argument("--threads", type=int)
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(handler=_evaluate)
@@ -183,7 +198,7 @@ def make_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="predict the properties of networks from their weights (JSON)")
     predict.add_argument("model", help="a model folder or Hub repo with probe heads (run `hyperrep evaluate` first)")
     predict.add_argument("networks", nargs="+", help=".safetensors state_dicts of networks of the encoder's family")
-    predict.add_argument("--zoo", help="which zoo's probes (default: the last evaluated)")
+    predict.add_argument("--zoo", help="which zoo's probes: key or config name (default: the last evaluated)")
     predict.add_argument("--threads", type=int)
     predict.set_defaults(handler=_predict)
 
@@ -197,14 +212,21 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hyperrep`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"]:  # every training field is an option: parsed by hyperrep_hf.training
-        return _train(argparse.Namespace(), argv[1:])
-    arguments = make_parser().parse_args(argv)
     try:
+        if argv[:1] == ["train"]:  # every training field is an option: parsed by hyperrep_hf.training
+            return _train(argparse.Namespace(), argv[1:])
+        arguments = make_parser().parse_args(argv)
         return arguments.handler(arguments)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"hyperrep: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # permissions, a full disk, a path below a file: name the file, no traceback
+        if isinstance(error, BrokenPipeError):  # `hyperrep … | head`: the reader left; not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            return 1
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"hyperrep: error: {error.strerror or error}{where}.", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("hyperrep: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130

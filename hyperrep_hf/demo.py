@@ -69,6 +69,7 @@ def run_demo(out: str | os.PathLike = "demo_output", quick: bool = False) -> dic
         out / "eval",
         baselines=DEMO_BASELINES,
         max_rows=2000 if quick else None,
+        overwrite=True,  # the demo's own model: a re-run refreshes its probes
     )
     print((out / "eval" / "results.md").read_text())
 

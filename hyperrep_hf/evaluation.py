@@ -192,13 +192,64 @@ def load_zoo_arrays(zoo: str | os.PathLike, max_rows: int | None = None, seed: i
     return ZooArrays(config, str(source), config, info, vectors, columns, model_ids, total_rows)
 
 
+MODEL_FILES = ("config.json", "preprocessor_config.json")
+
+
+def check_model_folder(model_dir: str | os.PathLike) -> None:
+    """Refuses a local path that is not a trained model folder (a file, or a folder without its files).
+
+    A path that does not exist is left to :func:`load_encoder` (it may be a Hub repo id).
+
+    Raises:
+        ValueError: ``model_dir`` is a file.
+        FileNotFoundError: A folder without ``config.json``, ``preprocessor_config.json`` or the weights.
+    """
+    local = Path(model_dir)
+    if not local.exists():
+        return
+    if not local.is_dir():
+        raise ValueError(f"Model {local} is a file; pass a model folder (config.json, model.safetensors, …).")
+    missing = [name for name in MODEL_FILES if not (local / name).is_file()]
+    if not any((local / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+        missing.append("model.safetensors")
+    if missing:
+        raise FileNotFoundError(
+            f"{local} is not a trained model folder: it has no {', '.join(missing)}. Pass the folder `hyperrep "
+            "train` wrote (its --output-dir, or one of its checkpoints/<step>/pretrained_model/)."
+        )
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
 def load_encoder(model_dir: str | os.PathLike) -> tuple[torch.nn.Module, Any]:
-    """The encoder (``HyperRepModel``, eval mode) and its ``NeuronTokenProcessor`` from a model folder or repo."""
+    """The encoder (``HyperRepModel``, eval mode) and its ``NeuronTokenProcessor`` from a model folder or repo.
+
+    Raises:
+        FileNotFoundError: No such folder, and no Hub repo of that name could be read.
+        ValueError: A folder whose files are damaged or not a hyper-representation encoder (naming the folder).
+    """
+    from safetensors import SafetensorError
+
     from .modeling_hyperrep import HyperRepModel
     from .processing_hyperrep import NeuronTokenProcessor
 
-    model = HyperRepModel.from_pretrained(os.fspath(model_dir)).eval()
-    processor = NeuronTokenProcessor.from_pretrained(os.fspath(model_dir))
+    check_model_folder(model_dir)
+    try:
+        model = HyperRepModel.from_pretrained(os.fspath(model_dir)).eval()
+        processor = NeuronTokenProcessor.from_pretrained(os.fspath(model_dir))
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as error:
+        if not Path(model_dir).exists():
+            raise FileNotFoundError(
+                f"No model folder {model_dir}, and it could not be read as a Hub model repo either "
+                f"({type(error).__name__}: {_one_line(error)}). Pass the folder `hyperrep train` wrote."
+            ) from None
+        raise ValueError(
+            f"Cannot load the encoder from {model_dir} ({type(error).__name__}: {_one_line(error)}). The folder is "
+            "damaged or "
+            "not a hyperrep model: re-download it, or take it again from the training run's checkpoints."
+        ) from None
     return model, processor
 
 
@@ -329,6 +380,21 @@ def _check_splits(zoo: ZooArrays, validation_fallback: str | None) -> None:
         )
 
 
+def check_evaluation_options(
+    baselines: Sequence[str] | None = None, max_rows: int | None = None, seed: int = 0
+) -> list[str]:
+    """Checks the options of an evaluation before any work; returns the chosen baselines.
+
+    Raises:
+        ValueError: An unknown baseline, a ``max_rows`` below 1 or a negative ``seed`` (naming the option).
+    """
+    if max_rows is not None and (not isinstance(max_rows, int) or max_rows < 1):
+        raise ValueError(f"--max-rows (max_rows) must be a positive integer, got {max_rows!r}.")
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must be an integer in [0, 2**32), got {seed!r}.")
+    return _choose_baselines(baselines)
+
+
 def _choose_baselines(baselines: Sequence[str] | None) -> list[str]:
     from .baselines import BASELINE_NAMES
 
@@ -354,8 +420,14 @@ def evaluate_model(
     plots: bool = True,
     map_method: str = "auto",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> EvaluationReport:
     """Probes the hyper-representation and the baselines on a zoo; writes the results, plots and probe heads.
+
+    Each zoo's probes go into the model folder under the zoo's key (``probes/<config>-<fingerprint>/``, see
+    :func:`hyperrep_hf.probe_heads.zoo_key`) beside other zoos' probes, and become the default for predictions.
+    Every input is checked before anything is written: the model folder, the zoo, the output folders, and
+    whether this zoo's probes exist already (then ``overwrite`` is needed).
 
     Args:
         model_dir: Model folder (encoder + processor; a Hub repo id is read, but nothing is saved into it).
@@ -373,16 +445,28 @@ def evaluate_model(
         plots: Draw the PNG plots (matplotlib).
         map_method: 2-D map of the embeddings: ``"umap"``, ``"pca"`` or ``"auto"`` (UMAP when installed).
         progress: Progress bar and one line per stage.
+        overwrite: Replace probes (and the ``eval/`` entry) that the model folder already holds for this zoo.
 
     Returns:
         An :class:`EvaluationReport`.
+
+    Raises:
+        ProbesExistError: The model folder has probes for this zoo and ``overwrite`` is false.
     """
-    chosen_baselines = _choose_baselines(baselines)
+    from .checks import check_output_folder
+
+    chosen_baselines = check_evaluation_options(baselines, max_rows, seed)
+    check_model_folder(model_dir)
+    check_output_folder(out_dir)
     save_to_model = save_to_model and Path(model_dir).is_dir()
+    if save_to_model:
+        check_output_folder(model_dir, "model folder")
     stages = _Stages(4 + len(chosen_baselines) + int(plots) + 2 * int(save_to_model), progress, "evaluate")
     try:
         zoo_arrays = load_zoo_arrays(zoo, max_rows, seed)
         _check_splits(zoo_arrays, validation_fallback)
+        if save_to_model:
+            _refuse_existing_probes(Path(model_dir), zoo_arrays, overwrite)
         targets, categorical = select_targets(zoo_arrays)
         stages.done(f"zoo {zoo_arrays.name}: {_rows_text(zoo_arrays)}; targets {', '.join(targets)}")
         model, processor = load_encoder(model_dir)
@@ -427,7 +511,7 @@ def evaluate_model(
             )
             stages.done(f"plots: {', '.join(path.name for path in paths if path.suffix == '.png')}")
         if save_to_model:
-            paths += _save_probes(Path(model_dir), zoo_arrays.name, reports[HYPERREP_METHOD])
+            paths += _save_probes(Path(model_dir), zoo_arrays, reports[HYPERREP_METHOD], targets_by_split)
             stages.done(f"probe heads: {len(reports[HYPERREP_METHOD].probes)} saved in {Path(model_dir) / 'probes'}")
             paths += write_model_evaluation(Path(model_dir), document, [p for p in paths if p.suffix == ".png"])
             stages.done(f"model card and eval/ written into {model_dir}")
@@ -506,12 +590,16 @@ def _results_document(
     unavailable: Mapping[str, str],
     validation_fallback: str | None,
 ) -> dict:
+    from .probe_heads import zoo_fingerprint, zoo_key
+
     recipe = zoo.info.get("recipe", {}).get("name")
     return {
         "format_version": RESULTS_FORMAT_VERSION,
         "model": os.fspath(model_dir),
         "zoo": zoo.source,
         "config": zoo.config,
+        "zoo_key": zoo_key(zoo.config, zoo.info),
+        "zoo_fingerprint": zoo_fingerprint(zoo.info),
         "recipe": recipe,
         "rows": {split: vectors.shape[0] for split, vectors in zoo.vectors.items()},
         "total_rows": zoo.total_rows,
@@ -799,34 +887,123 @@ def _confusion(axis, truth: np.ndarray, predicted: np.ndarray, labels: list) -> 
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _save_probes(model_dir: Path, zoo_name: str, report: ProbeReport) -> list[Path]:
-    from .probe_heads import save_probe_heads
+def check_evaluation(
+    model_dir: str | os.PathLike, zoo: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False
+) -> None:
+    """What :func:`evaluate_model` checks before it writes anything, without fitting anything.
 
-    return [save_probe_heads(model_dir, zoo_name, report.probes, report.results)]
+    The CLI runs it for every ``--zoo`` before evaluating the first: the model folder, the output folders, the
+    zoo's name and info, and existing probes for this zoo.
+
+    Raises:
+        ValueError, FileNotFoundError, ProbesExistError: naming the problem.
+    """
+    from .checks import check_output_folder
+    from .zoo import load_zoo
+
+    check_model_folder(model_dir)
+    check_output_folder(out_dir)
+    if not Path(model_dir).is_dir():
+        return
+    check_output_folder(model_dir, "model folder")
+    source, config = parse_zoo_argument(zoo)
+    _, info = load_zoo(source, config)
+    arrays = ZooArrays(config or info["name"], str(source), config or info["name"], info, {}, {}, {}, {})
+    _refuse_existing_probes(Path(model_dir), arrays, overwrite)
+
+
+def _refuse_existing_probes(model_dir: Path, zoo: ZooArrays, overwrite: bool) -> None:
+    """Raises ProbesExistError when the model folder holds probes or an eval/ entry for this zoo's key."""
+    from .probe_heads import PROBES_FOLDER, ProbesExistError, probe_zoos, read_probe_index, zoo_key
+
+    key = zoo_key(zoo.config, zoo.info)
+    index_path = model_dir / PROBES_FOLDER / "index.json"
+    # A damaged index is reported here, before any work, rather than after the probes are fitted.
+    known = probe_zoos(read_probe_index(model_dir)) if index_path.is_file() else {}
+    evaluated = {_document_key(document) for document in _read_evaluations(model_dir / "eval" / "results.json")}
+    if overwrite or (key not in known and key not in evaluated and not (model_dir / PROBES_FOLDER / key).exists()):
+        return
+    source = (known.get(key) or {}).get("zoo_source") or "an earlier evaluation"
+    raise ProbesExistError(
+        f"{model_dir} already has probes for zoo {key} (config {zoo.config}, fitted on {source}) in "
+        f"{model_dir / PROBES_FOLDER / key}. Pass --overwrite (overwrite=True) to replace them and their eval/ "
+        "entry; probes of other zoos are kept either way."
+    )
+
+
+def _save_probes(
+    model_dir: Path, zoo: ZooArrays, report: ProbeReport, targets_by_split: Mapping[str, Mapping[str, np.ndarray]]
+) -> list[Path]:
+    from .probe_heads import save_probe_heads, zoo_fingerprint, zoo_key
+    from .weight_statistics import compute_statistics
+
+    key = zoo_key(zoo.config, zoo.info)
+    regression = {target for target, probe in report.probes.items() if getattr(probe, "labels", None) is None}
+    target_values = {
+        target: np.concatenate([np.asarray(values[target], dtype=np.float64) for values in targets_by_split.values()])
+        for target in regression
+    }
+    vectors = np.concatenate(list(zoo.vectors.values()))
+    statistics = compute_statistics(vectors, zoo.info["architecture"]["parameters"], target_values, key)
+    index = save_probe_heads(
+        model_dir,
+        key,
+        report.probes,
+        report.results,
+        config=zoo.config,
+        source=zoo.source,
+        fingerprint=zoo_fingerprint(zoo.info),
+        statistics=statistics,
+    )
+    return [index, model_dir / "probes" / key / "statistics.json"]
 
 
 def write_model_evaluation(model_dir: Path, document: dict, plots: Sequence[Path]) -> list[Path]:
     """Merges the evaluation into ``eval/results.json``, copies the plots to ``eval/`` and rewrites README.md.
 
-    ``eval/results.json`` holds one document per zoo (a re-evaluation replaces that zoo's); plots are named
-    ``eval/<zoo>_<plot>.png``.
+    ``eval/results.json`` holds one document per zoo key (a re-evaluation of the same zoo replaces its document;
+    zoos of one config name built differently are kept apart); plots go to ``eval/<zoo key>/<plot>.png``.
     """
+    from .atomic import write_text_atomic
+
     eval_dir = model_dir / "eval"
     eval_dir.mkdir(parents=True, exist_ok=True)
     results_path = eval_dir / "results.json"
-    evaluations = json.loads(results_path.read_text())["evaluations"] if results_path.is_file() else []
-    evaluations = [entry for entry in evaluations if entry["config"] != document["config"]] + [document]
-    results_path.write_text(
-        json.dumps({"format_version": RESULTS_FORMAT_VERSION, "evaluations": evaluations}, indent=2) + "\n"
-    )
-    written = [results_path]
+    evaluations = _read_evaluations(results_path)
+    key = _document_key(document)
+    evaluations = [entry for entry in evaluations if _document_key(entry) != key] + [document]
+    plots_dir = eval_dir / key
+    plots_dir.mkdir(exist_ok=True)
+    written = []
     for plot in plots:
-        target = eval_dir / f"{document['config']}_{plot.name}"
+        target = plots_dir / plot.name
         target.write_bytes(plot.read_bytes())
         written.append(target)
-    card_path = model_dir / "README.md"
-    card_path.write_text(render_model_card(model_dir, evaluations))
+    document_text = json.dumps(
+        {"format_version": RESULTS_FORMAT_VERSION, "evaluations": evaluations}, indent=2, default=_json_default
+    )
+    written.insert(0, write_text_atomic(results_path, document_text + "\n"))
+    card_path = write_text_atomic(model_dir / "README.md", render_model_card(model_dir, evaluations))
     return [*written, card_path]
+
+
+def _document_key(document: dict) -> str:
+    """The zoo key of an evaluation document (documents written before zoo keys: the config name)."""
+    return document.get("zoo_key") or document["config"]
+
+
+def _read_evaluations(results_path: Path) -> list[dict]:
+    if not results_path.is_file():
+        return []
+    try:
+        evaluations = json.loads(results_path.read_text())["evaluations"]
+        if not isinstance(evaluations, list) or not all(isinstance(entry, dict) for entry in evaluations):
+            raise TypeError("'evaluations' is not a list of documents")
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{results_path} is damaged ({error}); move it away (its evaluations are rewritten from this run on)."
+        ) from None
+    return evaluations
 
 
 def _eval_results(evaluations: Sequence[dict]) -> list:
@@ -875,7 +1052,7 @@ def render_model_card(model_dir: Path, evaluations: Sequence[dict]) -> str:
         {
             "document": document,
             "table": results_table(document),
-            "plots": sorted(path.name for path in (model_dir / "eval").glob(f"{document['config']}_*.png")),
+            "plots": _card_plots(model_dir / "eval", document),
         }
         for document in evaluations
     ]
@@ -887,9 +1064,17 @@ def render_model_card(model_dir: Path, evaluations: Sequence[dict]) -> str:
         encoder=config,
         training_config=json.loads(training.read_text()) if training.is_file() else None,
         evaluations=sections,
-        probe_zoos=[document["config"] for document in evaluations],
+        probe_zoos=[_document_key(document) for document in evaluations],
     )
     return str(card)
+
+
+def _card_plots(eval_dir: Path, document: dict) -> list[str]:
+    """The plots of one evaluation, as paths relative to ``eval/`` (older folders: ``<config>_<plot>.png``)."""
+    key = _document_key(document)
+    if (eval_dir / key).is_dir():
+        return sorted(f"{key}/{path.name}" for path in (eval_dir / key).glob("*.png"))
+    return sorted(path.name for path in eval_dir.glob(f"{document['config']}_*.png"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -940,6 +1125,9 @@ def evaluate_ood(
     for method in methods:
         if method != HYPERREP_METHOD:
             _choose_baselines([method])
+    from .checks import check_output_folder
+
+    check_output_folder(out_dir)
     stages = _Stages(2 + len(zoos), progress, "ood")
     try:
         model, processor = load_encoder(model_dir)

@@ -14,6 +14,11 @@
 
 The model folder must hold probe heads (``hyperrep evaluate`` writes them); :func:`predict_networks` is the
 library side of ``hyperrep predict MODEL FILE…``.
+
+Predictions are checked against the zoo the probes were fitted on (``probes/<zoo>/statistics.json``, see
+:mod:`hyperrep_hf.weight_statistics`): a network whose weight norms lie far outside the zoo's gets a ``"warning"``
+in every target's dict; a regression value outside the range the zoo showed is clipped to it (``"clipped": true,
+"unclipped_value": …``); a value that is not finite is ``None``. The output never holds NaN or inf.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .embeddings import embed_vectors, symmetry_transforms
-from .probe_heads import HyperRepProbeModel, ProbesNotFoundError, load_probe_heads
+from .probe_heads import HyperRepProbeModel, ProbesNotFoundError, load_probe_heads, load_probe_statistics
+from .weight_statistics import NOT_FINITE, clip_to_range, distribution_warnings
 
 TASK = "network-property-prediction"
 
@@ -43,6 +49,8 @@ class NetworkPropertyPredictionPipeline(Pipeline):
     Args:
         zoo: Which zoo's probes to use when the folder has several (default: the last evaluated).
         probes: Target → ``HyperRepProbeModel``, instead of reading them from the model's folder.
+        statistics: The zoo's ``statistics.json`` document to check inputs and clip predictions with (read from
+            the model's folder with its probes; None with ``probes=`` unless given).
         args: Passed on to ``Pipeline``.
         kwargs: Passed on to ``Pipeline`` (``batch_size`` sets the networks per forward pass, default 256).
     """
@@ -54,9 +62,15 @@ class NetworkPropertyPredictionPipeline(Pipeline):
     _load_tokenizer = False
 
     def __init__(
-        self, *args: Any, zoo: str | None = None, probes: Mapping[str, HyperRepProbeModel] | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        zoo: str | None = None,
+        probes: Mapping[str, HyperRepProbeModel] | None = None,
+        statistics: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.statistics = statistics
         if probes is None:
             source = getattr(self.model, "name_or_path", "") or getattr(self.model.config, "_name_or_path", "")
             if not source:
@@ -65,6 +79,8 @@ class NetworkPropertyPredictionPipeline(Pipeline):
                     "or load the pipeline from a model folder evaluated with `hyperrep evaluate`."
                 )
             self.zoo, probes = load_probe_heads(source, zoo)
+            if statistics is None:
+                self.statistics = load_probe_statistics(source, self.zoo)
         else:
             self.zoo = zoo
         self.probes = {target: head.to(self.device).eval() for target, head in probes.items()}
@@ -114,6 +130,11 @@ class NetworkPropertyPredictionPipeline(Pipeline):
 
     def preprocess(self, networks: Any) -> dict[str, torch.Tensor]:
         """Networks → their raw flat weight vectors (``{"vectors": (batch, num_parameters)}``), checked."""
+        from .checks import check_safetensors_file
+
+        for network in networks if isinstance(networks, list | tuple) else [networks]:
+            if isinstance(network, str | os.PathLike):
+                check_safetensors_file(network)
         try:
             return {"vectors": self.feature_extractor.networks_to_vectors(networks)}
         except ValueError as error:
@@ -126,24 +147,45 @@ class NetworkPropertyPredictionPipeline(Pipeline):
     def _forward(self, model_inputs: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         embeddings = embed_vectors(self.model, self.feature_extractor, model_inputs["vectors"], self.transforms)
         # Plain dicts: the base class rebuilds ModelOutputs as untyped ones when it moves them to the CPU.
-        return {target: dict(head(embeddings)) for target, head in self.probes.items()}
+        outputs = {target: dict(head(embeddings)) for target, head in self.probes.items()}
+        return {"probes": outputs, "vectors": model_inputs["vectors"]}
 
     def postprocess(self, model_outputs: Mapping[str, Any]) -> list[dict]:
-        """Per network, per target: the value, the probe's validation score and (classification) probabilities."""
+        """Per network, per target: the value, the probe's validation score and (classification) probabilities.
+
+        Values are checked against the zoo's statistics (see the module docstring): never NaN or inf.
+        """
         columns = {}
-        for target, output in model_outputs.items():
+        for target, output in model_outputs["probes"].items():
             config = self.probes[target].config
             score = {f"validation_{config.metric}": config.validation_score}
             if config.task == "regression":
-                columns[target] = [{"value": float(v)} | score for v in output["predictions"].float().cpu().tolist()]
+                columns[target] = [
+                    clip_to_range(float(v), target, self.statistics) | score
+                    for v in output["predictions"].double().cpu().tolist()
+                ]
                 continue
-            probabilities = torch.softmax(output["logits"].float(), dim=-1).cpu().numpy()
+            probabilities = torch.softmax(output["logits"].double(), dim=-1).cpu().numpy()
             columns[target] = [
                 {"value": label, "probabilities": _probabilities(config.labels, row)} | score
+                if np.isfinite(row).all()
+                else {"value": None, "probabilities": None, "warning": NOT_FINITE} | score
                 for label, row in zip(output["predicted_labels"], probabilities, strict=True)
             ]
         num_networks = len(next(iter(columns.values()))) if columns else 0
-        return [{target: values[index] for target, values in columns.items()} for index in range(num_networks)]
+        warnings = [None] * num_networks
+        if self.statistics is not None:
+            vectors = model_outputs["vectors"].double().cpu().numpy()
+            parameters = self.feature_extractor.architecture["parameters"]
+            warnings = distribution_warnings(vectors, parameters, self.statistics)
+        results = []
+        for index in range(num_networks):
+            result = {target: values[index] for target, values in columns.items()}
+            if warnings[index]:
+                for prediction in result.values():
+                    prediction["warning"] = "; ".join(filter(None, [warnings[index], prediction.get("warning")]))
+            results.append(result)
+        return results
 
 
 def _probabilities(labels: Sequence, row: np.ndarray) -> dict[str, float]:
@@ -172,13 +214,25 @@ def make_prediction_pipeline(
 
     Raises:
         ProbesNotFoundError: The folder has no probes (telling to run ``hyperrep evaluate`` first).
+        ProbeIndexError: A damaged ``probes/index.json`` or probe head.
+        ValueError: An encoder or processor that cannot be loaded (naming the folder).
     """
+    from safetensors import SafetensorError
     from transformers import pipeline
 
-    from .probe_heads import read_probe_index
+    from .probe_heads import ProbeIndexError, read_probe_index
 
     read_probe_index(model_dir_or_repo)  # fails early, before the encoder is loaded, when there are no probes
-    return pipeline(TASK, model=os.fspath(model_dir_or_repo), zoo=zoo, device=device)
+    try:
+        return pipeline(TASK, model=os.fspath(model_dir_or_repo), zoo=zoo, device=device)
+    except (ProbesNotFoundError, ProbeIndexError):
+        raise
+    except (OSError, ValueError, SafetensorError) as error:
+        raise ValueError(
+            f"Cannot load the encoder from {model_dir_or_repo} ({type(error).__name__}: {error}). Its config.json, "
+            "model.safetensors or preprocessor_config.json is damaged or missing: re-download the model, or take "
+            "it again from the training run."
+        ) from None
 
 
 def predict_networks(
@@ -196,19 +250,44 @@ def predict_networks(
         batch_size: Networks per forward pass.
 
     Returns:
-        One ``{"network": file, "predictions": {target: {...}}}`` per file, in order.
+        One ``{"network": file, "predictions": {target: {...}}, "warning": str | None}`` per file, in order; the
+        warning says when the network is far outside the zoo's weight distribution or a value was clipped.
 
     Raises:
         ProbesNotFoundError: No probes in the model folder.
         FileNotFoundError: A file that does not exist.
-        ValueError: A network whose architecture does not match the encoder's.
+        ValueError: A file that is not a complete ``.safetensors`` file, or a network whose architecture does not
+            match the encoder's.
     """
-    missing = [os.fspath(path) for path in files if not os.path.isfile(path)]
+    from .checks import check_safetensors_file
+
+    missing = [os.fspath(path) for path in files if not os.path.exists(path)]
     if missing:
         raise FileNotFoundError(f"No such network file: {', '.join(missing)}.")
+    for path in files:
+        check_safetensors_file(path)
     predictor = make_prediction_pipeline(model_dir, zoo)
     predictions = predictor([os.fspath(path) for path in files], batch_size=batch_size)
     return [
-        {"network": os.fspath(path), "predictions": prediction}
+        {"network": os.fspath(path), "predictions": prediction, "warning": _network_warning(prediction)}
         for path, prediction in zip(files, predictions, strict=True)
     ]
+
+
+def _network_warning(prediction: Mapping[str, dict]) -> str | None:
+    """One line for a network: its distribution warning, non-finite and clipped targets; None if none."""
+    distribution, not_finite, clipped = None, [], []
+    for target, value in prediction.items():
+        text = value.get("warning") or ""
+        if text.endswith(NOT_FINITE):
+            not_finite.append(target)
+            text = text[: -len(NOT_FINITE)].rstrip("; ")
+        distribution = distribution or text or None  # the same text in every target
+        if value.get("clipped"):
+            clipped.append(f"{target} {value['unclipped_value']:.4g} → {value['value']:.4g}")
+    parts = [distribution] if distribution else []
+    if not_finite:
+        parts.append(f"not finite, given as null: {', '.join(not_finite)}")
+    if clipped:
+        parts.append(f"clipped to the zoo's observed range: {', '.join(clipped)}")
+    return "; ".join(parts) or None

@@ -5,9 +5,14 @@ becomes ``HyperRepProbeModel`` (one ``nn.Linear`` on z, the train standardisatio
 ``HyperRepProbeConfig`` that records what it predicts and how well it did on the validation split. They live in
 the model folder next to the encoder::
 
-    probes/index.json                       every probe: zoo, target, task, metric, validation score, path
+    probes/index.json                       every probe: zoo key, config, source, target, metric, score, path
     probes/<zoo>/<target>/config.json       HyperRepProbeConfig (model_type "hyperrep_probe")
     probes/<zoo>/<target>/model.safetensors the Linear
+    probes/<zoo>/statistics.json            the zoo's weight-norm distribution and target ranges (predict checks)
+
+``<zoo>`` is the zoo's key: its config name and a short fingerprint of its ``zoo_info.json``
+(``tetris_seed-1a2b3c4d``), so two zoos of one config name built differently (another seed, size, folder) keep
+their probes side by side. Wherever a zoo is asked for, its key or (when unambiguous) its config name will do.
 
 ``HyperRepProbeModel.from_pretrained(model_dir / "probes/<zoo>/<target>")`` loads one; :func:`load_probe_heads`
 loads every probe of a zoo (from a local folder or a Hub repo).
@@ -15,6 +20,7 @@ loads every probe of a zoo (from a local folder or a Hub repo).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -41,6 +47,29 @@ TASKS = ("regression", "classification")
 
 class ProbesNotFoundError(FileNotFoundError):
     """A model folder without probe heads (``hyperrep evaluate`` has not been run on it)."""
+
+
+class ProbesExistError(FileExistsError):
+    """Probes for this zoo are already in the model folder (replacing them needs ``overwrite``)."""
+
+
+class ProbeIndexError(ValueError):
+    """A damaged ``probes/index.json`` or probe head."""
+
+
+def zoo_fingerprint(info: dict) -> str:
+    """A content fingerprint of a zoo: SHA-256 of its ``zoo_info.json`` (canonical JSON), hex.
+
+    ``zoo_info.json`` records the recipe, the build options (seed, sizes), the split, the counts and the
+    architecture, so two builds differ in it whenever their rows can differ.
+    """
+    canonical = json.dumps(info, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def zoo_key(config: str, info: dict) -> str:
+    """The folder name of a zoo's probes: ``<config>-<first 8 hex digits of its fingerprint>``."""
+    return f"{_safe_name(config)}-{zoo_fingerprint(info)[:8]}"
 
 
 def _missing_probes_message(model_dir: str | os.PathLike, detail: str) -> str:
@@ -261,54 +290,79 @@ def save_probe_heads(
     zoo: str,
     probes: dict[str, RidgeProbe | SoftmaxProbe],
     results: list[ProbeResult] | None = None,
+    *,
+    config: str | None = None,
+    source: str | None = None,
+    fingerprint: str | None = None,
+    statistics: dict | None = None,
 ) -> Path:
     """Saves every fitted probe of one zoo under ``probes/<zoo>/<target>/`` and updates ``probes/index.json``.
 
     The zoo's previous probes are replaced (a target that is no longer probed leaves no stale head behind);
-    other zoos' probes are kept. The zoo becomes the index's ``default_zoo`` (the one predictions use).
+    other zoos' probes are kept. The new heads are written into a temporary folder first and swapped in, so a
+    crash leaves the old probes or the new ones, never a mix. The zoo becomes the index's ``default_zoo`` (the
+    one predictions use). :func:`hyperrep_hf.evaluation.evaluate_model` refuses to get here over existing
+    probes unless told to overwrite.
 
     Args:
         model_dir: The model folder (encoder + processor).
-        zoo: Zoo (config) name the probes were fitted on.
+        zoo: The zoo's key (:func:`zoo_key`; any folder-safe name for probes fitted outside ``evaluate``).
         probes: Target → fitted probe (``ProbeReport.probes``).
         results: The probes' results; adds each probe's test score to the index when present.
+        config: The zoo's config name (default: ``zoo``).
+        source: The zoo folder or Hub repo the probes were fitted on.
+        fingerprint: The zoo's :func:`zoo_fingerprint`.
+        statistics: The zoo's weight / target statistics (:mod:`hyperrep_hf.weight_statistics`), saved as
+            ``probes/<zoo>/statistics.json``.
 
     Returns:
         Path of ``probes/index.json``.
     """
     probes_dir = Path(model_dir) / PROBES_FOLDER
     zoo_dir = probes_dir / _safe_name(zoo)
-    if zoo_dir.exists():
-        shutil.rmtree(zoo_dir)
+    index = read_probe_index(model_dir) if (probes_dir / INDEX_FILE).is_file() else {"probes": []}
+    staging = probes_dir / f".{zoo_dir.name}.tmp"
+    retired = probes_dir / f".{zoo_dir.name}.old"
+    for leftover in (staging, retired):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging.mkdir(parents=True)
     selection_splits = {result.target: result.selection_split for result in results or []}
     test_scores = {
         result.target: result.value
         for result in results or []
         if result.split == "test" and result.metric in ("r2", "accuracy")
     }
+    described = {"config": config or zoo, "zoo_source": source, "zoo_fingerprint": fingerprint}
     entries = []
     for target, probe in probes.items():
         head = HyperRepProbeModel.from_probe(probe, target, zoo, selection_splits.get(target, "validation"))
-        folder = zoo_dir / _safe_name(target)
         with quiet_progress():
-            head.save_pretrained(folder)
+            head.save_pretrained(staging / _safe_name(target))
         entries.append(
             {
                 "zoo": zoo,
+                **described,
                 "target": target,
                 "task": head.config.task,
                 "metric": head.config.metric,
                 "validation_score": head.config.validation_score,
                 "test_score": _finite_or_none(test_scores.get(target)),
                 "selection_split": head.config.selection_split,
-                "path": folder.relative_to(model_dir).as_posix(),
+                "path": (zoo_dir / target).relative_to(model_dir).as_posix(),
             }
         )
-    index = read_probe_index(model_dir) if (probes_dir / INDEX_FILE).is_file() else {"probes": []}
+    if statistics is not None:
+        from .weight_statistics import write_statistics
+
+        write_statistics(staging, statistics)
+    if zoo_dir.exists():
+        os.replace(zoo_dir, retired)
+    os.replace(staging, zoo_dir)
     kept = [entry for entry in index["probes"] if entry["zoo"] != zoo]
     index = {"format_version": PROBE_INDEX_FORMAT_VERSION, "default_zoo": zoo, "probes": kept + entries}
-    index_path = probes_dir / INDEX_FILE
-    return write_text_atomic(index_path, json.dumps(index, indent=2) + "\n")
+    index_path = write_text_atomic(probes_dir / INDEX_FILE, json.dumps(index, indent=2) + "\n")
+    shutil.rmtree(retired, ignore_errors=True)
+    return index_path
 
 
 def _local_or_downloaded(model_dir_or_repo: str | os.PathLike) -> Path:
@@ -316,6 +370,8 @@ def _local_or_downloaded(model_dir_or_repo: str | os.PathLike) -> Path:
     local = Path(model_dir_or_repo)
     if local.is_dir():
         return local
+    if local.exists():
+        raise ProbesNotFoundError(f"{model_dir_or_repo} is a file; pass a model folder or a Hub model repo id.")
     from huggingface_hub import snapshot_download
 
     try:
@@ -323,26 +379,112 @@ def _local_or_downloaded(model_dir_or_repo: str | os.PathLike) -> Path:
             snapshot_download(str(model_dir_or_repo), allow_patterns=[f"{PROBES_FOLDER}/*", f"{PROBES_FOLDER}/**"])
         )
     except Exception as error:
-        raise ProbesNotFoundError(_missing_probes_message(model_dir_or_repo, f"download failed: {error}")) from error
+        raise ProbesNotFoundError(
+            f"{model_dir_or_repo} is not a local folder, and reading it as a Hub model repo failed ({error}). "
+            "Pass the folder of a model evaluated with `hyperrep evaluate`, or a Hub repo id you can reach."
+        ) from error
+
+
+def _index_problem(index: Any) -> str | None:
+    """What is wrong with a parsed ``probes/index.json``, or None."""
+    if not isinstance(index, dict):
+        return f"expected a JSON object, found {type(index).__name__}"
+    if not isinstance(index.get("probes"), list):
+        return "no 'probes' list"
+    for position, entry in enumerate(index["probes"]):
+        if not isinstance(entry, dict):
+            return f"probes[{position}] is not an object"
+        missing = [key for key in ("zoo", "target", "path") if not isinstance(entry.get(key), str)]
+        if missing:
+            return f"probes[{position}] lacks {', '.join(missing)}"
+        path = Path(entry["path"])
+        if path.is_absolute() or ".." in path.parts or path.parts[:1] != (PROBES_FOLDER,):
+            return f"probes[{position}] has path {entry['path']!r} outside {PROBES_FOLDER}/"
+    if not isinstance(index.get("format_version", 0), int):
+        return f"format_version {index.get('format_version')!r} is not an integer"
+    return None
 
 
 def read_probe_index(model_dir_or_repo: str | os.PathLike) -> dict:
-    """``probes/index.json`` of a model folder or Hub repo.
+    """``probes/index.json`` of a model folder or Hub repo, checked.
 
     Raises:
         ProbesNotFoundError: The folder has no ``probes/index.json`` (with the command that creates it).
+        ProbeIndexError: The index is not valid JSON or not an index (naming the file and how to repair it).
     """
     folder = _local_or_downloaded(model_dir_or_repo)
     index_path = folder / PROBES_FOLDER / INDEX_FILE
     if not index_path.is_file():
         raise ProbesNotFoundError(_missing_probes_message(model_dir_or_repo, f"no {PROBES_FOLDER}/{INDEX_FILE}"))
-    index = json.loads(index_path.read_text())
+    try:
+        index = json.loads(index_path.read_text())
+        problem = _index_problem(index)
+    except (ValueError, UnicodeDecodeError) as error:
+        problem = f"not valid JSON: {error}"
+    if problem:
+        raise ProbeIndexError(
+            f"{index_path} is damaged ({problem}). Restore it from the Hub or a copy, or fit the probes again with "
+            f"`hyperrep evaluate {model_dir_or_repo} --zoo ZOO_DIR[:CONFIG] --out DIR --overwrite`."
+        )
     if index.get("format_version", 0) > PROBE_INDEX_FORMAT_VERSION:
         raise ValueError(
             f"{index_path} has format version {index['format_version']}; this hyperrep_hf reads up to "
             f"{PROBE_INDEX_FORMAT_VERSION}. Upgrade hyperrep_hf."
         )
     return index
+
+
+def probe_zoos(index: dict) -> dict[str, dict]:
+    """Zoo key → ``{"config", "zoo_source", "zoo_fingerprint"}`` of every zoo in an index, in index order.
+
+    Indexes written before zoo keys existed have the config name as key and no source or fingerprint.
+    """
+    zoos: dict[str, dict] = {}
+    for entry in index["probes"]:
+        zoos.setdefault(
+            entry["zoo"],
+            {
+                "config": entry.get("config") or entry["zoo"],
+                "zoo_source": entry.get("zoo_source"),
+                "zoo_fingerprint": entry.get("zoo_fingerprint"),
+            },
+        )
+    return zoos
+
+
+def _describe_zoo(key: str, described: dict) -> str:
+    details = [f"config {described['config']}"] if described["config"] != key else []
+    details += [f"from {described['zoo_source']}"] if described["zoo_source"] else []
+    return f"{key} ({', '.join(details)})" if details else key
+
+
+def resolve_probe_zoo(index: dict, zoo: str | None, model_dir_or_repo: str | os.PathLike = "MODEL") -> str:
+    """The key of the zoo whose probes to use: ``zoo`` as a key or a config name; default the index's default.
+
+    Raises:
+        ProbesNotFoundError: No probes, none for ``zoo``, or a config name that several zoos share (listing them).
+    """
+    zoos = probe_zoos(index)
+    if not zoos:
+        raise ProbesNotFoundError(_missing_probes_message(model_dir_or_repo, f"{PROBES_FOLDER}/{INDEX_FILE} is empty"))
+    if zoo is None:
+        default = index.get("default_zoo")
+        return default if default in zoos else next(iter(zoos))
+    if zoo in zoos:
+        return zoo
+    matches = [key for key, described in zoos.items() if described["config"] == zoo]
+    if len(matches) == 1:
+        return matches[0]
+    listing = ", ".join(_describe_zoo(key, described) for key, described in zoos.items())
+    if matches:
+        raise ProbesNotFoundError(
+            f"{model_dir_or_repo} has probes for {len(matches)} zoos of config {zoo!r}: {listing}. "
+            "Name one by its key."
+        )
+    raise ProbesNotFoundError(
+        f"{model_dir_or_repo} has no probes for zoo {zoo!r} (it has probes for: {listing}). "
+        f"Run `hyperrep evaluate {model_dir_or_repo} --zoo ZOO_DIR:{zoo} --out DIR` to fit them."
+    )
 
 
 def load_probe_heads(
@@ -352,32 +494,41 @@ def load_probe_heads(
 
     Args:
         model_dir_or_repo: A model folder or a Hub model repo id.
-        zoo: Which zoo's probes; default the index's ``default_zoo`` (the last one evaluated).
+        zoo: Which zoo's probes: a zoo key (``tetris_seed-1a2b3c4d``) or a config name that only one zoo of the
+            index has; default the index's ``default_zoo`` (the last one evaluated).
 
     Returns:
-        (zoo name, target → ``HyperRepProbeModel``).
+        (zoo key, target → ``HyperRepProbeModel``).
 
     Raises:
         ProbesNotFoundError: No probes at all, or none for ``zoo`` (naming the zoos that have some).
+        ProbeIndexError: A damaged index or probe head (naming the file).
     """
     folder = _local_or_downloaded(model_dir_or_repo)
     index = read_probe_index(folder)
-    zoos = list(dict.fromkeys(entry["zoo"] for entry in index["probes"]))
-    if not zoos:
-        raise ProbesNotFoundError(_missing_probes_message(model_dir_or_repo, f"{PROBES_FOLDER}/{INDEX_FILE} is empty"))
-    zoo = zoo or index.get("default_zoo") or zoos[0]
-    if zoo not in zoos:
-        raise ProbesNotFoundError(
-            f"{model_dir_or_repo} has no probes for zoo {zoo!r} (it has probes for: {', '.join(zoos)}). "
-            f"Run `hyperrep evaluate {model_dir_or_repo} --zoo ZOO_DIR:{zoo} --out DIR` to fit them."
-        )
+    zoo = resolve_probe_zoo(index, zoo, model_dir_or_repo)
+    heads = {}
     with quiet_progress():
-        heads = {
-            entry["target"]: HyperRepProbeModel.from_pretrained(folder / entry["path"]).eval()
-            for entry in index["probes"]
-            if entry["zoo"] == zoo
-        }
+        for entry in index["probes"]:
+            if entry["zoo"] != zoo:
+                continue
+            try:
+                heads[entry["target"]] = HyperRepProbeModel.from_pretrained(folder / entry["path"]).eval()
+            except Exception as error:  # transformers raises OSError, safetensors its own error, configs ValueError
+                raise ProbeIndexError(
+                    f"Probe head {folder / entry['path']} (zoo {zoo}, target {entry['target']}) cannot be loaded "
+                    f"({type(error).__name__}: {error}). Fit the probes again with `hyperrep evaluate "
+                    f"{model_dir_or_repo} --zoo ZOO_DIR[:CONFIG] --out DIR --overwrite`."
+                ) from None
     return zoo, heads
+
+
+def load_probe_statistics(model_dir_or_repo: str | os.PathLike, zoo: str) -> dict | None:
+    """The ``statistics.json`` saved with a zoo's probes (key ``zoo``), or None for probes saved without one."""
+    from .weight_statistics import STATISTICS_FILE, read_statistics
+
+    path = _local_or_downloaded(model_dir_or_repo) / PROBES_FOLDER / _safe_name(zoo) / STATISTICS_FILE
+    return read_statistics(path) if path.is_file() else None
 
 
 def register_probe_heads() -> None:

@@ -73,10 +73,9 @@ class BuildOptions:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer (≥ 1), got {value!r}.")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"--seed must be a non-negative integer, got {self.seed!r}.")
-        try:
-            torch.device(self.device)
-        except RuntimeError as error:
-            raise ValueError(f"--device {self.device!r} is not a device PyTorch knows (e.g. cpu, cuda).") from error
+        from .checks import check_device
+
+        check_device(self.device)  # unknown, or CUDA / MPS that this machine or PyTorch build lacks
 
     def identity(self) -> dict:
         """The options that change the zoo's contents (what a resumed build must repeat)."""
@@ -179,7 +178,10 @@ def load_recipe(name_or_path: str | os.PathLike) -> ZooRecipe:
             f"Unknown recipe {str(name_or_path)!r}; shipped recipes: {', '.join(list_recipes())} "
             "(or pass the path of a recipe .yaml file)."
         )
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(f"Recipe file {path} is not valid YAML ({' '.join(str(error).split())}); fix it.") from None
     if not isinstance(data, dict):
         raise ValueError(f"Recipe file {path} does not hold a mapping.")
     unknown = set(data) - RECIPE_KEYS

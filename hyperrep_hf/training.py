@@ -392,7 +392,12 @@ def read_preset(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Training config {path} does not exist.")
-    preset = yaml.safe_load(path.read_text()) or {}
+    try:
+        preset = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"Training config {path} is not valid YAML ({' '.join(str(error).split())}); fix it."
+        ) from None
     if not isinstance(preset, dict):
         raise ValueError(f"Training config {path} must be a YAML mapping of field: value.")
     return preset
@@ -627,7 +632,9 @@ def _resolve_mixed_precision(setting: str) -> str | None:
 
 def _prepare_output_dir(config: TrainConfig, is_main: bool) -> Path:
     """Refuses to mix two runs in one folder unless ``resume`` or ``overwrite`` says what to do."""
-    output_dir = Path(config.output_dir)
+    from .checks import check_output_folder
+
+    output_dir = check_output_folder(config.output_dir, "output_dir")
     existing = (output_dir / "train_config.json").exists() or (output_dir / "checkpoints").exists()
     if existing and not config.resume:
         if not config.overwrite:

@@ -96,7 +96,7 @@ def test_plots_and_model_folder_artefacts(evaluated):
     model_dir, out_dir, report = evaluated
     for name in ("embedding_map.png", "hyperrep_predictions.png"):
         assert (out_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert (model_dir / "eval" / f"tetris_seed_{name}").is_file()
+        assert (model_dir / "eval" / report.document["zoo_key"] / name).is_file()
     index = read_probe_index(model_dir)
     assert {entry["target"] for entry in index["probes"]} == set(report.reports["hyperrep"].probes)
     evaluations = json.loads((model_dir / "eval" / "results.json").read_text())["evaluations"]
@@ -104,7 +104,7 @@ def test_plots_and_model_folder_artefacts(evaluated):
     card = ModelCard.load(model_dir / "README.md")
     metrics = {(result.metric_name, result.metric_type) for result in card.data.eval_results}
     assert ("test_accuracy (r2)", "r2") in metrics
-    assert "eval/tetris_seed_embedding_map.png" in card.text
+    assert f"eval/{report.document['zoo_key']}/embedding_map.png" in card.text
 
 
 def test_embeddings_match_the_model_and_nan_rows_become_nan(tiny_zoo, tmp_path):

@@ -1,0 +1,121 @@
+"""Checks of user input that run before anything is written: output folders, devices, files.
+
+Each raises a ``ValueError`` (or ``FileNotFoundError``) whose message names the value and says what to do, so
+that the command line prints one clear line and exits ≠ 0 instead of a traceback after a half-written folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
+"""safetensors dtype names of floating-point tensors."""
+
+
+class OutputFolderError(ValueError):
+    """An output folder that cannot be created or written to."""
+
+
+def check_output_folder(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Checks that ``path`` is, or can become, a writable folder — without creating it.
+
+    The nearest existing ancestor must be a folder and must accept a new file (tested by creating and removing a
+    temporary file in it, which also catches read-only file systems and permission rules that ``os.access``
+    does not see).
+
+    Args:
+        path: The folder a command will write into.
+        option: How the user named it (for the message).
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        OutputFolderError: ``path`` is a file, lies below a file, or cannot be written to.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputFolderError(f"{option} {path} is a file, not a folder: choose a folder (it may not exist yet).")
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputFolderError(
+            f"{option} {path} cannot be created: {existing} is a file, not a folder. Choose another {option}."
+        )
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".hyperrep-write-test-", dir=existing)
+    except OSError as error:
+        raise OutputFolderError(
+            f"{option} {path} is not writable ({existing}: {error.strerror or error}). Choose a folder you can "
+            "write to, or change its permissions."
+        ) from None
+    os.close(handle)
+    os.unlink(probe)
+    return path
+
+
+def check_device(device: str, option: str = "--device") -> None:
+    """Checks that PyTorch knows ``device`` and that this machine has it (CUDA / MPS built in and present).
+
+    Raises:
+        ValueError: An unknown device string, a CPU-only PyTorch asked for CUDA, or a CUDA index beyond the GPUs.
+    """
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"{option} {device!r} is not a device PyTorch knows (e.g. cpu, cuda).") from error
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise ValueError(
+                f"{option} {device}: this PyTorch {torch.__version__} ({build}) sees no CUDA GPU. Use {option} cpu, "
+                "or install a CUDA build of PyTorch on a machine with an NVIDIA GPU."
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                f"(cuda:0 … cuda:{torch.cuda.device_count() - 1})."
+            )
+    elif parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{option} {device}: MPS (Apple GPU) is not available here. Use {option} cpu.")
+
+
+def check_safetensors_file(path: str | os.PathLike, what: str = "network file") -> Path:
+    """Checks that ``path`` is a complete ``.safetensors`` file (header and every tensor's bytes), never unpickling.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: A folder, an empty / truncated file, another format (a pickle or ``torch.save`` file
+            renamed ``.safetensors``), or tensors that are not floating point — with the reason and what to do.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No such {what}: {path}.")
+    if not path.is_file():
+        raise ValueError(f"{what.capitalize()} {path} is a folder; pass a .safetensors file.")
+    try:
+        with safe_open(os.fspath(path), framework="pt") as handle:
+            dtypes = {name: handle.get_slice(name).get_dtype() for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(
+            f"{what.capitalize()} {path} is not a readable .safetensors file ({error}): it is truncated or damaged, "
+            "or it is another format (a pickle / torch.save checkpoint, which is never unpickled here). Save the "
+            "state_dict with safetensors.torch.save_file(state_dict, path) and pass that file."
+        ) from None
+    not_float = {name: dtype for name, dtype in dtypes.items() if dtype not in FLOAT_DTYPES}
+    if not_float:
+        listing = ", ".join(f"{name} ({dtype})" for name, dtype in not_float.items())
+        raise ValueError(
+            f"{what.capitalize()} {path} holds tensors that are not floating point: {listing}. Weights of a network "
+            "are float32/float16/bfloat16/float64; a quantised or integer state_dict must be converted first."
+        )
+    return path
