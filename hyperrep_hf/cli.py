@@ -52,6 +52,26 @@ def _zoo_build(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_import(arguments: argparse.Namespace) -> int:
+    from .importers import import_model_zoos, import_small_cnn_zoo
+
+    options = {"seed": arguments.seed, "overwrite": arguments.overwrite, "progress": not arguments.quiet}
+    if arguments.format == "small-cnn-zoo":
+        import_small_cnn_zoo(
+            arguments.source, arguments.out, arguments.config, input_size=arguments.input_size, **options
+        )
+    else:
+        import_model_zoos(
+            arguments.source,
+            arguments.out,
+            arguments.config,
+            network=arguments.network,
+            result_offset=arguments.result_offset,
+            **options,
+        )
+    return 0
+
+
 def _train(arguments: argparse.Namespace, extra: list[str]) -> int:
     from .training import main as train_main
 
@@ -146,6 +166,19 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--quiet", action="store_true", help="no progress bar or summary lines")
     build.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     build.set_defaults(handler=_zoo_build)
+    importer = zoo_commands.add_parser("import", help="import an external zoo (Small CNN Zoo, Model Zoos)")
+    importer.add_argument("format", choices=["small-cnn-zoo", "model-zoos"])
+    importer.add_argument("source", help="small-cnn-zoo: folder with weights.npy, metrics.csv[.gz], layout.csv; "
+                          "model-zoos: folder of model folders (result.json, checkpoint_*/checkpoints)")  # fmt: skip
+    importer.add_argument("--out", required=True, help="zoo folder (a Hub dataset repo); may hold other zoos")
+    importer.add_argument("--config", help="the zoo's name in the folder (default: from the data set / source)")
+    importer.add_argument("--seed", type=int, default=0, help="seed of the 70/15/15 split by model")
+    importer.add_argument("--input-size", type=int, help="small-cnn-zoo: image side (default from config.dataset)")
+    importer.add_argument("--network", help="model-zoos: a known network name (default: matched by shapes)")
+    importer.add_argument("--result-offset", type=int, default=1, help="model-zoos: training_iteration of epoch 0")
+    importer.add_argument("--overwrite", action="store_true", help="replace an existing zoo of that name")
+    importer.add_argument("--quiet", action="store_true")
+    importer.set_defaults(handler=_zoo_import)
 
     commands.add_parser(
         "train", help="self-supervised training (same as accelerate launch training/train.py)", add_help=False
