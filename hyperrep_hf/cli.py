@@ -96,6 +96,8 @@ def resolve_train_config(name_or_path: str) -> Path:
 
 def _evaluate(arguments: argparse.Namespace) -> int:
     _set_threads(arguments.threads)
+    if arguments.protocol:
+        return _evaluate_protocol(arguments)
     from .evaluation import evaluate_model, evaluate_ood
 
     options = {"max_rows": arguments.max_rows, "seed": arguments.seed, "progress": not arguments.quiet}
@@ -111,6 +113,23 @@ def _evaluate(arguments: argparse.Namespace) -> int:
         )
     if len(arguments.zoo) > 1:
         evaluate_ood(arguments.model_dir, arguments.zoo, arguments.out, **options)
+    return 0
+
+
+def _evaluate_protocol(arguments: argparse.Namespace) -> int:
+    from .protocols import evaluate_protocol
+
+    for zoo in arguments.zoo:
+        out = Path(arguments.out) / _zoo_label(zoo) if len(arguments.zoo) > 1 else Path(arguments.out)
+        evaluate_protocol(
+            arguments.model_dir,
+            zoo,
+            out,
+            protocol=arguments.protocol,
+            split_file=arguments.split_file,
+            seed=arguments.seed,
+            progress=not arguments.quiet,
+        )
     return 0
 
 
@@ -205,6 +224,13 @@ def make_parser() -> argparse.ArgumentParser:
         help="select α on train if a zoo has no validation split (the report says so)",
     )
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--protocol",
+        choices=["small-cnn-zoo"],
+        help="the peers' protocol instead: final checkpoints, 50 %% test split, Kendall τ of test accuracy "
+        "(s(W)+MLP, s(W)+linear, hyperrep+linear, hyperrep+MLP) → protocol_results.json/.md",
+    )
+    evaluate.add_argument("--split-file", help="with --protocol: the peers' split file (row indices, no header)")
     evaluate.add_argument("--threads", type=int)
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(handler=_evaluate)
