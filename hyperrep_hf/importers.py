@@ -741,18 +741,44 @@ def match_network(shapes: list[tuple[int, ...]], network: str | None = None, whe
 
 @dataclass
 class _ModelPlan:
+    """What the first pass keeps of a model folder (its result lines are read again when it is written)."""
+
     folder: Path
     checkpoints: dict[int, Path]
-    results: dict[int, dict]  # epoch → result line
+    result_epochs: frozenset[int]
     missing: list[str]
 
 
-def _plan_model(folder: Path, result_offset: int) -> _ModelPlan:
-    lines = _read_results(folder / "result.json")
+def _results_by_epoch(folder: Path, result_offset: int) -> dict[int, dict]:
     results = {}
-    for index, line in enumerate(lines):
+    for index, line in enumerate(_read_results(folder / "result.json")):
         iteration = line.get("training_iteration", index + result_offset)
         results[int(iteration) - result_offset] = line
+    return results
+
+
+class _ResultColumns:
+    """Column types, metric keys and hyper-parameter values over every result line (first pass, streamed)."""
+
+    def __init__(self) -> None:
+        self.config_types: dict[str, _ColumnType] = {}
+        self.metric_columns: dict[str, str] = {}
+        self.values: dict[str, set] = {old: set() for old in MODEL_ZOOS_HYPERPARAMETERS}
+
+    def observe(self, line: dict) -> None:
+        for key, value in _flat_config(line.get("config", {})).items():
+            self.config_types.setdefault(key, _ColumnType()).observe_value(value)
+            if key in self.values and value is not None:
+                self.values[key].add(value if isinstance(value, int | float | str) else json.dumps(value))
+        for key in line:
+            if key in MODEL_ZOOS_METRICS:
+                self.metric_columns[key] = MODEL_ZOOS_METRICS[key]
+
+
+def _plan_model(folder: Path, result_offset: int, columns: _ResultColumns) -> _ModelPlan:
+    results = _results_by_epoch(folder, result_offset)
+    for line in results.values():
+        columns.observe(line)
     checkpoints = _checkpoints(folder)
     missing = []
     if not checkpoints:
@@ -762,7 +788,7 @@ def _plan_model(folder: Path, result_offset: int) -> _ModelPlan:
             missing.append(f"checkpoint_{epoch:06d} has no 'checkpoints' file")
         elif epoch not in results:
             missing.append(f"epoch {epoch} has no result.json line (training_iteration {epoch + result_offset})")
-    return _ModelPlan(folder, checkpoints, results, missing)
+    return _ModelPlan(folder, checkpoints, frozenset(results), missing)
 
 
 def import_model_zoos(
@@ -805,7 +831,8 @@ def import_model_zoos(
     """
     source = Path(source)
     folders = _model_directories(source)
-    plans = [_plan_model(folder, result_offset) for folder in folders]
+    found = _ResultColumns()
+    plans = [_plan_model(folder, result_offset, found) for folder in folders]
     first = next(
         (plan.checkpoints[e] for plan in plans for e in plan.checkpoints if plan.checkpoints[e].is_file()), None
     )
@@ -816,15 +843,7 @@ def import_model_zoos(
     spec = match_network([tuple(reference[key].shape) for key in order], network, str(first))
     name = _safe_zoo_name(config or source.name)
 
-    config_types: dict[str, _ColumnType] = {}
-    metric_columns: dict[str, str] = {}
-    for plan in plans:
-        for line in plan.results.values():
-            for key, value in _flat_config(line.get("config", {})).items():
-                config_types.setdefault(key, _ColumnType()).observe_value(value)
-            for key in line:
-                if key in MODEL_ZOOS_METRICS:
-                    metric_columns[key] = MODEL_ZOOS_METRICS[key]
+    config_types, metric_columns = found.config_types, found.metric_columns
     mapped = {old: new for old, new in MODEL_ZOOS_HYPERPARAMETERS.items() if old in config_types}
     fields = [*_base_fields(spec.num_parameters), pa.field("model_dir", pa.string())]
     fields += [pa.field(new, config_types[old].arrow_type) for old, new in mapped.items()]
@@ -844,7 +863,8 @@ def import_model_zoos(
         for model_id, plan in enumerate(plans):
             if plan.missing:
                 report.incomplete_models[plan.folder.name] = "; ".join(plan.missing)
-            usable = [e for e, path in plan.checkpoints.items() if path.is_file() and e in plan.results]
+            results = _results_by_epoch(plan.folder, result_offset)
+            usable = [e for e, path in plan.checkpoints.items() if path.is_file() and e in results]
             skipped = len(plan.checkpoints) - len(usable)
             if skipped:
                 stats.add("checkpoints without a file or a result line", skipped)
@@ -862,7 +882,7 @@ def import_model_zoos(
                     stats.add("checkpoints that cannot be read or do not match the network", 1)
                     stats.dropped_per_model[model_id] += 1
                     continue
-                records.append((epoch, plan.results[epoch]))
+                records.append((epoch, results[epoch]))
             if not records:
                 continue
             block = np.stack(vectors).astype(np.float32)
@@ -894,13 +914,10 @@ def import_model_zoos(
                 keep &= finite
             stats.observe(model[keep], columns["epoch"][keep])
             _write_rows(writers, splits, schema, block, columns, keep)
-        hyperparameter_values = {new: set() for new in mapped.values()}
-        for plan in plans:
-            for line in plan.results.values():
-                values = _flat_config(line.get("config", {}))
-                for old, new in mapped.items():
-                    if values.get(old) is not None:
-                        hyperparameter_values[new].add(_convert_value(values[old], schema.field(new).type))
+        hyperparameter_values = {
+            new: {_convert_value(value, schema.field(new).type) for value in found.values[old]}
+            for old, new in mapped.items()
+        }
         info = _import_info(
             name, spec, "model-zoos", source, [plan.folder.name for plan in plans], splits, stats, writers, seed,
             {key: sorted(values, key=str) for key, values in hyperparameter_values.items()},
