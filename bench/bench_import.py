@@ -1,12 +1,15 @@
-"""Peak memory of `hyperrep zoo import small-cnn-zoo` on synthetic sources of the real zoo's shape → JSON.
+"""Peak memory of `hyperrep zoo import` on synthetic sources of the real zoos' shapes → JSON.
 
-    python bench/bench_import.py [--rows 270000 27000] [--work-dir DIR] [--out bench/results/import.json]
+    python bench/bench_import.py [--rows 27000 270000] [--work-dir DIR] [--out bench/results/import.json]
+    python bench/bench_import.py --format model-zoos --rows 2700 27000 --out bench/results/import_model_zoos.json
 
 A source of the Small CNN Zoo's shape (4970 float32 weights per row, 9 checkpoints per model directory, the
 released columns) is written to disk in a streaming way, then imported in a child process whose peak resident
 memory (ru_maxrss of the child) is read back. Bounded memory means: the peak does not grow with the number of
 rows — compared in one run between the sizes given (default 27k and 270k rows, the size of one data set of the
-real zoo), and against the size of weights.npy (what loading it whole would cost).
+real zoo), and against the size of weights.npy (what loading it whole would cost). ``--format model-zoos``
+writes Model Zoos folders instead (the 2464-parameter CNN as ``module_list`` state_dicts with Dropout-shifted
+indices, 10 checkpoints per model, ``torch.save``) and imports them the same way.
 """
 
 import argparse
@@ -20,8 +23,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from hyperrep_hf.importers import small_cnn_zoo_layout, write_small_cnn_zoo_source
+from hyperrep_hf.networks import MNIST_CNN
 
 STEPS = (0, 1, 2, 3, 20, 40, 60, 80, 86)
 
@@ -68,12 +73,37 @@ def write_source(folder: Path, rows: int, seed: int = 0) -> Path:
     return write_small_cnn_zoo_source(folder, None, metrics(), variables, compress=True)
 
 
-def measure_import(source: Path, out: Path) -> dict:
+def write_model_zoos_source(folder: Path, rows: int, checkpoints: int = 10, seed: int = 0) -> Path:
+    """A synthetic Model Zoos source: rows / checkpoints model folders, each with result.json and state_dicts."""
+    generator = torch.Generator().manual_seed(seed)
+    module_indices = [0, 4, 8, 12, 15]  # conv, conv, conv, linear, linear between pooling/activation/dropout modules
+    shapes = list(MNIST_CNN.parameter_shapes.values())
+    for model in range(rows // checkpoints):
+        directory = folder / f"NN_tune_trainable_{model:06d}"
+        directory.mkdir(parents=True, exist_ok=True)
+        lines = []
+        config = {"model::nlin": "tanh", "optim::lr": 1e-3 * (1 + model % 3), "seed": model}
+        for epoch in range(checkpoints):
+            state = {}
+            for position, index in enumerate(module_indices):
+                state[f"module_list.{index}.weight"] = torch.randn(shapes[2 * position], generator=generator)
+                state[f"module_list.{index}.bias"] = torch.randn(shapes[2 * position + 1], generator=generator)
+            (directory / f"checkpoint_{epoch:06d}").mkdir(exist_ok=True)
+            torch.save(state, directory / f"checkpoint_{epoch:06d}" / "checkpoints")
+            accuracy = 0.1 + 0.08 * epoch
+            line = {"training_iteration": epoch + 1, "test_acc": accuracy, "train_acc": accuracy, "config": config}
+            lines.append(json.dumps(line))
+        (directory / "result.json").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def measure_import(source: Path, out: Path, source_format: str = "small-cnn-zoo") -> dict:
     """Imports in a child process; its wall time and peak RSS."""
     shutil.rmtree(out, ignore_errors=True)
+    function = "import_small_cnn_zoo" if source_format == "small-cnn-zoo" else "import_model_zoos"
     code = (
-        "import torch; torch.set_num_threads(1); from hyperrep_hf.importers import import_small_cnn_zoo; "
-        f"r = import_small_cnn_zoo({str(source)!r}, {str(out)!r}, progress=False); "
+        f"import torch; torch.set_num_threads(1); from hyperrep_hf.importers import {function}; "
+        f"r = {function}({str(source)!r}, {str(out)!r}, progress=False); "
         "import json; print(json.dumps({'rows': sum(r.rows_written.values()), 'dropped': r.dropped}))"
     )
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -100,20 +130,22 @@ def main() -> None:
     parser.add_argument("--work-dir", default="/tmp/hyperrep-bench-import")
     parser.add_argument("--out", default="bench/results/import.json")
     parser.add_argument("--keep", action="store_true", help="keep the sources and zoos")
+    parser.add_argument("--format", choices=["small-cnn-zoo", "model-zoos"], default="small-cnn-zoo")
     arguments = parser.parse_args()
     work = Path(arguments.work_dir)
-    results = {"cpus": os.cpu_count(), "numpy": np.__version__, "sizes": []}
+    results = {"format": arguments.format, "cpus": os.cpu_count(), "numpy": np.__version__, "sizes": []}
     # ru_maxrss of RUSAGE_CHILDREN is the maximum over all children so far: measure the sizes in increasing order,
     # each in its own invocation of this script, to read one peak per size.
     for rows in sorted(arguments.rows):
-        source = work / f"source-{rows}"
-        if not (source / "layout.csv").is_file():
+        source = work / f"{arguments.format}-source-{rows}"
+        if not source.is_dir():
             started = time.perf_counter()
-            write_source(source, rows)
+            (write_source if arguments.format == "small-cnn-zoo" else write_model_zoos_source)(source, rows)
             print(f"wrote a {rows}-row source in {time.perf_counter() - started:.0f}s", flush=True)
-        record = {"rows": rows, "weights_npy_mib": round((source / "weights.npy").stat().st_size / 2**20, 1)}
+        source_bytes = sum(path.stat().st_size for path in source.rglob("*") if path.is_file())
+        record = {"rows": rows, "source_mib": round(source_bytes / 2**20, 1)}
         probe = subprocess.run(
-            [sys.executable, __file__, "--child", str(source), str(work / f"zoo-{rows}")],
+            [sys.executable, __file__, "--child", str(source), str(work / f"zoo-{rows}"), arguments.format],
             check=True,
             capture_output=True,
             text=True,
@@ -135,6 +167,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        print(json.dumps(measure_import(Path(sys.argv[2]), Path(sys.argv[3]))))
+        print(json.dumps(measure_import(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4])))
     else:
         main()
