@@ -359,3 +359,25 @@ def test_parquet_shards_have_one_schema(small_cnn):
     _, out, *_ = small_cnn
     schemas = {str(pq.read_schema(path)) for path in (out / "small_cnn_zoo_mnist").glob("*.parquet")}
     assert len(schemas) == 1
+
+
+def test_an_import_that_fails_midway_leaves_no_shard_and_no_zoo_info(tmp_path, monkeypatch):
+    import hyperrep_hf.importers as importers
+
+    make_small_cnn_source(tmp_path / "src", num_models=6)
+    original, calls = importers._write_rows, []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        original(*args)
+
+    monkeypatch.setattr(importers, "_write_rows", failing)
+    with pytest.raises(KeyboardInterrupt):
+        import_small_cnn_zoo(tmp_path / "src", tmp_path / "zoo", chunk_rows=8, progress=False)
+    zoo_dir = tmp_path / "zoo" / "small_cnn_zoo_mnist"
+    assert not (zoo_dir / "zoo_info.json").exists() and not list(zoo_dir.iterdir())
+    monkeypatch.setattr(importers, "_write_rows", original)
+    report = import_small_cnn_zoo(tmp_path / "src", tmp_path / "zoo", progress=False)  # an empty folder is reused
+    assert sum(report.rows_written.values()) == 36
