@@ -60,8 +60,8 @@ class ProtocolRows:
         final_epoch: The epoch kept.
         num_final: Final checkpoints in the zoo.
         split_file: The split file used, or None (seeded shuffle).
-        split_file_rows_absent: Split-file indices that name no final checkpoint of the zoo (dropped at import
-            for non-finite values, or not final).
+        split_file_rows_skipped: Split-file indices that name no final checkpoint of the zoo: other steps (the
+            peers' files list every row), or rows dropped at import for non-finite values.
     """
 
     vectors: dict[str, np.ndarray]
@@ -70,7 +70,7 @@ class ProtocolRows:
     final_epoch: int
     num_final: int
     split_file: str | None
-    split_file_rows_absent: int
+    split_file_rows_skipped: int
 
 
 def read_split_file(path: str | os.PathLike) -> np.ndarray:
@@ -176,7 +176,7 @@ def protocol_rows(
         final_epoch=final_epoch,
         num_final=len(source_rows),
         split_file=None if split_file is None else str(split_file),
-        split_file_rows_absent=absent,
+        split_file_rows_skipped=absent,
     )
 
 
@@ -254,7 +254,7 @@ def evaluate_protocol(
         "num_final_checkpoints": rows.num_final,
         "rows_per_split": {split: int(v.shape[0]) for split, v in rows.vectors.items()},
         "split_file": rows.split_file,
-        "split_file_rows_absent": rows.split_file_rows_absent,
+        "split_file_rows_skipped": rows.split_file_rows_skipped,
         "seed": seed,
         "embedding_seconds": round(embedding_seconds, 2),
         "results": [result.to_dict() for report in reports.values() for result in report.results],
@@ -312,7 +312,8 @@ def _rows_text(rows: ProtocolRows) -> str:
         f"{split} {v.shape[0]}" for split, v in rows.vectors.items()
     )
     if rows.split_file:
-        text += f"; split file {rows.split_file} ({rows.split_file_rows_absent} listed rows absent from the zoo)"
+        skipped = rows.split_file_rows_skipped
+        text += f"; split file {rows.split_file} ({skipped} listed rows skipped: not final checkpoints of the zoo)"
     return text
 
 
@@ -330,7 +331,8 @@ def render_protocol_markdown(document: dict) -> str:
         + ", ".join(f"{split} {count}" for split, count in document["rows_per_split"].items())
         + ". Split: "
         + (
-            f"the split file `{document['split_file']}` ({document['split_file_rows_absent']} listed rows absent)"
+            f"the split file `{document['split_file']}` ({document['split_file_rows_skipped']} listed rows skipped: "
+            "other steps, or dropped at import)"
             if document["split_file"]
             else f"a shuffle seeded with {document['seed']} (no split file)"
         )

@@ -28,7 +28,7 @@ def test_split_file_order_defines_test_as_the_second_half_and_train_validation_8
     rows = protocol_rows(vectors, targets, source_rows, 86, tmp_path / "split.csv")
     kept = [row for row in listed if row in set(source_rows.tolist())]
     half = len(kept) // 2
-    assert rows.split_file_rows_absent == 7
+    assert rows.split_file_rows_skipped == 7
     assert rows.source_rows["test"].tolist() == kept[half:]
     first = set(rows.source_rows["train"].tolist()) | set(rows.source_rows["validation"].tolist())
     assert first == set(kept[:half]) and not first & set(kept[half:])
@@ -79,7 +79,7 @@ def test_protocol_end_to_end_with_the_peers_split_file(imported, tmp_path, capsy
                      "--protocol", "small-cnn-zoo", "--split-file", str(tmp_path / "split.csv")])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     document = json.loads((tmp_path / "r" / "protocol_results.json").read_text())
-    assert document["num_final_checkpoints"] == 39 and document["split_file_rows_absent"] == 40 * 6 - 39
+    assert document["num_final_checkpoints"] == 39 and document["split_file_rows_skipped"] == 40 * 6 - 39
     assert document["rows_per_split"] == {"train": 15, "validation": 4, "test": 20}
     tau = {
         r["method"]: r["value"] for r in document["results"] if r["split"] == "test" and r["metric"] == "kendall_tau"
