@@ -38,6 +38,7 @@ import re
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -858,6 +859,7 @@ def import_model_zoos(
     zoo_dir = _prepare_zoo_dir(Path(out_dir), name, overwrite)
     writers = {split: ParquetShardWriter(zoo_dir, split, schema, rows_per_shard) for split in SPLITS}
     stats = _ImportStats(len(plans))
+    pending = _PendingRows()
     report = ImportReport(zoo_dir)
     try:
         for model_id, plan in enumerate(plans):
@@ -913,7 +915,10 @@ def import_model_zoos(
                 stats.drop(model, keep & ~finite, "rows with a missing or non-finite test_accuracy")
                 keep &= finite
             stats.observe(model[keep], columns["epoch"][keep])
-            _write_rows(writers, splits, schema, block, columns, keep)
+            pending.add(block, columns, keep)
+            if pending.num_rows >= CHUNK_ROWS:  # a few models per Parquet row group, not one each
+                pending.flush(writers, splits, schema)
+        pending.flush(writers, splits, schema)
         hyperparameter_values = {
             new: {_convert_value(value, schema.field(new).type) for value in found.values[old]}
             for old, new in mapped.items()
@@ -1008,6 +1013,32 @@ class _ImportStats:
         np.add.at(self.rows_per_model, models, 1)
         if epochs.size:
             self.max_epoch = max(self.max_epoch, int(epochs.max()))
+
+
+class _PendingRows:
+    """Rows of several models gathered before one write (Model Zoos folders hold a few checkpoints each)."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, dict, np.ndarray]] = []
+        self.num_rows = 0
+
+    def add(self, block: np.ndarray, columns: dict, keep: np.ndarray) -> None:
+        self.parts.append((block, columns, keep))
+        self.num_rows += block.shape[0]
+
+    def flush(self, writers, splits, schema) -> None:
+        if not self.parts:
+            return
+        block = np.concatenate([part[0] for part in self.parts])
+        keep = np.concatenate([part[2] for part in self.parts])
+        columns = {}
+        for name, first in self.parts[0][1].items():
+            values = [part[1][name] for part in self.parts]
+            columns[name] = (
+                np.concatenate(values) if isinstance(first, np.ndarray) else list(chain.from_iterable(values))
+            )
+        _write_rows(writers, splits, schema, block, columns, keep)
+        self.parts, self.num_rows = [], 0
 
 
 def _write_rows(writers, splits, schema, block, columns, keep) -> None:
