@@ -140,7 +140,10 @@ def main() -> None:
         source = work / f"{arguments.format}-source-{rows}"
         if not source.is_dir():
             started = time.perf_counter()
-            (write_source if arguments.format == "small-cnn-zoo" else write_model_zoos_source)(source, rows)
+            partial = source.with_name(source.name + ".partial")  # a killed run never leaves a source that looks whole
+            shutil.rmtree(partial, ignore_errors=True)
+            (write_source if arguments.format == "small-cnn-zoo" else write_model_zoos_source)(partial, rows)
+            os.replace(partial, source)
             print(f"wrote a {rows}-row source in {time.perf_counter() - started:.0f}s", flush=True)
         source_bytes = sum(path.stat().st_size for path in source.rglob("*") if path.is_file())
         record = {"rows": rows, "source_mib": round(source_bytes / 2**20, 1)}
