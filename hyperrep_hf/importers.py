@@ -449,6 +449,8 @@ def _scan_metrics(path: Path) -> _MetricsScan:
                 )
             for name, text in zip(header, record, strict=True):
                 types[name].observe_text(text)
+            if record[step] in _MISSING_TEXT or record[modeldir] == "":
+                raise ImportFormatError(f"{path} data row {row_number} has no step or no modeldir: {record}.")
             model = model_index.setdefault(record[modeldir], len(model_index))
             rows_model.append(model)
             key = (model, record[step])
