@@ -381,3 +381,12 @@ def test_an_import_that_fails_midway_leaves_no_shard_and_no_zoo_info(tmp_path, m
     monkeypatch.setattr(importers, "_write_rows", original)
     report = import_small_cnn_zoo(tmp_path / "src", tmp_path / "zoo", progress=False)  # an empty folder is reused
     assert sum(report.rows_written.values()) == 36
+
+
+def test_a_metrics_row_without_step_is_a_clear_error(tmp_path):
+    _, metrics, variables = make_small_cnn_source(tmp_path / "src", num_models=2)
+    metrics[4]["step"] = ""
+    write_small_cnn_zoo_source(tmp_path / "src", None, metrics, variables)
+    with pytest.raises(ImportFormatError, match="data row 4 has no step or no modeldir"):
+        import_small_cnn_zoo(tmp_path / "src", tmp_path / "zoo", progress=False)
+    assert _no_zoo_written(tmp_path / "zoo")
