@@ -10,7 +10,10 @@ from test_importers import make_small_cnn_source
 from hyperrep_hf import HyperRepConfig, HyperRepModel, NeuronTokenProcessor
 from hyperrep_hf.baselines import unterthiner_statistics
 from hyperrep_hf.cli import main as cli_main
+from hyperrep_hf.evaluation import compute_embeddings, load_encoder
 from hyperrep_hf.importers import import_small_cnn_zoo
+from hyperrep_hf.networks import NetworkSpec, unflatten_vector
+from hyperrep_hf.pipelines import make_prediction_pipeline
 from hyperrep_hf.probe_heads import load_probe_heads, read_probe_index, save_probe_heads
 from hyperrep_hf.probing import RidgeProbe, kendall_tau
 from hyperrep_hf.protocols import evaluate_protocol, load_final_checkpoints, protocol_rows, read_split_file
@@ -120,3 +123,21 @@ def test_protocol_without_split_file_and_a_split_file_on_a_zoo_built_here(import
     finally:
         info["source"]["format"] = "small-cnn-zoo"
         info_path.write_text(json.dumps(info))
+
+
+def test_the_final_checkpoint_heads_predict_through_the_pipeline(imported, tmp_path):
+    out, model_dir = imported
+    evaluate_protocol(model_dir, out, tmp_path / "r", progress=False)
+    info, vectors, *_ = load_final_checkpoints(out)
+    spec = NetworkSpec.from_dict(info["architecture"])
+    state = {k: v.clone() for k, v in unflatten_vector(spec, torch.from_numpy(vectors[0].copy())).items()}
+    predictor = make_prediction_pipeline(model_dir, zoo="small_cnn_zoo_mnist-final")
+    prediction = predictor(state)
+    assert set(prediction) == {"test_accuracy", "test_accuracy@mlp"}
+    _, heads = load_probe_heads(model_dir, "small_cnn_zoo_mnist-final")
+    z = torch.from_numpy(compute_embeddings(*load_encoder(model_dir), vectors[:1])).float()
+    with torch.no_grad():
+        expected = float(heads["test_accuracy@mlp"](z).predictions[0])
+    value = prediction["test_accuracy@mlp"]
+    value = value["value"] if isinstance(value, dict) else value
+    assert value == pytest.approx(expected, rel=1e-4, abs=1e-5)
