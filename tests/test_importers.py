@@ -25,7 +25,7 @@ from hyperrep_hf.importers import (
     small_cnn_zoo_spec,
     write_small_cnn_zoo_source,
 )
-from hyperrep_hf.networks import MNIST_CNN, make_module, unflatten_vector
+from hyperrep_hf.networks import MNIST_CNN, SMALL_CNN_ZOO, make_module, unflatten_vector
 from hyperrep_hf.zoo import load_zoo
 
 STEPS = (0, 1, 2, 3, 20, 86)
@@ -115,6 +115,7 @@ def test_layout_has_bias_before_kernel_and_the_spec_is_the_small_cnn_zoo_network
     variables = small_cnn_zoo_layout()
     assert [v.role for v in variables] == ["bias", "kernel"] * 4
     spec = small_cnn_zoo_spec(variables, 28)
+    assert spec == SMALL_CNN_ZOO  # the project's own spec of the network
     assert spec.num_parameters == 4970 == variables[-1].end
     assert [tuple(s) for s in spec.parameter_shapes.values()] == [
         (16, 1, 3, 3), (16,), (16, 16, 3, 3), (16,), (16, 16, 3, 3), (16,), (10, 16), (10,),
