@@ -55,7 +55,9 @@ def test_folded_layers_compute_the_predictions(seed):
 def test_classification_mlp_and_both_head_kinds_round_trip_through_save_pretrained(tmp_path):
     features, target = planted(4)
     labels = np.where(target > np.median(target), "high", "low")
-    classifier = MLPProbe("classification", seed=0, max_epochs=100).fit(features[:400], labels[:400], features[400:], labels[400:])
+    classifier = MLPProbe("classification", seed=0, max_epochs=100).fit(
+        features[:400], labels[:400], features[400:], labels[400:]
+    )
     assert classifier.score(features[400:], labels[400:]) > 0.8
     regressor = MLPProbe(seed=0, max_epochs=50).fit(features[:400], target[:400], features[400:], target[400:])
     linear = RidgeProbe().fit(features[:400], target[:400], features[400:], target[400:])
