@@ -55,6 +55,26 @@ def _zoo_build(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_import(arguments: argparse.Namespace) -> int:
+    from .importers import import_model_zoos, import_small_cnn_zoo
+
+    options = {"seed": arguments.seed, "overwrite": arguments.overwrite, "progress": not arguments.quiet}
+    if arguments.format == "small-cnn-zoo":
+        import_small_cnn_zoo(
+            arguments.source, arguments.out, arguments.config, input_size=arguments.input_size, **options
+        )
+    else:
+        import_model_zoos(
+            arguments.source,
+            arguments.out,
+            arguments.config,
+            network=arguments.network,
+            result_offset=arguments.result_offset,
+            **options,
+        )
+    return 0
+
+
 def _train(arguments: argparse.Namespace, extra: list[str]) -> int:
     from .training import main as train_main
 
@@ -83,6 +103,8 @@ def resolve_train_config(name_or_path: str) -> Path:
 
 def _evaluate(arguments: argparse.Namespace) -> int:
     _set_threads(arguments.threads)
+    if arguments.protocol:
+        return _evaluate_protocol(arguments)
     from .evaluation import check_evaluation, check_evaluation_options, evaluate_model, evaluate_ood
 
     check_evaluation_options(arguments.baselines, arguments.max_rows, arguments.seed)
@@ -105,6 +127,23 @@ def _evaluate(arguments: argparse.Namespace) -> int:
         )
     if len(arguments.zoo) > 1:
         evaluate_ood(arguments.model_dir, arguments.zoo, arguments.out, **options)
+    return 0
+
+
+def _evaluate_protocol(arguments: argparse.Namespace) -> int:
+    from .protocols import evaluate_protocol
+
+    for zoo in arguments.zoo:
+        out = Path(arguments.out) / _zoo_label(zoo) if len(arguments.zoo) > 1 else Path(arguments.out)
+        evaluate_protocol(
+            arguments.model_dir,
+            zoo,
+            out,
+            protocol=arguments.protocol,
+            split_file=arguments.split_file,
+            seed=arguments.seed,
+            progress=not arguments.quiet,
+        )
     return 0
 
 
@@ -162,6 +201,19 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--quiet", action="store_true", help="no progress bar or summary lines")
     build.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     build.set_defaults(handler=_zoo_build)
+    importer = zoo_commands.add_parser("import", help="import an external zoo (Small CNN Zoo, Model Zoos)")
+    importer.add_argument("format", choices=["small-cnn-zoo", "model-zoos"])
+    importer.add_argument("source", help="small-cnn-zoo: folder with weights.npy, metrics.csv[.gz], layout.csv; "
+                          "model-zoos: folder of model folders (result.json, checkpoint_*/checkpoints)")  # fmt: skip
+    importer.add_argument("--out", required=True, help="zoo folder (a Hub dataset repo); may hold other zoos")
+    importer.add_argument("--config", help="the zoo's name in the folder (default: from the data set / source)")
+    importer.add_argument("--seed", type=int, default=0, help="seed of the 70/15/15 split by model")
+    importer.add_argument("--input-size", type=int, help="small-cnn-zoo: image side (default from config.dataset)")
+    importer.add_argument("--network", help="model-zoos: a known network name (default: matched by shapes)")
+    importer.add_argument("--result-offset", type=int, default=1, help="model-zoos: training_iteration of epoch 0")
+    importer.add_argument("--overwrite", action="store_true", help="replace an existing zoo of that name")
+    importer.add_argument("--quiet", action="store_true")
+    importer.set_defaults(handler=_zoo_import)
 
     commands.add_parser(
         "train", help="self-supervised training (same as accelerate launch training/train.py)", add_help=False
@@ -191,6 +243,13 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--overwrite", action="store_true", help="replace probes the model already has for this zoo (same key)"
     )
+    evaluate.add_argument(
+        "--protocol",
+        choices=["small-cnn-zoo"],
+        help="the peers' protocol instead: final checkpoints, 50 %% test split, Kendall τ of test accuracy "
+        "(s(W)+MLP, s(W)+linear, hyperrep+linear, hyperrep+MLP) → protocol_results.json/.md",
+    )
+    evaluate.add_argument("--split-file", help="with --protocol: the peers' split file (row indices, no header)")
     evaluate.add_argument("--threads", type=int)
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(handler=_evaluate)

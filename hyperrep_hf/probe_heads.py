@@ -37,7 +37,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .atomic import write_text_atomic
-from .probing import ProbeResult, RidgeProbe, SoftmaxProbe
+from .probing import MLPProbe, ProbeResult, RidgeProbe, SoftmaxProbe
 
 PROBE_INDEX_FORMAT_VERSION = 1
 PROBES_FOLDER = "probes"
@@ -97,6 +97,8 @@ class HyperRepProbeConfig(PreTrainedConfig):
         inverse_regularization: Softmax C (classification).
         selection_split: Split the regularisation was chosen on (``"validation"``, or ``"train"`` as a fallback).
         zoo: The zoo (config name) the probe was fitted on.
+        hidden_sizes: Widths of the hidden ReLU layers of an MLP head (:class:`~hyperrep_hf.probing.MLPProbe`);
+            None for the linear head.
         kwargs: Passed on to ``PreTrainedConfig``.
 
     Raises:
@@ -119,6 +121,7 @@ class HyperRepProbeConfig(PreTrainedConfig):
         inverse_regularization: float | None = None,
         selection_split: str = "validation",
         zoo: str | None = None,
+        hidden_sizes: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
         if task not in TASKS:
@@ -147,6 +150,9 @@ class HyperRepProbeConfig(PreTrainedConfig):
         self.inverse_regularization = inverse_regularization
         self.selection_split = selection_split
         self.zoo = zoo
+        if hidden_sizes is not None and (not hidden_sizes or any(int(size) < 1 for size in hidden_sizes)):
+            raise ValueError(f"hidden_sizes must be None or positive integers, got {hidden_sizes!r}.")
+        self.hidden_sizes = [int(size) for size in hidden_sizes] if hidden_sizes else None
         if task == "classification":
             kwargs.setdefault("id2label", {index: str(label) for index, label in enumerate(self.labels)})
         super().__init__(**kwargs)
@@ -181,7 +187,9 @@ class HyperRepProbeModel(PreTrainedModel):
 
     def __init__(self, config: HyperRepProbeConfig) -> None:
         super().__init__(config)
-        self.linear = nn.Linear(config.input_dim, config.num_outputs)
+        sizes = [config.input_dim, *(config.hidden_sizes or [])]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))  # noqa: RUF007
+        self.linear = nn.Linear(sizes[-1], config.num_outputs)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -202,6 +210,8 @@ class HyperRepProbeModel(PreTrainedModel):
             `HyperRepProbeOutput`: regression → ``predictions`` (batch,); classification → ``logits``
             (batch, num_labels), ``predictions`` (batch,) class indices and ``predicted_labels``.
         """
+        for layer in self.hidden:  # MLP heads only
+            embeddings = torch.relu(layer(embeddings))
         outputs = self.linear(embeddings)
         if self.config.task == "regression":
             output = HyperRepProbeOutput(predictions=outputs.squeeze(-1))
@@ -214,7 +224,7 @@ class HyperRepProbeModel(PreTrainedModel):
     @classmethod
     def from_probe(
         cls,
-        probe: RidgeProbe | SoftmaxProbe,
+        probe: RidgeProbe | SoftmaxProbe | MLPProbe,
         target: str,
         zoo: str | None = None,
         selection_split: str = "validation",
@@ -222,13 +232,18 @@ class HyperRepProbeModel(PreTrainedModel):
         """Turns a fitted probe into a head that computes exactly its predictions (up to float32 rounding).
 
         Args:
-            probe: A fitted `RidgeProbe` (regression) or `SoftmaxProbe` (classification).
+            probe: A fitted `RidgeProbe` (regression), `SoftmaxProbe` (classification) or `MLPProbe` (either).
             target: The target column it was fitted on.
             zoo: The zoo it was fitted on.
             selection_split: Split its regularisation was selected on.
         """
-        weight, bias = probe.as_linear()  # standardisation folded in: (num_outputs, input_dim), (num_outputs,)
-        regression = isinstance(probe, RidgeProbe)
+        if isinstance(probe, MLPProbe):
+            layers = probe.as_layers()  # standardisation folded into the first layer, target scale into the last
+            regression = probe.task == "regression"
+        else:
+            layers = [probe.as_linear()]  # standardisation folded in: (num_outputs, input_dim), (num_outputs,)
+            regression = isinstance(probe, RidgeProbe)
+        weight = layers[0][0]
         config = HyperRepProbeConfig(
             target=target,
             task="regression" if regression else "classification",
@@ -237,15 +252,17 @@ class HyperRepProbeModel(PreTrainedModel):
             standardization_mean=[float(value) for value in probe.mean],
             standardization_std=[float(value) for value in probe.std],
             validation_score=float(probe.validation_score),
-            alpha=probe.alpha if regression else None,
-            inverse_regularization=None if regression else probe.inverse_regularization,
+            alpha=probe.alpha if regression and not isinstance(probe, MLPProbe) else None,
+            inverse_regularization=None if regression or isinstance(probe, MLPProbe) else probe.inverse_regularization,
             selection_split=selection_split,
             zoo=zoo,
+            hidden_sizes=[int(w.shape[0]) for w, _ in layers[:-1]] or None,
         )
         model = cls(config)
         with torch.no_grad():
-            model.linear.weight.copy_(torch.as_tensor(np.asarray(weight), dtype=torch.float32))
-            model.linear.bias.copy_(torch.as_tensor(np.asarray(bias), dtype=torch.float32))
+            for module, (layer_weight, layer_bias) in zip([*model.hidden, model.linear], layers, strict=True):
+                module.weight.copy_(torch.as_tensor(np.asarray(layer_weight), dtype=torch.float32))
+                module.bias.copy_(torch.as_tensor(np.asarray(layer_bias), dtype=torch.float32))
         return model.eval()
 
 
@@ -288,13 +305,14 @@ def _safe_name(name: str) -> str:
 def save_probe_heads(
     model_dir: str | os.PathLike,
     zoo: str,
-    probes: dict[str, RidgeProbe | SoftmaxProbe],
+    probes: dict[str, RidgeProbe | SoftmaxProbe | MLPProbe],
     results: list[ProbeResult] | None = None,
     *,
     config: str | None = None,
     source: str | None = None,
     fingerprint: str | None = None,
     statistics: dict | None = None,
+    make_default: bool = True,
 ) -> Path:
     """Saves every fitted probe of one zoo under ``probes/<zoo>/<target>/`` and updates ``probes/index.json``.
 
@@ -314,6 +332,8 @@ def save_probe_heads(
         fingerprint: The zoo's :func:`zoo_fingerprint`.
         statistics: The zoo's weight / target statistics (:mod:`hyperrep_hf.weight_statistics`), saved as
             ``probes/<zoo>/statistics.json``.
+        make_default: Make this zoo the index's ``default_zoo`` (False keeps the current default, e.g. for the
+            final-checkpoint probes of ``hyperrep evaluate --protocol``).
 
     Returns:
         Path of ``probes/index.json``.
@@ -359,7 +379,8 @@ def save_probe_heads(
         os.replace(zoo_dir, retired)
     os.replace(staging, zoo_dir)
     kept = [entry for entry in index["probes"] if entry["zoo"] != zoo]
-    index = {"format_version": PROBE_INDEX_FORMAT_VERSION, "default_zoo": zoo, "probes": kept + entries}
+    default_zoo = zoo if make_default or not index.get("default_zoo") else index["default_zoo"]
+    index = {"format_version": PROBE_INDEX_FORMAT_VERSION, "default_zoo": default_zoo, "probes": kept + entries}
     index_path = write_text_atomic(probes_dir / INDEX_FILE, json.dumps(index, indent=2) + "\n")
     shutil.rmtree(retired, ignore_errors=True)
     return index_path

@@ -811,3 +811,237 @@ def _score_target(
                 )
             )
     return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A small MLP probe (beside the linear ones): the peers' StatNN head, and a non-linear head on z
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class MLPProbe:
+    """A small MLP on standardised features, trained with Adam and early stopping on the validation split.
+
+    ``[Linear → ReLU] × len(hidden_sizes) → Linear``; regression targets are standardised with the train mean/std
+    for training and mapped back in :meth:`predict`. Everything random (initialisation, batch order) comes from
+    ``seed``; with the same inputs, seed and thread count the fit is bit-identical. The weights of the epoch with
+    the lowest validation loss are kept.
+
+    After :meth:`fit`:
+        layers: [(weight (out, in), bias (out,)), …] on standardised features, float64.
+        mean, std: (num_features,) train statistics of the features.
+        target_mean, target_std: regression target statistics (0 and 1 for classification).
+        labels: class names in logit order (classification), else None.
+        best_epoch, epochs_trained: where early stopping stopped.
+        validation_score: R² (regression) or accuracy (classification) of the kept weights on validation.
+
+    Args:
+        task: ``"regression"`` or ``"classification"``.
+        hidden_sizes: Widths of the hidden layers.
+        learning_rate: Adam step size.
+        weight_decay: Adam L2 penalty.
+        batch_size: Rows per step.
+        max_epochs: Upper bound on passes over train.
+        patience: Epochs without a better validation loss before stopping.
+        seed: Seed of the initialisation and of the batch order.
+    """
+
+    alpha = None  # no ridge α / softmax C: the fields ProbeResult reads are None
+    inverse_regularization = None
+
+    def __init__(
+        self,
+        task: str = "regression",
+        hidden_sizes: Sequence[int] = (64, 64),
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 256,
+        max_epochs: int = 500,
+        patience: int = 25,
+        seed: int = 0,
+    ) -> None:
+        if task not in ("regression", "classification"):
+            raise ValueError(f"task must be 'regression' or 'classification', got {task!r}.")
+        if not hidden_sizes or any(int(size) < 1 for size in hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive integers, got {list(hidden_sizes)}.")
+        if max_epochs < 1 or patience < 1 or batch_size < 1:
+            raise ValueError(
+                f"max_epochs, patience and batch_size must be ≥ 1, got {max_epochs}, {patience}, {batch_size}."
+            )
+        self.task = task
+        self.hidden_sizes = tuple(int(size) for size in hidden_sizes)
+        self.learning_rate, self.weight_decay = float(learning_rate), float(weight_decay)
+        self.batch_size, self.max_epochs, self.patience, self.seed = batch_size, max_epochs, patience, seed
+        self.layers: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        self.target_mean, self.target_std = 0.0, 1.0
+        self.labels: list | None = None
+        self.best_epoch = self.epochs_trained = 0
+        self.validation_score: float = math.nan
+
+    def fit(
+        self,
+        train_features: np.ndarray,
+        train_targets: np.ndarray | Sequence,
+        validation_features: np.ndarray,
+        validation_targets: np.ndarray | Sequence,
+    ) -> MLPProbe:
+        """Trains on train, stops early on validation; see the class docstring. Returns self."""
+        import torch
+        from torch import nn
+
+        train_features = _check_features(train_features, name="train_features")
+        validation_features = _check_features(validation_features, train_features.shape[1], "validation_features")
+        train_targets, validation_targets = np.asarray(train_targets).ravel(), np.asarray(validation_targets).ravel()
+        _check_same_length(train_features, train_targets)
+        _check_same_length(validation_features, validation_targets)
+        if train_features.shape[0] < 2 or validation_features.shape[0] < 1:
+            raise ValueError("MLPProbe needs at least 2 train rows and 1 validation row.")
+        self.mean, self.std = standardization_statistics(train_features)
+        inputs = {
+            "train": torch.from_numpy(_standardize(train_features, self.mean, self.std)).float(),
+            "validation": torch.from_numpy(_standardize(validation_features, self.mean, self.std)).float(),
+        }
+        if self.task == "regression":
+            train_targets = train_targets.astype(np.float64)
+            self.target_mean = float(train_targets.mean())
+            self.target_std = float(train_targets.std()) or 1.0
+            encode = lambda values: torch.from_numpy((values.astype(np.float64) - self.target_mean) / self.target_std)  # noqa: E731
+            targets = {"train": encode(train_targets).float(), "validation": encode(validation_targets).float()}
+            loss_function: nn.Module = nn.MSELoss()
+            num_outputs = 1
+        else:
+            self.labels = np.unique(train_targets).tolist()
+            if len(self.labels) < 2:
+                raise ValueError(f"MLPProbe needs at least two classes in train, got {self.labels}.")
+            index = {label: position for position, label in enumerate(self.labels)}
+            targets = {
+                "train": torch.tensor([index[label] for label in train_targets]),
+                "validation": torch.tensor([index.get(label, -100) for label in validation_targets]),
+            }
+            loss_function = nn.CrossEntropyLoss(ignore_index=-100)
+            num_outputs = len(self.labels)
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            sizes = [train_features.shape[1], *self.hidden_sizes]
+            modules: list[nn.Module] = []
+            for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):  # noqa: RUF007
+                modules += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+            network = nn.Sequential(*modules, nn.Linear(sizes[-1], num_outputs))
+        optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        generator = torch.Generator().manual_seed(self.seed)
+
+        def outputs(split: str) -> torch.Tensor:
+            result = network(inputs[split])
+            return result.squeeze(-1) if self.task == "regression" else result
+
+        best_loss, best_state, since_best = math.inf, None, 0
+        num_rows = inputs["train"].shape[0]
+        for epoch in range(1, self.max_epochs + 1):
+            network.train()
+            for batch in torch.randperm(num_rows, generator=generator).split(self.batch_size):
+                optimizer.zero_grad()
+                result = network(inputs["train"][batch])
+                result = result.squeeze(-1) if self.task == "regression" else result
+                loss_function(result, targets["train"][batch]).backward()
+                optimizer.step()
+            network.eval()
+            with torch.no_grad():
+                validation_loss = float(loss_function(outputs("validation"), targets["validation"]))
+            self.epochs_trained = epoch
+            if validation_loss < best_loss - 1e-12:
+                best_loss, since_best, self.best_epoch = validation_loss, 0, epoch
+                best_state = [(m.weight.detach().double().clone(), m.bias.detach().double().clone())
+                              for m in network if isinstance(m, nn.Linear)]  # fmt: skip
+            else:
+                since_best += 1
+                if since_best >= self.patience:
+                    break
+        self.layers = [(weight.numpy(), bias.numpy()) for weight, bias in best_state]
+        self.validation_score = self.score(validation_features, validation_targets)
+        return self
+
+    def _outputs(self, features: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        hidden = _standardize(_check_features(features, self.mean.shape[0]), self.mean, self.std)
+        for weight, bias in self.layers[:-1]:
+            hidden = np.maximum(hidden @ weight.T + bias, 0.0)
+        weight, bias = self.layers[-1]
+        return hidden @ weight.T + bias
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Predictions: features (num_rows, num_features) → (num_rows,) values or labels (classification)."""
+        outputs = self._outputs(features)
+        if self.task == "regression":
+            return outputs[:, 0] * self.target_std + self.target_mean
+        return np.asarray(self.labels, dtype=object)[np.argmax(outputs, axis=1)]
+
+    def score(self, features: np.ndarray, targets: np.ndarray | Sequence) -> float:
+        """R² (regression) or accuracy (classification)."""
+        predictions = self.predict(features)
+        return r2_score(targets, predictions) if self.task == "regression" else accuracy(targets, predictions)
+
+    def as_layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The layers with the feature standardisation folded into the first and the target scale into the last.
+
+        ``x → relu(x @ W1.T + b1) → … → h @ Wk.T + bk`` then computes :meth:`predict`'s values (regression) or the
+        class logits (classification) directly from raw features.
+        """
+        self._check_fitted()
+        layers = [(weight.copy(), bias.copy()) for weight, bias in self.layers]
+        first_weight, first_bias = layers[0]
+        folded = first_weight / self.std[None, :]
+        layers[0] = (folded, first_bias - folded @ self.mean)
+        if self.task == "regression":
+            last_weight, last_bias = layers[-1]
+            layers[-1] = (last_weight * self.target_std, last_bias * self.target_std + self.target_mean)
+        return layers
+
+    def _check_fitted(self) -> None:
+        if self.layers is None:
+            raise RuntimeError("MLPProbe is not fitted yet: call fit() first.")
+
+
+def fit_mlp_probes(
+    features_by_split: Mapping[str, np.ndarray],
+    targets_by_split: Mapping[str, Mapping[str, np.ndarray]],
+    categorical: Collection[str] = (),
+    *,
+    method: str = "hyper-representation",
+    validation_fallback: str | None = None,
+    seed: int = 0,
+    **mlp_options,
+) -> ProbeReport:
+    """:func:`fit_probes` with an :class:`MLPProbe` per target instead of the linear probes (same rows, same metrics).
+
+    Args:
+        features_by_split: As in :func:`fit_probes`.
+        targets_by_split: As in :func:`fit_probes`.
+        categorical: As in :func:`fit_probes`.
+        method: As in :func:`fit_probes`.
+        validation_fallback: As in :func:`fit_probes`.
+        seed: The MLPs' seed.
+        **mlp_options: Passed to :class:`MLPProbe` (``hidden_sizes``, ``max_epochs``, …).
+    """
+    features_by_split = {
+        split: _check_features(values, name=f"features[{split!r}]") for split, values in features_by_split.items()
+    }
+    _check_splits(features_by_split, targets_by_split, validation_fallback)
+    report = ProbeReport()
+    for target in _target_names(targets_by_split):
+        task = "classification" if target in categorical else "regression"
+        rows = _usable_rows(features_by_split, targets_by_split, target, task)
+        reason = _skip_reason(rows, target, validation_fallback)
+        if reason is not None:
+            logger.warning("MLP probe on %s (%s): skipping target %r: %s.", method, task, target, reason)
+            report.skipped[target] = reason
+            continue
+        selection_split = "validation" if "validation" in rows else "train"
+        train, selection = rows["train"], rows[selection_split]
+        probe = MLPProbe(task, seed=seed, **mlp_options).fit(
+            train.features, train.targets, selection.features, selection.targets
+        )
+        report.probes[target] = probe
+        report.results.extend(_score_target(probe, target, task, method, rows, selection_split))
+    return report

@@ -707,6 +707,80 @@ def _zoo_info(recipe, options, spec, data, configs, splits, dropped, epochs) -> 
     }
 
 
+class ParquetShardWriter:
+    """Streams one split's rows into Parquet shards of at most ``rows_per_shard`` rows, row group by row group.
+
+    Used by the importers (:mod:`hyperrep_hf.importers`), whose sources do not fit in memory. Shards are written
+    under hidden temporary names; :meth:`finish` gives them their final names ``<split>-XXXXX-of-NNNNN.parquet``
+    (the total is known only then), so a killed import never leaves a shard that looks finished.
+
+    Args:
+        zoo_dir: The zoo's folder (``<out>/<zoo>``).
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        schema: The rows' Arrow schema (every table written must have it).
+        rows_per_shard: Rows per Parquet file.
+    """
+
+    def __init__(self, zoo_dir: Path, split: str, schema: pa.Schema, rows_per_shard: int = 20_000) -> None:
+        if rows_per_shard < 1:
+            raise ValueError(f"rows_per_shard must be positive, got {rows_per_shard}.")
+        self.zoo_dir, self.split, self.schema, self.rows_per_shard = Path(zoo_dir), split, schema, rows_per_shard
+        self.temporary_paths: list[Path] = []
+        self.num_rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._rows_in_shard = 0
+
+    def write(self, table: pa.Table) -> None:
+        """Appends rows (a table with :attr:`schema`), opening a new shard whenever the current one is full."""
+        offset = 0
+        while offset < table.num_rows:
+            if self._writer is None or self._rows_in_shard >= self.rows_per_shard:
+                self._open_next()
+            take = min(table.num_rows - offset, self.rows_per_shard - self._rows_in_shard)
+            self._writer.write_table(table.slice(offset, take), row_group_size=4096)
+            self._rows_in_shard += take
+            self.num_rows += take
+            offset += take
+
+    def _open_next(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        path = self.zoo_dir / f".{self.split}-{len(self.temporary_paths):05d}.parquet.tmp"
+        self.temporary_paths.append(path)
+        self._writer = pq.ParquetWriter(path, self.schema)
+        self._rows_in_shard = 0
+
+    def finish(self) -> list[Path]:
+        """Closes the last shard and renames every shard to its final name; returns the final paths."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        total = len(self.temporary_paths)
+        final = []
+        for index, temporary in enumerate(self.temporary_paths):
+            path = self.zoo_dir / f"{self.split}-{index:05d}-of-{total:05d}.parquet"
+            os.replace(temporary, path)
+            final.append(path)
+        return final
+
+    def abort(self) -> None:
+        """Closes and deletes the unfinished shards."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        for path in self.temporary_paths:
+            path.unlink(missing_ok=True)
+
+
+def write_zoo_info(zoo_dir: Path, info: dict) -> Path:
+    """Writes ``zoo_info.json`` atomically (the last file of a zoo: its presence marks the zoo complete)."""
+    path = Path(zoo_dir) / "zoo_info.json"
+    info["files"] = [_file_record(shard) for shard in sorted(Path(zoo_dir).glob("*.parquet"))]
+    info["fingerprint"] = _fingerprint(info["files"])
+    _write_json_atomic(path, info)
+    return path
+
+
 def write_card(out_dir: Path) -> Path:
     """(Re)writes the folder's README.md dataset card from every complete zoo's ``zoo_info.json``."""
     infos = []
@@ -964,6 +1038,7 @@ def check_rows(dataset, info: dict, where: str) -> None:
         ZooIntegrityError: naming what disagrees (a stale cache, a damaged or foreign file, a wrong zoo_info.json).
     """
     rows_per_model = info["epochs"] + 1
+    recorded_rows = info.get("counts", {}).get("rows_per_split", {})  # imported zoos: checkpoints vary per model
     expected_splits = {split for split, models in info["splits"].items() if models}
     if set(dataset) != expected_splits:
         raise ZooIntegrityError(
@@ -972,10 +1047,11 @@ def check_rows(dataset, info: dict, where: str) -> None:
     num_parameters = info["architecture"].get("num_parameters")
     for split, rows in dataset.items():
         models = info["splits"][split]
-        if len(rows) != len(models) * rows_per_model:
+        expected = recorded_rows.get(split, len(models) * rows_per_model)
+        if len(rows) != expected:
             raise ZooIntegrityError(
-                f"zoo {where}: the {split} split has {len(rows)} rows, zoo_info.json records {len(models)} models × "
-                f"{rows_per_model} epochs = {len(models) * rows_per_model}. The files or the cache are not this "
+                f"zoo {where}: the {split} split has {len(rows)} rows, zoo_info.json records {expected} "
+                f"({len(models)} models). The files or the cache are not this "
                 "zoo's: rebuild it with --overwrite (or clear the datasets cache)."
             )
         loaded = rows.unique("model_id")
