@@ -102,6 +102,10 @@ class TrainConfig:
         num_permutations: Random permutations precomputed when they are too many to enumerate.
         sign_flip: Sign-flip augmentation of hidden neurons before an odd activation (tanh): function-preserving
             like permutation, 2^(flippable neurons) more equivalent networks. Needs a zoo with one odd activation.
+        canonical: Train and embed on the canonical form of each network (its neuron order and, before an odd
+            activation, signs fixed: ``NeuronTokenProcessor.canonical_views``): the saved processor canonicalises,
+            so z is exactly invariant to the symmetries at one encoder row per network (blended at near-ties).
+            Permutation / sign-flip augmentations are undone by it: turn them off.
         embedding_symmetry_samples: K of the saved model: its hyper-representation is z averaged over each network
             and K − 1 symmetric copies (the trained symmetries; :mod:`hyperrep_hf.embeddings`). The per-epoch quick
             probe uses plain z (K = 1) to stay cheap.
@@ -153,6 +157,7 @@ class TrainConfig:
     permute: bool = True
     num_permutations: int = 1000
     sign_flip: bool = False
+    canonical: bool = False
     embedding_symmetry_samples: int = 1
     erasing_probability: float = 0.5
     erasing_scale: list[float] = field(default_factory=lambda: [0.03, 0.3])
@@ -379,6 +384,11 @@ def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
             raise ValueError(f"epochs_to_use={config.epochs_to_use} leaves no rows in the {split} split.")
         vectors[split] = processor.networks_to_vectors(rows.with_format("torch")["weights"][:])
         targets[split] = np.array([np.nan if v is None else v for v in rows[config.probe_target]], dtype=np.float64)
+    if config.canonical:
+        # The canonical form acts on raw weights (before normalisation, which it would not commute with); training
+        # and the quick probe see the hard form, embeddings the blended views (embeddings.embed_vectors).
+        processor.set_canonical(zoo_activation(zoo_info, required=False))
+        vectors = {split: processor.canonicalize(values) for split, values in vectors.items()}
     if config.processor is None and config.normalize:
         processor.fit_normalization(vectors["train"])
     return ZooTensors(vectors, targets, processor, zoo_info)
