@@ -530,9 +530,9 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
         Args:
             vectors: (batch, num_parameters) raw (un-normalised) flat weights.
             max_branches: At most this many views per network (default ``canonical_max_branches``). The near-ties
-                of a network are expanded in canonical order (layer, then position) while its views fit; the rest
-                are decided hard (the branch weighing > ½): still invariant, but a network with that many
-                near-ties can jump where one of those keys crosses a tie.
+                of a network are expanded in canonical order (layer, then position; each doubles the views that
+                have it) while its views fit; the rest are decided hard (the branch weighing ≥ ½): still
+                invariant, but a network with that many near-ties can jump where one of those keys crosses a tie.
             return_truncated: Also return (batch,) bool: which networks had near-ties decided hard.
 
         Returns:
@@ -568,50 +568,44 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
                 views = self._apply_canonical(views, footprint, order, sign)
                 truncated |= torch.zeros(batch, dtype=torch.bool).index_fill_(0, owner[near], True)
                 continue
-            counts = torch.bincount(owner, minlength=batch)
-            new_order, new_sign, new_weight, source = [], [], [], []
-            for row in range(views.shape[0]):
-                row_order = order[row]
-                row_sign = None if sign is None else sign[row]
-                if not bool(near[row]):
-                    new_order.append(row_order[None])
-                    new_sign.append(None if row_sign is None else row_sign[None])
-                    new_weight.append(weights[row : row + 1])
-                    source.append(torch.tensor([row]))
+            # Near-ties are expanded in canonical order — position k: the flip of the neuron ranked k, then the
+            # swap of positions k, k + 1 — each doubling the rows that have it while their network's views fit.
+            hard_order, source = order, torch.arange(views.shape[0])
+            flip_sorted = None if sign is None else flip_weight.gather(1, hard_order)
+            slots = [(kind, k) for k in range(len(footprint)) for kind in ("flip", "swap")]
+            for kind, k in slots:
+                if (kind == "flip" and sign is None) or (kind == "swap" and k >= gaps.shape[1]):
                     continue
-                # Events in canonical order: (position, kind, index, weight of the other branch).
-                events = [(float(p) + 0.5, "swap", p, float(swap_weight[row, p])) for p in range(gaps.shape[1])]
-                if sign is not None:
-                    rank = torch.empty_like(row_order)
-                    rank[row_order] = torch.arange(len(row_order))
-                    events += [(float(rank[i]), "flip", i, float(flip_weight[row, i])) for i in range(len(rank))]
-                events = sorted((e for e in events if e[3] > 0), key=lambda e: e[0])
-                owner_row = int(owner[row])
-                room = limit - int(counts[owner_row]) + 1  # this row may become `room` views
-                take = max(0, min(len(events), math.floor(math.log2(max(room, 1)))))
-                if take < len(events):
-                    truncated[owner_row] = True
-                events = events[:take]
-                counts[owner_row] += 2**take - 1
-                for mask in range(2**take):
-                    branch_order, branch_sign, weight = row_order.clone(), None, float(weights[row])
-                    if row_sign is not None:
-                        branch_sign = row_sign.clone()
-                    for bit, (_, kind, index, other) in enumerate(events):
-                        chosen = bool(mask >> bit & 1)
-                        weight *= other if chosen else 1 - other
-                        if chosen and kind == "swap":
-                            branch_order[[index, index + 1]] = branch_order[[index + 1, index]]
-                        elif chosen:
-                            branch_sign[index] = -branch_sign[index]
-                    new_order.append(branch_order[None])
-                    new_sign.append(None if branch_sign is None else branch_sign[None])
-                    new_weight.append(torch.tensor([weight], dtype=torch.float64))
-                    source.append(torch.tensor([row]))
-            source = torch.cat(source)
-            order = torch.cat(new_order)
-            sign = None if sign is None else torch.cat(new_sign)
-            views, weights, owner = views[source], torch.cat(new_weight), owner[source]
+                other = (flip_sorted if kind == "flip" else swap_weight)[source, k]
+                active = other > 0
+                if not bool(active.any()):
+                    continue
+                wanted = torch.bincount(owner[active], minlength=batch)
+                fits = torch.bincount(owner, minlength=batch) + wanted <= limit
+                truncated |= (wanted > 0) & ~fits
+                chosen = (active & fits[owner]).nonzero().squeeze(1)
+                if chosen.numel() == 0:
+                    continue
+                branch_order = order[chosen].clone()
+                branch_sign = None if sign is None else sign[chosen].clone()
+                if kind == "swap":
+                    branch_order[:, [k, k + 1]] = branch_order[:, [k + 1, k]]
+                else:
+                    neuron = hard_order[source[chosen], k]
+                    rows = torch.arange(chosen.numel())
+                    branch_sign[rows, neuron] = -branch_sign[rows, neuron]
+                branch_weight = weights[chosen] * other[chosen]
+                weights = weights.clone()
+                weights[chosen] = weights[chosen] * (1 - other[chosen])
+                order = torch.cat([order, branch_order])
+                sign = None if sign is None else torch.cat([sign, branch_sign])
+                weights = torch.cat([weights, branch_weight])
+                owner, source = torch.cat([owner, owner[chosen]]), torch.cat([source, source[chosen]])
+            # A network's views together (stable: in the order they were made).
+            regroup = torch.argsort(owner, stable=True)
+            order, weights, owner, source = order[regroup], weights[regroup], owner[regroup], source[regroup]
+            sign = None if sign is None else sign[regroup]
+            views = views[source]
             views = self._apply_canonical(views, footprint, order, sign)
         return (views, weights, owner, truncated) if return_truncated else (views, weights, owner)
 
