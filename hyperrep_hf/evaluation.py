@@ -751,7 +751,7 @@ def compare_final_checkpoints(
         for subset, rows in subsets.items():
             keep = rows[np.isfinite(truth_all[rows]) & np.isfinite(predictions[HYPERREP_METHOD][rows])]
             keep = keep[np.isfinite(predictions[baseline][keep])]
-            if keep.size < 3:
+            if keep.size < 3 or np.ptp(truth_all[keep]) == 0:  # e.g. the epoch of final checkpoints: one value
                 continue
             truth = truth_all[keep]
             for metric in FINAL_METRICS:
