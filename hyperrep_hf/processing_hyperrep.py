@@ -517,7 +517,8 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
 
         1. sign (flippable layers only): s_i = sum of neuron i's incoming weights and bias; neuron i is negated
            (row and outgoing weights) when s_i < 0, so that its key becomes |s_i|;
-        2. order: neurons sorted by the key k_i = sum of the (sign-fixed) row (= |s_i| when flippable), stably.
+        2. order: neurons sorted by the key k_i = sum of the (sign-fixed) row (= |s_i| when flippable); exact ties
+           by the row's squared norm, then by position.
 
         Both keys are invariant to every earlier transform, so g·w (a permutation / sign flip g) gives the same
         canonical vector as w, bit for bit. A hard choice jumps where a key crosses a tie, so within ε of one both
@@ -533,6 +534,8 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
                 of a network are expanded in canonical order (layer, then position; each doubles the views that
                 have it) while its views fit; the rest are decided hard (the branch weighing ≥ ½): still
                 invariant, but a network with that many near-ties can jump where one of those keys crosses a tie.
+                Exactness limit: three or more neurons with bit-identical (key, norm) — e.g. duplicated neurons —
+                get the adjacent swaps, not all their orders, so such a network is invariant only up to those.
             return_truncated: Also return (batch,) bool: which networks had near-ties decided hard.
 
         Returns:
@@ -557,7 +560,10 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
                 flip_weight = _branch_weight(distance_s, epsilon_s)
             else:
                 keys = rows.sum(-1)
-            order = torch.argsort(keys, dim=1, stable=True)
+            # Exact ties of the key are ordered by a second invariant key (the row's squared norm), so the hard
+            # order — and the branches built on it — stays invariant when three or more keys are bit-identical.
+            by_norm = torch.argsort(rows.pow(2).sum(-1), dim=1, stable=True)
+            order = by_norm.gather(1, torch.argsort(keys.gather(1, by_norm), dim=1, stable=True))
             gaps = keys.gather(1, order).diff(dim=1)
             epsilon_k = relative / len(footprint) * keys.std(1, keepdim=True, unbiased=False)
             swap_weight = _branch_weight(gaps, epsilon_k)

@@ -161,6 +161,21 @@ def test_equal_and_near_equal_keys_are_blended_and_still_invariant(gap):
         torch.testing.assert_close(blended(processor, moved), reference, atol=1e-6, rtol=0)
 
 
+def test_three_bit_identical_keys_are_still_invariant():
+    """Integer weights make three incoming sums exactly equal: the squared norm orders them, invariantly."""
+    processor = NeuronTokenProcessor(TETRIS_MLP, canonical=True, canonical_activation="tanh")
+    generator = torch.Generator().manual_seed(12)
+    for _ in range(5):
+        first = torch.randint(-3, 4, (5, 16), generator=generator).float()
+        first[:, 0] += torch.tensor([5.0, 5.0, 5.0, 9.0, 14.0]) - first.sum(1)
+        vectors = torch.cat([first.reshape(-1), torch.randn(20, generator=generator)])[None]
+        assert (vectors[0, :80].view(5, 16).sum(1)[:3] == 5).all()
+        reference = blended(processor, vectors)
+        for _ in range(10):
+            moved = random_symmetry(TETRIS_MLP, "tanh", generator)(vectors)
+            torch.testing.assert_close(blended(processor, moved), reference, atol=1e-6, rtol=0)
+
+
 def test_the_answer_moves_by_order_delta_across_a_tie():
     """Perturbing a tie by ±δ moves the blended form and z by O(δ); the hard form jumps (the test can fail)."""
     processor = NeuronTokenProcessor(TETRIS_MLP, canonical=True, canonical_activation="tanh")
