@@ -4,7 +4,8 @@
 
 Compares, in one run on the same networks: ``predict_networks`` on safetensors files (load + tokens + encoder +
 probes, batched), the pipeline on in-memory state_dicts (batched), the pipeline one network at a time, and the
-pipeline with the plain z (K = 1) instead of the model's symmetry average (K encoder passes per network). Without
+pipeline with the plain z (K = 1) instead of the model's canonical form / symmetry average, and with the 32-copy
+symmetry average of the previous release (32 encoder rows per network). Without
 ``--model`` it builds a tiny TETRIS-SEED zoo and an untrained encoder of the default (paper) size with probes
 fitted on it: speed depends on the architecture, not on training. Writes bench/results/predict.json.
 """
@@ -22,7 +23,8 @@ from safetensors.torch import save_file
 from transformers import pipeline
 
 import hyperrep_hf
-from hyperrep_hf.embeddings import symmetry_transforms
+from hyperrep_hf.augmentations import sign_flip_layers
+from hyperrep_hf.embeddings import SymmetryTransforms, symmetry_transforms
 from hyperrep_hf.evaluation import evaluate_model, load_zoo_arrays
 from hyperrep_hf.pipelines import TASK, predict_networks
 from hyperrep_hf.recipes import BuildOptions, load_recipe
@@ -87,15 +89,28 @@ def main() -> None:
         "pipeline (state_dicts, one at a time)": one_at_a_time,
     }
     symmetry_samples = predictor.transforms.num_samples
-    predictor.transforms = symmetry_transforms(predictor.model.config, predictor.feature_extractor.architecture, 1)
+    processor = predictor.feature_extractor
+    canonical = bool(getattr(processor, "canonical", False))
+    processor.canonical = False  # the encoder without the canonical form (issue 12), same networks, same run
+    predictor.transforms = symmetry_transforms(predictor.model.config, processor.architecture, 1)
     plain_z = timed(lambda: predictor(state_dicts, batch_size=256))
     seconds["pipeline (state_dicts, batch 256, plain z: K = 1)"] = plain_z
+    if canonical or symmetry_samples != 32:
+        # The previous release's invariance: z averaged over 32 symmetric copies (K = 32 encoder rows per network).
+        activation = getattr(predictor.model.config, "activation", None)
+        symmetries = ["permutation"] + (["sign_flip"] if sign_flip_layers(processor.architecture, activation) else [])
+        predictor.transforms = SymmetryTransforms(processor.architecture, 32, symmetries, activation)
+        seconds["pipeline (state_dicts, batch 256, 32-copy symmetry average)"] = timed(
+            lambda: predictor(state_dicts, batch_size=256)
+        )
+    processor.canonical = canonical
     results = {
         "num_networks": count,
         "model": str(model_dir),
         "latent_dim": predictor.model.config.latent_dim,
         "num_probes": len(predictor.probes),
         "embedding_symmetry_samples": symmetry_samples,
+        "canonical": canonical,
         "threads": arguments.threads,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}",
         "networks_per_second": {name: round(count / value, 1) for name, value in seconds.items()},

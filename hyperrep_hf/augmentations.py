@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .processing_hyperrep import _flat_length, _layer_table
+from .processing_hyperrep import ODD_ACTIVATIONS, _flat_length, _layer_table, _sign_flip_layers
+from .processing_hyperrep import SIGN_NEUTRAL_LAYERS as SIGN_NEUTRAL_LAYERS  # re-exported
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -148,28 +149,14 @@ class NeuronPermutation:
         return vectors.gather(1, self.indices[choice].to(device=vectors.device, dtype=torch.long))
 
 
-ODD_ACTIVATIONS = ("tanh", "identity")
-"""Activations with σ(−x) = −σ(x): flipping a neuron's sign before them is undone by its next layer."""
-SIGN_NEUTRAL_LAYERS = ("act", "flatten", "dropout", "avgpool", "gap")
-"""Layers between two parameter layers that commute with a sign flip (odd activation given); not ``maxpool``."""
-
-
 def sign_flip_layers(architecture: Any, activation: str) -> list[int]:
     """Indices (into the hidden parameter layers) whose neurons can be sign-flipped without changing the function.
 
     A hidden neuron's sign can flip when everything between its layer and the next parameter layer is odd:
     ``activation`` in :data:`ODD_ACTIVATIONS` and only :data:`SIGN_NEUTRAL_LAYERS` in between (max pooling is not:
-    max(−x) = −min(x)).
+    max(−x) = −min(x)). The rule lives with the processor's canonical form (one rule for both).
     """
-    record = _architecture_record(architecture)
-    if activation not in ODD_ACTIVATIONS:
-        return []
-    layers, positions = record["layers"], [layer["index"] for layer in record["parameter_layers"]]
-    return [
-        hidden
-        for hidden, (start, stop) in enumerate(itertools.pairwise(positions))
-        if all(layers[k].split(":")[0] in SIGN_NEUTRAL_LAYERS for k in range(start + 1, stop))
-    ]
+    return _sign_flip_layers(_architecture_record(architecture), activation)
 
 
 class NeuronSignFlip:

@@ -12,6 +12,12 @@ The transforms are drawn once (seed 0) and shared by every network, so z̄ is a 
 network, whatever the batch it comes in. ``K = 1`` is the plain z of the paper. The model config records which
 symmetries the encoder was trained with (``symmetries``, ``activation``) and ``K``
 (``embedding_symmetry_samples``); training writes them.
+
+A processor with ``canonical`` set (an encoder trained on canonical inputs, ``TrainConfig.canonical``) replaces the
+average: each network is brought to its canonical form (``NeuronTokenProcessor.canonical_views``), blended over
+the few branches of its near-ties, so z is exactly invariant to the symmetries at about one encoder row per network::
+
+    z(w) = Σ_b p_b(w) · z(canon_b(w)),   Σ_b p_b = 1, one branch (p = 1) for most networks
 """
 
 from __future__ import annotations
@@ -100,10 +106,13 @@ def embed_vectors(
     """z̄ of raw flat vectors (batch, num_parameters) → (batch, latent_dim), on the model's device and dtype.
 
     The copies of a batch go through the encoder together, up to ``max_rows_per_pass`` rows per forward pass, so a
-    single network costs one pass of K rows rather than K passes.
+    single network costs one pass of K rows rather than K passes. With a canonical processor (``processor.canonical``)
+    the rows are the network's weighted canonical views instead and ``transforms`` is not used.
     """
     device = next(model.parameters()).device
     vectors = vectors.detach().to("cpu", torch.float32)  # the processor tokenises on the CPU
+    if getattr(processor, "canonical", False):
+        return _embed_canonical(model, processor, vectors, max_rows_per_pass, device)
     batch, num_samples = vectors.shape[0], transforms.num_samples
     group = max(1, max_rows_per_pass // max(batch, 1))  # copies per forward pass
     total = None
@@ -114,3 +123,20 @@ def embed_vectors(
         summed = embeddings.view(-1, batch, embeddings.shape[-1]).sum(0)
         total = summed if total is None else total + summed
     return total / num_samples
+
+
+def _embed_canonical(
+    model: torch.nn.Module, processor: Any, vectors: torch.Tensor, max_rows_per_pass: int, device: torch.device
+) -> torch.Tensor:
+    """Σ_b p_b · z(canon_b(w)) per network: its canonical views through the encoder, weighted and summed."""
+    views, weights, owner = processor.canonical_views(vectors)  # checks shape and finiteness
+    pieces = []
+    for first in range(0, views.shape[0], max_rows_per_pass):
+        inputs = processor.vectors_to_tokens(views[first : first + max_rows_per_pass], check=False)
+        pieces.append(model(**{key: value.to(device) for key, value in inputs.items()}).embeddings)
+    embeddings = torch.cat(pieces)
+    if views.shape[0] == vectors.shape[0]:  # one view each (weight exactly 1): z itself, bit for bit
+        return embeddings
+    weighted = embeddings * weights.to(device, embeddings.dtype)[:, None]
+    total = embeddings.new_zeros(vectors.shape[0], embeddings.shape[-1])
+    return total.index_add_(0, owner.to(device), weighted)

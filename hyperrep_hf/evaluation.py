@@ -484,6 +484,7 @@ def evaluate_model(
         probe = _probe_runner(targets_by_split, categorical, validation_fallback)
         reports: dict[str, ProbeReport] = {}
         unavailable: dict[str, str] = {}
+        features_by_method: dict[str, Mapping[str, np.ndarray]] = {HYPERREP_METHOD: embeddings}
         for name in chosen_baselines:
             features = compute_baseline_features(
                 name,
@@ -498,11 +499,15 @@ def evaluate_model(
                 stages.done(f"{name}: skipped, {unavailable[name]}")
                 continue
             reports[name] = probe(features, name)
+            features_by_method[name] = features
             stages.done(f"{name}: {_headline(reports[name])}")
         reports[HYPERREP_METHOD] = probe(embeddings, HYPERREP_METHOD)
         stages.done(f"{HYPERREP_METHOD}: {_headline(reports[HYPERREP_METHOD])}")
         document = _results_document(
             model_dir, zoo_arrays, targets, categorical, reports, unavailable, validation_fallback
+        )
+        document["final_checkpoints"] = compare_final_checkpoints(
+            zoo_arrays, reports, features_by_method, categorical, seed=seed
         )
         paths = _write_results(Path(out_dir), document)
         if plots:
@@ -724,10 +729,173 @@ def render_results_markdown(document: dict) -> str:
     for method, skipped in document.get("skipped_targets", {}).items():
         for target, reason in skipped.items():
             notes.append(f"- {METHOD_TITLES.get(method, method)}: target `{target}` skipped ({reason}).")
+    if document.get("final_checkpoints"):
+        lines += ["", render_final_checkpoints_markdown(document["final_checkpoints"])]
     dropped = _dropped_lines(document)
     lines += ["", "## Dropped rows and skipped targets", ""]
     lines += notes + dropped if notes or dropped else ["None: every row had finite features and targets."]
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Final checkpoints vs all epochs, with bootstrap intervals over test models
+# ----------------------------------------------------------------------------------------------------------------
+
+FINAL_METRICS = ("r2", "kendall_tau")
+
+
+def last_epoch_rows(model_ids: np.ndarray, epochs: np.ndarray) -> np.ndarray:
+    """Indices of each model's last-epoch row (its final checkpoint), in row order."""
+    model_ids, epochs = np.asarray(model_ids), np.asarray(epochs, dtype=np.float64)
+    order = np.lexsort((epochs, model_ids))  # by model, then epoch: the last of each model's run is its final row
+    last = np.r_[model_ids[order][1:] != model_ids[order][:-1], True]
+    return np.sort(order[last])
+
+
+def _metric(name: str, truth: np.ndarray, predicted: np.ndarray) -> float:
+    from .probing import kendall_tau, r2_score
+
+    return r2_score(truth, predicted) if name == "r2" else kendall_tau(truth, predicted)
+
+
+def bootstrap_difference(
+    metric: str,
+    truth: np.ndarray,
+    predicted: np.ndarray,
+    baseline_predicted: np.ndarray,
+    groups: np.ndarray,
+    num_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """metric(predicted) − metric(baseline) with a percentile bootstrap interval, resampling whole groups (models).
+
+    Every resample draws the test models with replacement and keeps all their rows, for both methods at once (a
+    paired comparison). Returns ``{"difference", "low", "high", "num_groups", "num_resamples"}``.
+    """
+    truth, predicted = np.asarray(truth, np.float64), np.asarray(predicted, np.float64)
+    baseline_predicted = np.asarray(baseline_predicted, np.float64)
+    unique, group_index = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(group_index == g) for g in range(unique.size)]
+    rng = np.random.default_rng(seed)
+    differences = np.empty(num_resamples)
+    for draw in range(num_resamples):
+        rows = np.concatenate([members[g] for g in rng.integers(0, unique.size, unique.size)])
+        differences[draw] = _metric(metric, truth[rows], predicted[rows]) - _metric(
+            metric, truth[rows], baseline_predicted[rows]
+        )
+    tail = (1 - level) / 2
+    finite = differences[np.isfinite(differences)]  # a resample with a constant target has no τ / R²
+    return {
+        "difference": _metric(metric, truth, predicted) - _metric(metric, truth, baseline_predicted),
+        "low": float(np.quantile(finite, tail)) if finite.size else math.nan,
+        "high": float(np.quantile(finite, 1 - tail)) if finite.size else math.nan,
+        "num_groups": int(unique.size),
+        "num_resamples": num_resamples,
+    }
+
+
+def compare_final_checkpoints(
+    zoo: ZooArrays,
+    reports: Mapping[str, ProbeReport],
+    features_by_method: Mapping[str, Mapping[str, np.ndarray]],
+    categorical: set[str],
+    *,
+    split: str = "test",
+    baseline: str = "s(W)",
+    num_resamples: int = 1000,
+    seed: int = 0,
+) -> dict | None:
+    """Per regression target: R² and Kendall τ on all rows and on each model's last epoch, and vs ``baseline``.
+
+    The probes are the ones of the all-epochs table (fitted on every train epoch; the published probe heads),
+    scored once on every ``split`` row and once on each model's final checkpoint (the peers' protocol: what a user
+    asks about a trained network). The difference to ``baseline`` gets a 95 % bootstrap interval over ``split``'s
+    models (:func:`bootstrap_difference`); ``significant`` when the interval excludes 0. None when the zoo has no
+    epoch column or the baseline was not run.
+    """
+    columns = zoo.columns.get(split, {})
+    if "epoch" not in columns or baseline not in reports or HYPERREP_METHOD not in reports:
+        return None
+    model_ids = zoo.model_ids[split]
+    subsets = {
+        "all_epochs": np.arange(model_ids.size),
+        "final_checkpoint": last_epoch_rows(model_ids, columns["epoch"]),
+    }
+    records = []
+    for target in reports[HYPERREP_METHOD].probes:
+        if target in categorical or target not in reports[baseline].probes or target not in columns:
+            continue
+        truth_all = np.asarray(columns[target], dtype=np.float64)
+        predictions = {}
+        for method in (HYPERREP_METHOD, baseline):
+            features = np.asarray(features_by_method[method][split], dtype=np.float64)
+            finite = np.isfinite(features).all(axis=1)
+            values = np.full(truth_all.shape, np.nan)
+            values[finite] = reports[method].probes[target].predict(features[finite])
+            predictions[method] = values
+        for subset, rows in subsets.items():
+            keep = rows[np.isfinite(truth_all[rows]) & np.isfinite(predictions[HYPERREP_METHOD][rows])]
+            keep = keep[np.isfinite(predictions[baseline][keep])]
+            if keep.size < 3 or np.ptp(truth_all[keep]) == 0:  # e.g. the epoch of final checkpoints: one value
+                continue
+            truth = truth_all[keep]
+            for metric in FINAL_METRICS:
+                values = {method: _metric(metric, truth, predictions[method][keep]) for method in predictions}
+                interval = bootstrap_difference(
+                    metric,
+                    truth,
+                    predictions[HYPERREP_METHOD][keep],
+                    predictions[baseline][keep],
+                    model_ids[keep],
+                    num_resamples,
+                    seed,
+                )
+                records.append(
+                    {
+                        "target": target,
+                        "subset": subset,
+                        "metric": metric,
+                        "num_rows": int(keep.size),
+                        "hyperrep": values[HYPERREP_METHOD],
+                        "baseline": values[baseline],
+                        **interval,
+                        "significant": bool(interval["low"] > 0 or interval["high"] < 0),
+                    }
+                )
+                records[-1] = {
+                    k: None if isinstance(v, float) and math.isnan(v) else v for k, v in records[-1].items()
+                }
+    return {"split": split, "baseline": baseline, "level": 0.95, "results": records}
+
+
+def render_final_checkpoints_markdown(comparison: dict) -> str:
+    """The final-checkpoint / all-epochs table with the bootstrap intervals of the difference to the baseline."""
+    baseline = METHOD_TITLES.get(comparison["baseline"], comparison["baseline"])
+    lines = [
+        f"## Final checkpoints and all epochs ({comparison['split']}), hyperrep vs {baseline}",
+        "",
+        "The probes of the table above, scored on every test row (all epochs) and on each test model's last epoch "
+        f"(final checkpoint). Δ = hyperrep − {baseline} with a {comparison['level']:.0%} bootstrap interval over "
+        "test models (paired); **bold**: the interval excludes 0. R² in %, τ as is.",
+        "",
+        f"| target | rows | metric | hyperrep | {baseline} | Δ [interval] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for record in comparison["results"]:
+        scale, digits = (100.0, 1) if record["metric"] == "r2" else (1.0, 3)
+        delta = (
+            f"{_format_value(record['difference'], digits, scale)} [{_format_value(record['low'], digits, scale)}, "
+            f"{_format_value(record['high'], digits, scale)}]"
+        )
+        lines.append(
+            f"| {record['target']} | {record['subset'].replace('_', ' ')} ({record['num_rows']}) | "
+            f"{'R²' if record['metric'] == 'r2' else 'τ'} | {_format_value(record['hyperrep'], digits, scale)} | "
+            f"{_format_value(record['baseline'], digits, scale)} | "
+            + (f"**{delta}**" if record["significant"] else delta)
+            + " |"
+        )
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -28,6 +28,10 @@ from transformers.feature_extraction_utils import BatchFeature, FeatureExtractio
 
 TOKEN_LAYOUTS = ("per_layer", "padded", "weight")
 MODEL_INPUT_NAMES = ["input_tokens", "attention_mask", "position_ids"]
+ODD_ACTIVATIONS = ("tanh", "identity")
+"""Activations with σ(−x) = −σ(x): flipping a neuron's sign before them is undone by its next layer."""
+SIGN_NEUTRAL_LAYERS = ("act", "flatten", "dropout", "avgpool", "gap")
+"""Layers between two parameter layers that commute with a sign flip (odd activation given); not ``maxpool``."""
 
 
 def _layer_table(architecture: dict) -> list[dict]:
@@ -69,6 +73,52 @@ def _neuron_rows(layer: dict) -> torch.Tensor:
         bias = layer["bias_offset"] + torch.arange(layer["num_neurons"])
         rows = torch.cat([rows, bias[:, None]], dim=1)
     return rows
+
+
+def _sign_flip_layers(architecture: dict, activation: str | None) -> list[int]:
+    """Hidden parameter layers (indices) whose neurons can be sign-flipped without changing the function.
+
+    A hidden neuron's sign can flip when everything between its layer and the next parameter layer is odd:
+    ``activation`` in :data:`ODD_ACTIVATIONS` and only :data:`SIGN_NEUTRAL_LAYERS` in between (max pooling is not:
+    max(−x) = −min(x)). An architecture record without its layer list (derived from a state dict) has none.
+    """
+    layers = architecture.get("layers")
+    if activation not in ODD_ACTIVATIONS or not layers:
+        return []
+    positions = [layer["index"] for layer in architecture["parameter_layers"]]
+    return [
+        hidden
+        for hidden, (start, stop) in enumerate(zip(positions, positions[1:], strict=False))  # noqa: RUF007
+        if all(layers[k].split(":")[0] in SIGN_NEUTRAL_LAYERS for k in range(start + 1, stop))
+    ]
+
+
+def _neuron_footprints(table: list[dict]) -> list[torch.Tensor]:
+    """Per hidden layer: flat indices (num_neurons, width + outgoing) of each neuron's row and its next-layer inputs.
+
+    The outgoing part of neuron j is W_{l+1}[:, j] (conv: the k×k kernel slices; after a flatten: the h·w block
+    of columns). Permuting or sign-flipping a neuron moves / negates its whole footprint.
+    """
+    footprints = []
+    for layer, next_layer in zip(table, table[1:], strict=False):  # noqa: RUF007 (remote code: few imports)
+        num_neurons, next_neurons = layer["num_neurons"], next_layer["num_neurons"]
+        if next_layer["fan_in"] % num_neurons:
+            raise ValueError(
+                f"{next_layer['weight_name']!r} (shape {next_layer['weight_shape']}) does not read the "
+                f"{num_neurons} outputs of {layer['weight_name']!r} in equal blocks."
+            )
+        block = next_layer["fan_in"] // num_neurons
+        columns = next_layer["weight_offset"] + torch.arange(next_neurons * num_neurons * block)
+        columns = columns.view(next_neurons, num_neurons, block).transpose(0, 1).reshape(num_neurons, -1)
+        footprints.append(torch.cat([_neuron_rows(layer), columns], dim=1))
+    return footprints
+
+
+def _branch_weight(distance: torch.Tensor, epsilon: torch.Tensor) -> torch.Tensor:
+    """Weight of the other branch at a key ``distance`` from a tie: ½ at 0, falling smoothly (C¹) to 0 at ε."""
+    ratio = distance / epsilon.clamp_min(torch.finfo(distance.dtype).tiny)
+    t = torch.where(epsilon > 0, ratio, (distance > 0).to(distance.dtype)).clamp(0, 1)
+    return 0.5 * (1 - t * t * (3 - 2 * t))
 
 
 def _build_layout(architecture: dict, token_layout: str, token_dim: int) -> tuple[torch.Tensor, torch.Tensor, list]:
@@ -187,6 +237,13 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
         normalize: Standardise each layer's weights with ``normalization_stats`` in ``__call__`` (and invert it in
             :meth:`to_vectors`). The inverse is exact up to float rounding (one multiply-add in float32).
         normalization_stats: ``{"mean": [per layer], "std": [per layer]}``, fitted by :meth:`fit_normalization`.
+        canonical: Bring every network to a canonical form of its neuron permutations (and sign flips, see
+            ``canonical_activation``) before tokenising it: :meth:`canonical_views`, used by
+            ``hyperrep_hf.embeddings.embed_vectors``. Tokenising itself (``__call__``) is unchanged.
+        canonical_activation: The networks' activation: with an odd one (tanh), hidden neurons not followed by max
+            pooling also get a canonical sign. ``None``: permutations only.
+        canonical_epsilon: Width of the blend at (near-)ties, relative to the spread of a layer's keys / its neurons.
+        canonical_max_branches: At most this many canonical views per network.
     """
 
     model_input_names = MODEL_INPUT_NAMES
@@ -198,6 +255,10 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
         token_dim: int | None = None,
         normalize: bool = False,
         normalization_stats: dict | None = None,
+        canonical: bool = False,
+        canonical_activation: str | None = None,
+        canonical_epsilon: float = 0.05,
+        canonical_max_branches: int = 16,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -214,6 +275,15 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
         self.token_dim = self._resolve_token_dim(token_layout, token_dim)
         self.normalize = bool(normalize)
         self.normalization_stats = normalization_stats
+        self.canonical = bool(canonical)
+        self.canonical_activation = canonical_activation
+        self.canonical_epsilon = float(canonical_epsilon)
+        self.canonical_max_branches = int(canonical_max_branches)
+        if not (self.canonical_epsilon >= 0 and self.canonical_max_branches >= 1):
+            raise ValueError(
+                f"Need canonical_epsilon >= 0 and canonical_max_branches >= 1, got {canonical_epsilon!r}, "
+                f"{canonical_max_branches!r}."
+            )
         if self.normalize and normalization_stats is None:
             raise ValueError("normalize=True needs normalization_stats: call fit_normalization(train_vectors) first.")
         self._prepare()
@@ -244,6 +314,8 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
         self._scatter_index = torch.empty(self._num_parameters, dtype=torch.long)
         self._scatter_index[self._gather_index[real]] = real
         self._set_normalization(self.normalization_stats)
+        self._footprints = _neuron_footprints(self._table)
+        self._sign_layers = set(_sign_flip_layers(self.architecture, self.canonical_activation))
 
     def _set_normalization(self, stats: dict | None) -> None:
         self._mean = self._std = None
@@ -416,6 +488,145 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
                 return name, shape, flat_index - offset
             offset += size
         raise IndexError(flat_index)
+
+    # ----------------------------------------------------------------------------------------- canonical form
+    def set_canonical(self, activation: str | None, epsilon: float | None = None, max_branches: int | None = None):
+        """Turns the canonical form on (``activation``: see the class arguments); returns ``self``."""
+        self.canonical, self.canonical_activation = True, activation
+        self.canonical_epsilon = self.canonical_epsilon if epsilon is None else float(epsilon)
+        self.canonical_max_branches = self.canonical_max_branches if max_branches is None else int(max_branches)
+        self._sign_layers = set(_sign_flip_layers(self.architecture, activation))
+        return self
+
+    def canonicalize(self, vectors: torch.Tensor) -> torch.Tensor:
+        """The hard canonical form of raw flat vectors (batch, num_parameters): one view each, no blending.
+
+        Exactly invariant to the symmetries, but discontinuous where keys tie; for training rows. Embeddings use
+        :meth:`canonical_views`.
+        """
+        views, _, _ = self.canonical_views(vectors, max_branches=1)
+        return views
+
+    def canonical_views(
+        self, vectors: torch.Tensor, max_branches: int | None = None, return_truncated: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """Canonical forms of raw flat vectors, blended at near-ties: (views, weights, owner).
+
+        Layer by layer from the input, each hidden layer's neurons are brought to a canonical order (and sign),
+        reading their incoming weights in the already canonical coordinates of the previous layers:
+
+        1. sign (flippable layers only): s_i = sum of neuron i's incoming weights and bias; neuron i is negated
+           (row and outgoing weights) when s_i < 0, so that its key becomes |s_i|;
+        2. order: neurons sorted by the key k_i = sum of the (sign-fixed) row (= |s_i| when flippable); exact ties
+           by the row's squared norm, then by position.
+
+        Both keys are invariant to every earlier transform, so g·w (a permutation / sign flip g) gives the same
+        canonical vector as w, bit for bit. A hard choice jumps where a key crosses a tie, so within ε of one both
+        branches are kept: |s_i| < ε_s keeps the flipped neuron too, and two sort-adjacent keys closer than ε_k keep
+        the swapped order too (swaps of several near-tied pairs compose in order of position); the other branch
+        weighs ½·(1 − smoothstep(distance/ε)) — ½ at an exact tie, 0 from ε on — so a network's weighted views
+        change continuously with its weights. ε_s = ε·RMS(s)/n, ε_k = ε·std(k)/n over the layer's n neurons (about
+        ε of the typical spacing of n keys, so the share of networks with a near-tie does not grow with n).
+
+        Args:
+            vectors: (batch, num_parameters) raw (un-normalised) flat weights.
+            max_branches: At most this many views per network (default ``canonical_max_branches``). The near-ties
+                of a network are expanded in canonical order (layer, then position; each doubles the views that
+                have it) while its views fit; the rest are decided hard (the branch weighing ≥ ½): still
+                invariant, but a network with that many near-ties can jump where one of those keys crosses a tie.
+                Exactness limit: three or more neurons with bit-identical (key, norm) — e.g. duplicated neurons —
+                get the adjacent swaps, not all their orders, so such a network is invariant only up to those.
+            return_truncated: Also return (batch,) bool: which networks had near-ties decided hard.
+
+        Returns:
+            views (num_views, num_parameters) float32 raw canonical vectors, weights (num_views,) float64 summing to
+            1 per network, owner (num_views,) int64 network index; views of one network are contiguous.
+        """
+        vectors = self._check_vectors(torch.as_tensor(vectors))
+        limit = self.canonical_max_branches if max_branches is None else int(max_branches)
+        batch = vectors.shape[0]
+        views, weights = vectors.clone(), torch.ones(batch, dtype=torch.float64)
+        owner, truncated = torch.arange(batch), torch.zeros(batch, dtype=torch.bool)
+        relative = self.canonical_epsilon
+        for position, footprint in enumerate(self._footprints):
+            width = self._table[position]["width"]
+            rows = views[:, footprint[:, :width]].double()  # (views, neurons, width)
+            sign = distance_s = None
+            if position in self._sign_layers:
+                sums = rows.sum(-1)
+                sign = torch.where(sums < 0, -1.0, 1.0)
+                keys = distance_s = sums.abs()
+                epsilon_s = relative / len(footprint) * sums.pow(2).mean(1, keepdim=True).sqrt()
+                flip_weight = _branch_weight(distance_s, epsilon_s)
+            else:
+                keys = rows.sum(-1)
+            # Exact ties of the key are ordered by a second invariant key (the row's squared norm), so the hard
+            # order — and the branches built on it — stays invariant when three or more keys are bit-identical.
+            by_norm = torch.argsort(rows.pow(2).sum(-1), dim=1, stable=True)
+            order = by_norm.gather(1, torch.argsort(keys.gather(1, by_norm), dim=1, stable=True))
+            gaps = keys.gather(1, order).diff(dim=1)
+            epsilon_k = relative / len(footprint) * keys.std(1, keepdim=True, unbiased=False)
+            swap_weight = _branch_weight(gaps, epsilon_k)
+            near = (swap_weight > 0).any(1)
+            if sign is not None:
+                near |= (flip_weight > 0).any(1)
+            if limit == 1 or not bool(near.any()):
+                views = self._apply_canonical(views, footprint, order, sign)
+                truncated |= torch.zeros(batch, dtype=torch.bool).index_fill_(0, owner[near], True)
+                continue
+            # Near-ties are expanded in canonical order — position k: the flip of the neuron ranked k, then the
+            # swap of positions k, k + 1 — each doubling the rows that have it while their network's views fit.
+            hard_order, source = order, torch.arange(views.shape[0])
+            flip_sorted = None if sign is None else flip_weight.gather(1, hard_order)
+            slots = [(kind, k) for k in range(len(footprint)) for kind in ("flip", "swap")]
+            for kind, k in slots:
+                if (kind == "flip" and sign is None) or (kind == "swap" and k >= gaps.shape[1]):
+                    continue
+                other = (flip_sorted if kind == "flip" else swap_weight)[source, k]
+                active = other > 0
+                if not bool(active.any()):
+                    continue
+                wanted = torch.bincount(owner[active], minlength=batch)
+                fits = torch.bincount(owner, minlength=batch) + wanted <= limit
+                truncated |= (wanted > 0) & ~fits
+                chosen = (active & fits[owner]).nonzero().squeeze(1)
+                if chosen.numel() == 0:
+                    continue
+                branch_order = order[chosen].clone()
+                branch_sign = None if sign is None else sign[chosen].clone()
+                if kind == "swap":
+                    branch_order[:, [k, k + 1]] = branch_order[:, [k + 1, k]]
+                else:
+                    neuron = hard_order[source[chosen], k]
+                    rows = torch.arange(chosen.numel())
+                    branch_sign[rows, neuron] = -branch_sign[rows, neuron]
+                branch_weight = weights[chosen] * other[chosen]
+                weights = weights.clone()
+                weights[chosen] = weights[chosen] * (1 - other[chosen])
+                order = torch.cat([order, branch_order])
+                sign = None if sign is None else torch.cat([sign, branch_sign])
+                weights = torch.cat([weights, branch_weight])
+                owner, source = torch.cat([owner, owner[chosen]]), torch.cat([source, source[chosen]])
+            # A network's views together (stable: in the order they were made).
+            regroup = torch.argsort(owner, stable=True)
+            order, weights, owner, source = order[regroup], weights[regroup], owner[regroup], source[regroup]
+            sign = None if sign is None else sign[regroup]
+            views = views[source]
+            views = self._apply_canonical(views, footprint, order, sign)
+        return (views, weights, owner, truncated) if return_truncated else (views, weights, owner)
+
+    @staticmethod
+    def _apply_canonical(
+        views: torch.Tensor, footprint: torch.Tensor, order: torch.Tensor, sign: torch.Tensor | None
+    ) -> torch.Tensor:
+        """New neuron j = old neuron order[j], times its sign (row and outgoing weights): (views, num_parameters)."""
+        count, num_neurons, size = views.shape[0], footprint.shape[0], footprint.shape[1]
+        values = views.gather(1, footprint[order].reshape(count, -1)).view(count, num_neurons, size)
+        if sign is not None:
+            values = values * sign.gather(1, order).to(values.dtype)[:, :, None]
+        output = views.clone()
+        output[:, footprint.reshape(-1)] = values.reshape(count, -1)
+        return output
 
     # ----------------------------------------------------------------------------------------- vectors ⇄ tokens
     def normalize_vectors(self, vectors: torch.Tensor) -> torch.Tensor:

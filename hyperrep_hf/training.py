@@ -161,6 +161,14 @@ class TrainConfig:
             "permutations; needs a zoo whose networks share one odd activation."
         },
     )
+    canonical: bool = field(
+        default=False,
+        metadata={
+            "help": "Train and embed on the canonical form of each network (neuron order and, before an odd "
+            "activation, signs fixed: NeuronTokenProcessor.canonical_views): z is exactly invariant to the "
+            "symmetries at about one encoder row per network (blended at near-ties). Turn permute/sign_flip off."
+        },
+    )
     embedding_symmetry_samples: int = field(
         default=1,
         metadata={
@@ -489,6 +497,11 @@ def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
             raise ValueError(f"epochs_to_use={config.epochs_to_use} leaves no rows in the {split} split.")
         vectors[split] = processor.networks_to_vectors(rows.with_format("torch")["weights"][:])
         targets[split] = np.array([np.nan if v is None else v for v in rows[config.probe_target]], dtype=np.float64)
+    if config.canonical:
+        # The canonical form acts on raw weights (before normalisation, which it would not commute with); training
+        # and the quick probe see the hard form, embeddings the blended views (embeddings.embed_vectors).
+        processor.set_canonical(zoo_activation(zoo_info, required=False))
+        vectors = {split: processor.canonicalize(values) for split, values in vectors.items()}
     if config.processor is None and config.normalize:
         processor.fit_normalization(vectors["train"])
     return ZooTensors(vectors, targets, processor, zoo_info)
