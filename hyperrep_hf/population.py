@@ -24,7 +24,9 @@ the step structure); the zoo builder groups a recipe's networks accordingly.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -282,23 +284,24 @@ class Population:
             epoch: 1-based epoch number (seeds the data order).
             dropout_seed: Seeds this epoch's dropout noise.
         """
-        num_examples = images.shape[0]
-        order = torch.stack([data_order(c.seed, epoch, num_examples) for c in self.configs]).to(self.device)
-        generator = torch.Generator(device=self.device).manual_seed(dropout_seed)
-        flat_images = images.reshape(num_examples, -1)  # index_select on rows is several times faster than x[idx]
-        for start in range(0, num_examples, self.batch_size):
-            batch_index = order[:, start : start + self.batch_size]  # (N, B)
-            batch = batch_index.shape[1]
-            batch_images = flat_images.index_select(0, batch_index.reshape(-1)).view(
-                self.size, batch, *images.shape[1:]
-            )
-            batch_labels = labels.index_select(0, batch_index.reshape(-1)).view(self.size, batch)
-            logits = self.forward(batch_images, generator)
-            # Sum over networks of each network's mean loss: network n's gradient is that of its own loss alone.
-            # (classes in dim 1: much faster than flattening to (N·B, classes) for few classes)
-            loss = F.cross_entropy(logits.transpose(1, 2), batch_labels, reduction="none").mean(dim=1).sum()
-            (gradient,) = torch.autograd.grad(loss, [self.flat_parameters])
-            self._step(gradient)
+        with self._suggest_chunk_size("training"):
+            num_examples = images.shape[0]
+            order = torch.stack([data_order(c.seed, epoch, num_examples) for c in self.configs]).to(self.device)
+            generator = torch.Generator(device=self.device).manual_seed(dropout_seed)
+            flat_images = images.reshape(num_examples, -1)  # index_select on rows is several times faster than x[idx]
+            for start in range(0, num_examples, self.batch_size):
+                batch_index = order[:, start : start + self.batch_size]  # (N, B)
+                batch = batch_index.shape[1]
+                batch_images = flat_images.index_select(0, batch_index.reshape(-1)).view(
+                    self.size, batch, *images.shape[1:]
+                )
+                batch_labels = labels.index_select(0, batch_index.reshape(-1)).view(self.size, batch)
+                logits = self.forward(batch_images, generator)
+                # Sum over networks of each network's mean loss: network n's gradient is that of its own loss alone.
+                # (classes in dim 1: much faster than flattening to (N·B, classes) for few classes)
+                loss = F.cross_entropy(logits.transpose(1, 2), batch_labels, reduction="none").mean(dim=1).sum()
+                (gradient,) = torch.autograd.grad(loss, [self.flat_parameters])
+                self._step(gradient)
 
     @torch.no_grad()
     def _step(self, gradient: torch.Tensor) -> None:
@@ -341,20 +344,21 @@ class Population:
         Returns:
             ``loss``, ``accuracy``: (N,); ``f1``: (N, num_classes). Non-finite where a network diverged.
         """
-        batch = self._evaluation_batch_size()
-        total_loss = torch.zeros(self.size, device=self.device)
-        predictions = []
-        for start in range(0, images.shape[0], batch):
-            chunk = images[start : start + batch]
-            logits = self.forward(chunk, shared=True)
-            target = labels[start : start + batch]
-            loss = F.cross_entropy(logits.flatten(0, 1), target.repeat(self.size), reduction="none").view(
-                self.size, -1
-            )
-            total_loss += loss.sum(dim=1)
-            predictions.append(logits.argmax(dim=2))
-        predicted = torch.cat(predictions, dim=1)  # (N, num_examples)
-        correct = predicted == labels.unsqueeze(0)
+        with self._suggest_chunk_size("evaluating"):
+            batch = self._evaluation_batch_size()
+            total_loss = torch.zeros(self.size, device=self.device)
+            predictions = []
+            for start in range(0, images.shape[0], batch):
+                chunk = images[start : start + batch]
+                logits = self.forward(chunk, shared=True)
+                target = labels[start : start + batch]
+                loss = F.cross_entropy(logits.flatten(0, 1), target.repeat(self.size), reduction="none").view(
+                    self.size, -1
+                )
+                total_loss += loss.sum(dim=1)
+                predictions.append(logits.argmax(dim=2))
+            predicted = torch.cat(predictions, dim=1)  # (N, num_examples)
+            correct = predicted == labels.unsqueeze(0)
         f1 = torch.empty(self.size, num_classes, device=self.device)
         for label in range(num_classes):
             predicted_k, actual_k = predicted == label, (labels == label).unsqueeze(0)
@@ -364,10 +368,30 @@ class Population:
             f1[:, label] = torch.where(denominator > 0, 2 * true_positive / denominator.clamp(min=1), 0.0)
         return {"loss": total_loss / images.shape[0], "accuracy": correct.float().mean(dim=1), "f1": f1}
 
+    @contextlib.contextmanager
+    def _suggest_chunk_size(self, doing: str) -> Iterator[None]:
+        """Turns running out of memory into an error that says how to train fewer networks at once."""
+        try:
+            yield
+        except RuntimeError as error:
+            text = str(error)
+            if not isinstance(error, torch.OutOfMemoryError) and "can't allocate memory" not in text:
+                raise
+            raise torch.OutOfMemoryError(
+                f"Out of memory {doing} {self.size} networks of {self.spec.name!r} at once on {self.device}: train "
+                f"fewer at once, e.g. `hyperrep zoo build … --chunk-size {max(1, self.size // 2)}` (or a recipe's "
+                f"chunk_size). The zoo is the same whatever the chunk size. ({text.splitlines()[0] if text else ''})"
+            ) from error
+
     def _evaluation_batch_size(self) -> int:
         """Examples per evaluation chunk, keeping the largest activation near 2**25 floats (~128 MB)."""
         largest = max(math.prod(layer.output_shape) for layer in self.spec.parameter_layers)
         largest = max(largest, math.prod(self.spec.input_shape))
+        if self.engine == "unfold":  # the im2col matrix: fan-in × output positions per example
+            largest = max(
+                [largest]
+                + [layer.fan_in * math.prod(layer.output_shape[1:]) for layer in self.spec.parameter_layers[1:]]
+            )
         return max(1, 2**25 // (self.size * largest))
 
     # ---------------------------------------------------------------- state

@@ -202,3 +202,19 @@ def test_dropout_is_active_in_training_only():
     assert torch.equal(population.forward(inputs), population.forward(inputs))
     noisy = population.forward(inputs, torch.Generator().manual_seed(0))
     assert not torch.allclose(noisy, population.forward(inputs))
+
+
+def test_out_of_memory_suggests_chunk_size(monkeypatch):
+    population = Population(MNIST_CNN, [NetworkConfig(seed=s, batch_size=4) for s in range(6)])
+    images, labels = _random_data(MNIST_CNN, 8)
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(population, "forward", exhausted)
+    for call in (lambda: population.train_epoch(images, labels, 1), lambda: population.evaluate(images, labels, 10)):
+        with pytest.raises(torch.OutOfMemoryError, match=r"6 networks .* --chunk-size 3.*Tried to allocate"):
+            call()
+    monkeypatch.setattr(population, "forward", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match=r"^shape mismatch$"):  # other errors pass through untouched
+        population.train_epoch(images, labels, 1)
