@@ -160,6 +160,9 @@ class Population:
         self.learning_rate, self.weight_decay, self.dropout = (
             t.to(self.device) for t in (self.learning_rate, self.weight_decay, self.dropout)
         )
+        # Decided once on the host: a device tensor's `.any()` in the step would wait for the device every step.
+        self._any_dropout = any(c.dropout > 0 for c in configs)
+        self._any_weight_decay = any(c.weight_decay > 0 for c in configs)
         self.step_count = 0
         self.first_moment = torch.zeros_like(self.flat_parameters)
         self.second_moment = torch.zeros_like(self.flat_parameters)
@@ -253,7 +256,7 @@ class Population:
         self, hidden: torch.Tensor, layout: str, num_networks: int, generator: torch.Generator
     ) -> torch.Tensor:
         """Inverted dropout with each network's own rate; the noise is :func:`dropout_noise`, whatever the layout."""
-        if not bool((self.dropout > 0).any()):
+        if not self._any_dropout:
             return hidden
         if layout == "nhwc":  # (N, B, H, W, C)
             feature_shape = (hidden.shape[-1], *hidden.shape[2:4])
@@ -312,7 +315,7 @@ class Population:
         """
         self.step_count += 1
         parameter = self.flat_parameters
-        if bool((self.weight_decay > 0).any()):
+        if self._any_weight_decay:
             gradient = gradient + self.weight_decay.unsqueeze(1) * parameter
         learning_rate = self.learning_rate.unsqueeze(1)
         if self.optimizer == "adam":
