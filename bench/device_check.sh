@@ -37,7 +37,7 @@ step() {  # step NAME SECONDS COMMAND...
 }
 
 step 00_info 60 sh -c "nvidia-smi; $PY -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(), torch.backends.cudnn.version())'"
-step 01_unit_tests 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_population.py
+step 01_unit_tests 150 "$PY" -m pytest -q -p no:cacheprovider -m "gpu or not gpu" tests/test_population.py
 step 02_device_correctness 120 "$PY" bench/check_population_device.py --device cuda
 # the headline: 1000 CNNs at batch 10, 3000 training images (300 steps) per timed epoch, 3 interleaved repeats
 step 03_bench_1000 240 "$PY" bench/bench_population.py --device cuda --networks 1000 --images 3000 --eval-images 750 \

@@ -387,7 +387,11 @@ class Population:
             ) from error
 
     def _evaluation_batch_size(self) -> int:
-        """Examples per evaluation chunk, keeping the largest activation near 2**25 floats (~128 MB)."""
+        """Examples per evaluation chunk, keeping the largest activation near 2**25 floats (~128 MB) on the CPU.
+
+        On a CUDA device, up to 2**29 floats (2 GB) or an eighth of the free memory, whichever is less: larger
+        chunks mean fewer kernel launches, which is what bounds a GPU on these small networks.
+        """
         largest = max(math.prod(layer.output_shape) for layer in self.spec.parameter_layers)
         largest = max(largest, math.prod(self.spec.input_shape))
         if self.engine == "unfold":  # the im2col matrix: fan-in × output positions per example
@@ -395,7 +399,11 @@ class Population:
                 [largest]
                 + [layer.fan_in * math.prod(layer.output_shape[1:]) for layer in self.spec.parameter_layers[1:]]
             )
-        return max(1, 2**25 // (self.size * largest))
+        budget = 2**25
+        if self.device.type == "cuda":
+            free_bytes, _ = torch.cuda.mem_get_info(self.device)
+            budget = max(budget, min(2**29, free_bytes // 4 // 8))
+        return max(1, budget // (self.size * largest))
 
     # ---------------------------------------------------------------- state
 

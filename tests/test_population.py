@@ -218,3 +218,19 @@ def test_out_of_memory_suggests_chunk_size(monkeypatch):
     monkeypatch.setattr(population, "forward", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
     with pytest.raises(RuntimeError, match=r"^shape mismatch$"):  # other errors pass through untouched
         population.train_epoch(images, labels, 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("engine", CONV_ENGINES)
+def test_engines_on_cuda_match_the_cpu(engine):
+    """Two epochs (Adam, weight decay) on the device vs the CPU; TF32 convolutions allowed (‖Δ‖/‖ref‖ < 2e-3)."""
+    images, labels = _random_data(MNIST_CNN, 30, seed=21)
+    configs = [NetworkConfig(seed=s, weight_decay=1e-3 * (s % 2), batch_size=10) for s in range(6)]
+    expected = _train_population(MNIST_CNN, configs, images, labels, epochs=2, engine="grouped").flat_weights()
+    population = Population(MNIST_CNN, configs, "cuda", engine=engine)
+    for epoch in (1, 2):
+        population.train_epoch(images.cuda(), labels.cuda(), epoch, dropout_seed=epoch)
+    weights = population.flat_weights()
+    assert torch.isfinite(weights).all()
+    assert ((weights - expected).norm() / expected.norm()).item() < 2e-3
