@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One prepared run for a lent GPU (issue 13): correctness first, then the engines side by side.
 #
-#   run(command="bash bench/device_check.sh", timeout_s=540)      # nothing to carry: only torch is needed
+#   run(command="bash bench/device_check.sh", timeout_s=560)      # nothing to carry: only torch is needed
+#
+# Expected ≈ 5 minutes of the 15 (the grouped baseline is the slow part: ~108 ms a step). Everything lands in ONE
+# file, $OUT/device_check_logs.tgz, re-packed after every step, so a run cut short still returns what it did.
 #
 # The device image has torch but not `datasets`/`mlxtend` (shared/HF_NOTES.md), so the package's __init__ (which
 # imports the zoo builder) cannot load there; the population engine needs only networks.py + population.py, which
@@ -16,7 +19,8 @@
 # grouped engine measured 92 k (108 ms a step) on an H200 at 61731fc.
 set -u
 OUT=${OUT:-/tmp/device_check_out}
-LOGS=$OUT/logs
+mkdir -p "$OUT"
+LOGS=$(mktemp -d)/device_check
 mkdir -p "$LOGS"
 SHIM=$(mktemp -d)/shim
 mkdir -p "$SHIM/hyperrep_hf"
@@ -34,21 +38,22 @@ step() {  # step NAME SECONDS COMMAND...
     local rc=$?
     echo "rc=$rc seconds=$((SECONDS - started))" >>"$LOGS/$name.log"
     tail -n 4 "$LOGS/$name.log"
+    tar czf "$OUT/device_check_logs.tgz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"
 }
 
-step 00_info 60 sh -c "nvidia-smi; $PY -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(), torch.backends.cudnn.version())'"
-step 01_unit_tests 150 "$PY" -m pytest -q -p no:cacheprovider -m "gpu or not gpu" tests/test_population.py
-step 02_device_correctness 120 "$PY" bench/check_population_device.py --device cuda
-# the headline: 1000 CNNs at batch 10, 3000 training images (300 steps) per timed epoch, 3 interleaved repeats
-step 03_bench_1000 240 "$PY" bench/bench_population.py --device cuda --networks 1000 --images 3000 --eval-images 750 \
-    --repeats 3 --out "$OUT/population_cuda.json"
+step 00_info 30 sh -c "nvidia-smi; $PY -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(), torch.backends.cudnn.version())'"
+step 01_unit_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m "gpu or not gpu" tests/test_population.py
+step 02_device_correctness 90 "$PY" bench/check_population_device.py --device cuda
+# the headline: 1000 CNNs at batch 10, 1000 training images (100 steps) per timed epoch, 2 interleaved repeats
+step 03_bench_1000 200 "$PY" bench/bench_population.py --device cuda --networks 1000 --images 1000 --eval-images 500 \
+    --repeats 2 --out "$LOGS/population_cuda.json"
 # the MNIST-HYP case: dropout active (one noise draw per layer and step)
-step 04_bench_dropout 120 "$PY" bench/bench_population.py --device cuda --networks 1000 --images 1000 --eval-images 250 \
-    --repeats 2 --dropout 0.5 --engines channels_last unfold --out "$OUT/population_cuda_dropout.json"
+step 04_bench_dropout 90 "$PY" bench/bench_population.py --device cuda --networks 1000 --images 500 --eval-images 250 \
+    --repeats 2 --dropout 0.5 --engines channels_last unfold --out "$LOGS/population_cuda_dropout.json"
 # a larger population per chunk: does the chip fill up further?
-step 05_bench_4000 120 "$PY" bench/bench_population.py --device cuda --networks 4000 --images 1000 --eval-images 250 \
-    --repeats 2 --engines unfold channels_last --out "$OUT/population_cuda_4000.json"
-step 06_profile 90 "$PY" - <<'PYEOF'
+step 05_bench_4000 90 "$PY" bench/bench_population.py --device cuda --networks 4000 --images 500 --eval-images 250 \
+    --repeats 2 --engines unfold --out "$LOGS/population_cuda_4000.json"
+step 06_profile 60 "$PY" - <<'PYEOF'
 import torch
 from torch.profiler import ProfilerActivity, profile
 from hyperrep_hf.networks import MNIST_CNN
@@ -63,9 +68,8 @@ with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
     torch.cuda.synchronize()
 print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30))
 PYEOF
-tar czf "$OUT/device_check_logs.tgz" -C "$OUT" logs $(cd "$OUT" && ls population_cuda*.json 2>/dev/null)
 echo "== summary"
-for f in "$OUT"/population_cuda*.json; do
+for f in "$LOGS"/population_cuda*.json; do
     [ -f "$f" ] && "$PY" -c "
 import json, sys
 d = json.load(open(sys.argv[1])); c = d['cases'][0]
