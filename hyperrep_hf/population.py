@@ -1,10 +1,17 @@
 """Population training: N networks of one family trained at once, each as if it were trained alone.
 
-Every parameter of the family is stored *stacked*: a (N, out, in) tensor for a linear weight, (N·out, in, k, k)
-for a conv weight. One forward pass runs all N networks with batched kernels:
+Every parameter of the family is stored *stacked* in one (N, num_parameters) tensor; each layer's weight is a
+(N, *shape) view of it. One forward pass runs all N networks with batched kernels. Two engines compute the same
+function (tests/test_population.py checks both against the plain module):
 
-    linear   x: (N, B, in)            ── baddbmm ──►  (N, B, out)
-    conv     x: (B, N·C, H, W)        ── conv2d(groups=N) ──►  (B, N·out, H', W')
+    linear             x: (N, B, in)          ── baddbmm ──►  (N, B, out)
+    conv, "unfold"     x: (N, B, H, W, C)     ── im2col view → (N, B·H'·W', C·k·k) ── baddbmm ──►  (N, B, H', W', out)
+    conv, "grouped"    x: (B, N·C, H, W)      ── conv2d(groups=N) ──►  (B, N·out, H', W')
+
+``"unfold"`` (the default) keeps every network's feature maps channels-last, so one strided copy builds the
+patch matrix and one batched matrix product per layer (and two in the backward pass) serves all N networks;
+pooling runs on the same memory as a channels-last ``max_pool2d``. ``"grouped"`` is the previous engine, kept
+as the benchmark's baseline.
 
 Each network keeps its own seed, initialisation, data order, learning rate, weight decay and dropout rate; the
 optimizers below are written over stacked tensors with per-network hyper-parameters and follow
@@ -17,7 +24,9 @@ the step structure); the zoo builder groups a recipe's networks accordingly.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -26,6 +35,7 @@ import torch.nn.functional as F
 from .networks import ACTIVATIONS, INITS, NetworkSpec, init_parameters
 
 OPTIMIZERS = ("adam", "sgd")
+ENGINES = ("auto", "channels_last", "unfold", "grouped")
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 SGD_MOMENTUM = 0.9
@@ -103,18 +113,31 @@ class Population:
         spec: The network family.
         configs: One configuration per network; activation, optimizer and batch size must agree.
         device: Where the stacked parameters live.
+        engine: How convolutions run (all compute the same function): ``"channels_last"`` (``conv2d(groups=N)`` on
+            channels-last memory), ``"unfold"`` (im2col + batched matrix products), ``"grouped"`` (``conv2d(groups=N)``
+            on contiguous memory: the previous engine, the benchmark's baseline) or ``"auto"``:
+            :func:`default_engine` for the device.
     """
 
-    def __init__(self, spec: NetworkSpec, configs: list[NetworkConfig], device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        configs: list[NetworkConfig],
+        device: str | torch.device = "cpu",
+        engine: str = "auto",
+    ) -> None:
         if not configs:
             raise ValueError("A population needs at least one network configuration.")
+        if engine not in ENGINES:
+            raise ValueError(f"Unknown population engine {engine!r}; expected one of {ENGINES}.")
+        self.device = torch.device(device)
+        self.engine = default_engine(self.device) if engine == "auto" else engine
         for key in ("activation", "optimizer", "batch_size"):
             values = {getattr(config, key) for config in configs}
             if len(values) > 1:
                 raise ValueError(f"All networks of a population must share {key}; got {sorted(values)}.")
         self.spec = spec
         self.configs = list(configs)
-        self.device = torch.device(device)
         self.activation = configs[0].activation
         self.optimizer = configs[0].optimizer
         self.batch_size = configs[0].batch_size
@@ -137,6 +160,9 @@ class Population:
         self.learning_rate, self.weight_decay, self.dropout = (
             t.to(self.device) for t in (self.learning_rate, self.weight_decay, self.dropout)
         )
+        # Decided once on the host: a device tensor's `.any()` in the step would wait for the device every step.
+        self._any_dropout = any(c.dropout > 0 for c in configs)
+        self._any_weight_decay = any(c.weight_decay > 0 for c in configs)
         self.step_count = 0
         self.first_moment = torch.zeros_like(self.flat_parameters)
         self.second_moment = torch.zeros_like(self.flat_parameters)
@@ -162,7 +188,8 @@ class Population:
         Args:
             inputs: (N, B, *input_shape), network n reads inputs[n]; or with ``shared`` (B, *input_shape), read
                 by every network (evaluation: the first layer then runs as one dense kernel, no copies).
-            dropout_generator: When given, dropout layers are active (training) and draw from it.
+            dropout_generator: When given, dropout layers are active (training) and draw from it (see
+                :func:`dropout_noise`; the generator must live on the population's device).
             shared: Whether ``inputs`` are shared by all networks.
 
         Returns:
@@ -172,14 +199,20 @@ class Population:
         batch = inputs.shape[0] if shared else inputs.shape[1]
         parameters = self.parameters
         hidden = inputs
-        # Layouts: "flat" (N, B, F); "conv" (B, N·C, H, W); "shared_flat" (B, F); "shared_conv" (B, C, H, W).
+        # Layouts: "flat" (N, B, F); "shared_flat" (B, F); unfold engine: "nhwc" (N, B, H, W, C), "shared_nhwc"
+        # (B, H, W, C); grouped engine: "grouped" (B, N·C, H, W), "shared_nchw" (B, C, H, W).
         if len(self.spec.input_shape) == 1:
             layout = "shared_flat" if shared else "flat"
+        elif self.engine == "unfold":
+            layout = "shared_nhwc" if shared else "nhwc"
+            hidden = inputs.movedim(-3, -1)
         elif shared:
-            layout = "shared_conv"
+            layout = "shared_nchw"
         else:
-            layout = "conv"
+            layout = "grouped"
             hidden = inputs.transpose(0, 1).reshape(batch, num_networks * inputs.shape[2], *inputs.shape[3:])
+        if self.engine == "channels_last" and layout in ("grouped", "shared_nchw"):
+            hidden = hidden.contiguous(memory_format=torch.channels_last)
         for index, layer in enumerate(self.spec.layers):
             if layer.kind == "linear":
                 weight = parameters[f"layers.{index}.weight"].transpose(1, 2)
@@ -191,37 +224,56 @@ class Population:
                     hidden = torch.bmm(hidden, weight)
                 else:
                     hidden = torch.baddbmm(bias, hidden, weight)
+            elif layer.kind == "conv" and layout in ("nhwc", "shared_nhwc"):
+                weight = parameters[f"layers.{index}.weight"]
+                bias = parameters[f"layers.{index}.bias"] if layer.bias else None
+                hidden = _conv_unfold(hidden, weight, bias, layer.stride, layer.padding, layout == "shared_nhwc")
+                layout = "nhwc"
             elif layer.kind == "conv":
                 weight = parameters[f"layers.{index}.weight"]
                 bias = parameters[f"layers.{index}.bias"].reshape(-1) if layer.bias else None
-                groups = 1 if layout == "shared_conv" else num_networks  # shared input: one dense conv
+                groups = 1 if layout == "shared_nchw" else num_networks  # shared input: one dense conv
                 hidden = F.conv2d(
                     hidden, weight.reshape(-1, *weight.shape[2:]), bias, layer.stride, layer.padding, groups=groups
                 )
-                layout = "conv"
-            elif layer.kind == "maxpool":
-                hidden = F.max_pool2d(hidden, layer.kernel_size)
-            elif layer.kind == "avgpool":
-                hidden = F.avg_pool2d(hidden, layer.kernel_size)
+                layout = "grouped"
+            elif layer.kind in ("maxpool", "avgpool"):
+                pool = F.max_pool2d if layer.kind == "maxpool" else F.avg_pool2d
+                hidden = (
+                    _pool_nhwc(hidden, pool, layer.kernel_size)
+                    if "nhwc" in layout
+                    else pool(hidden, layer.kernel_size)
+                )
             elif layer.kind in ("flatten", "gap"):
                 hidden, layout = _flatten(hidden, layout, layer.kind == "gap", num_networks)
             elif layer.kind == "act":
                 hidden = _activate(hidden, self.activation)
             elif layer.kind == "dropout" and dropout_generator is not None:
-                hidden = self._dropout(hidden, layout == "conv", num_networks, dropout_generator)
+                hidden = self._dropout(hidden, layout, num_networks, dropout_generator)
         return hidden
 
     def _dropout(
-        self, hidden: torch.Tensor, conv_layout: bool, num_networks: int, generator: torch.Generator
+        self, hidden: torch.Tensor, layout: str, num_networks: int, generator: torch.Generator
     ) -> torch.Tensor:
-        """Inverted dropout with each network's own rate."""
-        if not bool((self.dropout > 0).any()):
+        """Inverted dropout with each network's own rate; the noise is :func:`dropout_noise`, whatever the layout."""
+        if not self._any_dropout:
             return hidden
-        if conv_layout:  # (B, N·C, H, W): rate per channel block
-            keep = (1 - self.dropout).repeat_interleave(hidden.shape[1] // num_networks).view(1, -1, 1, 1)
+        if layout == "nhwc":  # (N, B, H, W, C)
+            feature_shape = (hidden.shape[-1], *hidden.shape[2:4])
+        elif layout == "grouped":  # (B, N·C, H, W)
+            feature_shape = (hidden.shape[1] // num_networks, *hidden.shape[2:])
         else:  # (N, B, F)
-            keep = (1 - self.dropout).view(-1, 1, 1)
-        noise = torch.rand(hidden.shape, generator=generator, device="cpu").to(hidden.device)
+            feature_shape = tuple(hidden.shape[2:])
+        batch = hidden.shape[0] if layout == "grouped" else hidden.shape[1]
+        noise = dropout_noise(generator, num_networks, batch, feature_shape, hidden.device)  # (N, B, C, H, W)
+        if layout == "nhwc":
+            noise = noise.movedim(2, -1)
+        elif layout == "grouped":  # (N, B, C, H, W) → (B, N·C, H, W) in hidden's memory format
+            noise = noise.permute(1, 3, 4, 0, 2).reshape(batch, *hidden.shape[2:], hidden.shape[1]).permute(0, 3, 1, 2)
+            noise = noise.contiguous(memory_format=_memory_format(hidden))
+        keep = (1 - self.dropout).view(-1, *[1] * (noise.dim() - 1))
+        if layout == "grouped":
+            keep = (1 - self.dropout).repeat_interleave(feature_shape[0]).view(1, -1, 1, 1)
         return hidden * (noise < keep) / keep
 
     # ---------------------------------------------------------------- training
@@ -235,23 +287,24 @@ class Population:
             epoch: 1-based epoch number (seeds the data order).
             dropout_seed: Seeds this epoch's dropout noise.
         """
-        num_examples = images.shape[0]
-        order = torch.stack([data_order(c.seed, epoch, num_examples) for c in self.configs]).to(self.device)
-        generator = torch.Generator().manual_seed(dropout_seed)
-        flat_images = images.reshape(num_examples, -1)  # index_select on rows is several times faster than x[idx]
-        for start in range(0, num_examples, self.batch_size):
-            batch_index = order[:, start : start + self.batch_size]  # (N, B)
-            batch = batch_index.shape[1]
-            batch_images = flat_images.index_select(0, batch_index.reshape(-1)).view(
-                self.size, batch, *images.shape[1:]
-            )
-            batch_labels = labels.index_select(0, batch_index.reshape(-1)).view(self.size, batch)
-            logits = self.forward(batch_images, generator)
-            # Sum over networks of each network's mean loss: network n's gradient is that of its own loss alone.
-            # (classes in dim 1: much faster than flattening to (N·B, classes) for few classes)
-            loss = F.cross_entropy(logits.transpose(1, 2), batch_labels, reduction="none").mean(dim=1).sum()
-            (gradient,) = torch.autograd.grad(loss, [self.flat_parameters])
-            self._step(gradient)
+        with self._suggest_chunk_size("training"):
+            num_examples = images.shape[0]
+            order = torch.stack([data_order(c.seed, epoch, num_examples) for c in self.configs]).to(self.device)
+            generator = torch.Generator(device=self.device).manual_seed(dropout_seed)
+            flat_images = images.reshape(num_examples, -1)  # index_select on rows is several times faster than x[idx]
+            for start in range(0, num_examples, self.batch_size):
+                batch_index = order[:, start : start + self.batch_size]  # (N, B)
+                batch = batch_index.shape[1]
+                batch_images = flat_images.index_select(0, batch_index.reshape(-1)).view(
+                    self.size, batch, *images.shape[1:]
+                )
+                batch_labels = labels.index_select(0, batch_index.reshape(-1)).view(self.size, batch)
+                logits = self.forward(batch_images, generator)
+                # Sum over networks of each network's mean loss: network n's gradient is that of its own loss alone.
+                # (classes in dim 1: much faster than flattening to (N·B, classes) for few classes)
+                loss = F.cross_entropy(logits.transpose(1, 2), batch_labels, reduction="none").mean(dim=1).sum()
+                (gradient,) = torch.autograd.grad(loss, [self.flat_parameters])
+                self._step(gradient)
 
     @torch.no_grad()
     def _step(self, gradient: torch.Tensor) -> None:
@@ -262,7 +315,7 @@ class Population:
         """
         self.step_count += 1
         parameter = self.flat_parameters
-        if bool((self.weight_decay > 0).any()):
+        if self._any_weight_decay:
             gradient = gradient + self.weight_decay.unsqueeze(1) * parameter
         learning_rate = self.learning_rate.unsqueeze(1)
         if self.optimizer == "adam":
@@ -294,20 +347,21 @@ class Population:
         Returns:
             ``loss``, ``accuracy``: (N,); ``f1``: (N, num_classes). Non-finite where a network diverged.
         """
-        batch = self._evaluation_batch_size()
-        total_loss = torch.zeros(self.size, device=self.device)
-        predictions = []
-        for start in range(0, images.shape[0], batch):
-            chunk = images[start : start + batch]
-            logits = self.forward(chunk, shared=True)
-            target = labels[start : start + batch]
-            loss = F.cross_entropy(logits.flatten(0, 1), target.repeat(self.size), reduction="none").view(
-                self.size, -1
-            )
-            total_loss += loss.sum(dim=1)
-            predictions.append(logits.argmax(dim=2))
-        predicted = torch.cat(predictions, dim=1)  # (N, num_examples)
-        correct = predicted == labels.unsqueeze(0)
+        with self._suggest_chunk_size("evaluating"):
+            batch = self._evaluation_batch_size()
+            total_loss = torch.zeros(self.size, device=self.device)
+            predictions = []
+            for start in range(0, images.shape[0], batch):
+                chunk = images[start : start + batch]
+                logits = self.forward(chunk, shared=True)
+                target = labels[start : start + batch]
+                loss = F.cross_entropy(logits.flatten(0, 1), target.repeat(self.size), reduction="none").view(
+                    self.size, -1
+                )
+                total_loss += loss.sum(dim=1)
+                predictions.append(logits.argmax(dim=2))
+            predicted = torch.cat(predictions, dim=1)  # (N, num_examples)
+            correct = predicted == labels.unsqueeze(0)
         f1 = torch.empty(self.size, num_classes, device=self.device)
         for label in range(num_classes):
             predicted_k, actual_k = predicted == label, (labels == label).unsqueeze(0)
@@ -317,11 +371,39 @@ class Population:
             f1[:, label] = torch.where(denominator > 0, 2 * true_positive / denominator.clamp(min=1), 0.0)
         return {"loss": total_loss / images.shape[0], "accuracy": correct.float().mean(dim=1), "f1": f1}
 
+    @contextlib.contextmanager
+    def _suggest_chunk_size(self, doing: str) -> Iterator[None]:
+        """Turns running out of memory into an error that says how to train fewer networks at once."""
+        try:
+            yield
+        except RuntimeError as error:
+            text = str(error)
+            if not isinstance(error, torch.OutOfMemoryError) and "can't allocate memory" not in text:
+                raise
+            raise torch.OutOfMemoryError(
+                f"Out of memory {doing} {self.size} networks of {self.spec.name!r} at once on {self.device}: train "
+                f"fewer at once, e.g. `hyperrep zoo build … --chunk-size {max(1, self.size // 2)}` (or a recipe's "
+                f"chunk_size). The zoo is the same whatever the chunk size. ({text.splitlines()[0] if text else ''})"
+            ) from error
+
     def _evaluation_batch_size(self) -> int:
-        """Examples per evaluation chunk, keeping the largest activation near 2**25 floats (~128 MB)."""
+        """Examples per evaluation chunk, keeping the largest activation near 2**25 floats (~128 MB) on the CPU.
+
+        On a CUDA device, up to 2**29 floats (2 GB) or an eighth of the free memory, whichever is less: larger
+        chunks mean fewer kernel launches, which is what bounds a GPU on these small networks.
+        """
         largest = max(math.prod(layer.output_shape) for layer in self.spec.parameter_layers)
         largest = max(largest, math.prod(self.spec.input_shape))
-        return max(1, 2**25 // (self.size * largest))
+        if self.engine == "unfold":  # the im2col matrix: fan-in × output positions per example
+            largest = max(
+                [largest]
+                + [layer.fan_in * math.prod(layer.output_shape[1:]) for layer in self.spec.parameter_layers[1:]]
+            )
+        budget = 2**25
+        if self.device.type == "cuda":
+            free_bytes, _ = torch.cuda.mem_get_info(self.device)
+            budget = max(budget, min(2**29, free_bytes // 4 // 8))
+        return max(1, budget // (self.size * largest))
 
     # ---------------------------------------------------------------- state
 
@@ -368,13 +450,93 @@ class Population:
         self.step_count = int(state["step_count"])
 
 
+def default_engine(device: torch.device) -> str:
+    """The engine ``engine="auto"`` picks: ``"unfold"`` on CUDA, ``"channels_last"`` elsewhere.
+
+    On the CPU, oneDNN's grouped convolution on channels-last memory beats both im2col (PyTorch's strided copies
+    cost more than the products) and contiguous grouped convolution (bench/results/population_cpu.json). On a GPU,
+    grouped convolution with a handful of channels per group is launch- and layout-bound (issue 13: 108 ms a step
+    for 1000 CNNs on an H200); batched matrix products are what the chip does well. bench/device_check.sh
+    measures all engines there.
+    """
+    return "unfold" if device.type == "cuda" else "channels_last"
+
+
+def _memory_format(tensor: torch.Tensor) -> torch.memory_format:
+    if tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def dropout_noise(
+    generator: torch.Generator, num_networks: int, batch: int, feature_shape: tuple[int, ...], device: torch.device
+) -> torch.Tensor:
+    """The uniform noise of one dropout layer in one step: (N, B, *feature_shape), in the plain module's layout.
+
+    Network n, example b, feature f is dropped when ``noise[n, b, f] >= 1 - rate_n``. One draw per layer and step
+    from the population's generator, whatever the engine, so both engines drop the same units.
+    """
+    return torch.rand((num_networks, batch, *feature_shape), generator=generator, device=device)
+
+
+def _conv_unfold(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int, shared: bool
+) -> torch.Tensor:
+    """Convolution of every network as im2col + one batched matrix product, channels-last.
+
+    Args:
+        hidden: (N, B, H, W, C), or (B, H, W, C) when every network reads the same input.
+        weight: (N, out, C, k, k).
+        bias: (N, out) or None.
+        stride: Convolution stride.
+        padding: Zero padding on each side.
+        shared: Whether ``hidden`` is one input read by every network.
+
+    Returns:
+        (N, B, H', W', out).
+    """
+    num_networks, out, kernel = weight.shape[0], weight.shape[1], weight.shape[-1]
+    if padding:
+        hidden = F.pad(hidden, (0, 0, padding, padding, padding, padding))
+    height_dim = hidden.dim() - 3
+    # (…, H', W', C, k, k): a strided view; the reshape below is the only copy (the im2col matrix).
+    patches = hidden.unfold(height_dim, kernel, stride).unfold(height_dim + 1, kernel, stride)
+    out_height, out_width = patches.shape[height_dim], patches.shape[height_dim + 1]
+    if shared:  # one dense product for all networks: (B·H'·W', C·k·k) @ (C·k·k, N·out)
+        batch = hidden.shape[0]
+        columns = patches.reshape(batch * out_height * out_width, -1)
+        flat_weight = weight.reshape(num_networks * out, -1).t()
+        result = columns @ flat_weight if bias is None else torch.addmm(bias.reshape(-1), columns, flat_weight)
+        return result.view(batch, out_height, out_width, num_networks, out).movedim(3, 0)
+    batch = hidden.shape[1]
+    columns = patches.reshape(num_networks, batch * out_height * out_width, -1)
+    flat_weight = weight.reshape(num_networks, out, -1).transpose(1, 2)
+    if bias is None:
+        result = torch.bmm(columns, flat_weight)
+    else:
+        result = torch.baddbmm(bias.unsqueeze(1), columns, flat_weight)
+    return result.view(num_networks, batch, out_height, out_width, out)
+
+
+def _pool_nhwc(hidden: torch.Tensor, pool, kernel: int) -> torch.Tensor:
+    """Max/avg pooling (kernel = stride) of (N, B, H, W, C) maps, as a channels-last 2-D pooling of N·B images."""
+    num_networks, batch, height, width, channels = hidden.shape
+    images = hidden.reshape(num_networks * batch, height, width, channels).permute(0, 3, 1, 2)
+    pooled = pool(images, kernel)  # channels-last in, channels-last out
+    return pooled.permute(0, 2, 3, 1).reshape(num_networks, batch, pooled.shape[2], pooled.shape[3], channels)
+
+
 def _flatten(hidden: torch.Tensor, layout: str, pool: bool, num_networks: int) -> tuple[torch.Tensor, str]:
     """Flattens (or globally average-pools) a feature map into the flat layout; returns the new tensor and layout."""
-    if layout == "conv":  # (B, N·C, H, W) → (N, B, C·H·W) or (N, B, C)
-        spatial = hidden.view(hidden.shape[0], num_networks, -1, *hidden.shape[2:])
+    if layout == "nhwc":  # (N, B, H, W, C) → (N, B, C·H·W) in the plain module's order, or (N, B, C)
+        return (hidden.mean(dim=(2, 3)) if pool else hidden.movedim(-1, 2).flatten(2)), "flat"
+    if layout == "shared_nhwc":  # (B, H, W, C) → (B, F)
+        return (hidden.mean(dim=(1, 2)) if pool else hidden.movedim(-1, 1).flatten(1)), "shared_flat"
+    if layout == "grouped":  # (B, N·C, H, W) → (N, B, C·H·W) or (N, B, C)
+        spatial = hidden.reshape(hidden.shape[0], num_networks, -1, *hidden.shape[2:])
         spatial = spatial.mean(dim=(3, 4)) if pool else spatial.flatten(2)
         return spatial.transpose(0, 1), "flat"
-    if layout == "shared_conv":  # (B, C, H, W) → (B, F)
+    if layout == "shared_nchw":  # (B, C, H, W) → (B, F)
         return (hidden.mean(dim=(2, 3)) if pool else hidden.flatten(1)), "shared_flat"
     return (hidden.mean(dim=(3, 4)) if pool else hidden.flatten(2)), layout
 
@@ -393,18 +555,54 @@ def _activate(hidden: torch.Tensor, name: str) -> torch.Tensor:
     return hidden
 
 
+class _ReplayedDropout(torch.nn.Module):
+    """``nn.Dropout`` whose noise is network ``index``'s slice of the population's joint draw (see train_alone)."""
+
+    def __init__(self, rate: float, index: int, size: int) -> None:
+        super().__init__()
+        self.rate, self.index, self.size = rate, index, size
+        self.generator: torch.Generator | None = None
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0:
+            return hidden
+        noise = dropout_noise(self.generator, self.size, hidden.shape[0], tuple(hidden.shape[1:]), hidden.device)
+        keep = 1 - self.rate
+        return hidden * (noise[self.index] < keep) / keep
+
+
 def train_alone(
-    spec: NetworkSpec, config: NetworkConfig, images: torch.Tensor, labels: torch.Tensor, epochs: int
+    spec: NetworkSpec,
+    config: NetworkConfig,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int,
+    dropout_replay: tuple[int, int] | None = None,
 ) -> torch.nn.Module:
     """Trains one network the ordinary way: a plain ``nn.Module`` and a ``torch.optim`` loop.
 
     The reference that population training must match (same initialisation, data order and optimizer), and
-    the one-at-a-time baseline of ``bench/bench_population.py``. Dropout layers are active when
-    ``config.dropout > 0`` but draw from the global RNG, so only dropout-free networks match exactly.
+    the one-at-a-time baseline of ``bench/bench_population.py``.
+
+    Args:
+        spec: The network family.
+        config: The network's configuration.
+        images: (num_examples, *input_shape).
+        labels: (num_examples,).
+        epochs: Epochs to train.
+        dropout_replay: ``(index, size)``: the dropout layers use the noise network ``index`` of a population of
+            ``size`` draws in :meth:`Population.train_epoch` with ``dropout_seed=epoch`` (the same function, so the
+            two can be compared exactly). None: plain ``nn.Dropout`` on the global RNG.
     """
     from .networks import make_module
 
     module = make_module(spec, config.activation, config.dropout)
+    replayed = []
+    if dropout_replay is not None:
+        for position, layer in enumerate(module.layers):
+            if isinstance(layer, torch.nn.Dropout):
+                module.layers[position] = _ReplayedDropout(config.dropout, *dropout_replay)
+                replayed.append(module.layers[position])
     initial = init_parameters(spec, config.init, torch.Generator().manual_seed(config.seed), config.bias_init)
     module.load_state_dict(initial)
     if config.optimizer == "adam":
@@ -426,6 +624,9 @@ def train_alone(
         )
     module.train()
     for epoch in range(1, epochs + 1):
+        generator = torch.Generator(device=images.device).manual_seed(epoch)
+        for layer in replayed:
+            layer.generator = generator
         order = data_order(config.seed, epoch, images.shape[0])
         for start in range(0, images.shape[0], config.batch_size):
             batch_index = order[start : start + config.batch_size]

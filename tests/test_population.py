@@ -2,7 +2,17 @@ import pytest
 import torch
 
 from hyperrep_hf.networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, flatten_state_dict
-from hyperrep_hf.population import NetworkConfig, Population, train_alone
+from hyperrep_hf.population import ENGINES, NetworkConfig, Population, default_engine, train_alone
+
+CONV_ENGINES = [engine for engine in ENGINES if engine != "auto"]
+# A CNN with every layer kind the engines lay out differently: padding, stride, both poolings, dropout after conv
+# and linear layers, flatten.
+CNN_WITH_DROPOUT = NetworkSpec.parse(
+    (2, 11, 11),
+    ["conv:5:3:p1", "maxpool:2", "act", "dropout", "conv:4:2:s2", "avgpool:1", "act", "dropout", "flatten",
+     "linear:7", "act", "dropout", "linear:3"],
+    name="cnn_with_dropout",
+)  # fmt: skip
 
 
 def _random_data(spec: NetworkSpec, num_examples: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -12,10 +22,10 @@ def _random_data(spec: NetworkSpec, num_examples: int, seed: int = 0) -> tuple[t
     return images, labels
 
 
-def _train_population(spec, configs, images, labels, epochs):
-    population = Population(spec, configs)
+def _train_population(spec, configs, images, labels, epochs, engine="auto"):
+    population = Population(spec, configs, engine=engine)
     for epoch in range(1, epochs + 1):
-        population.train_epoch(images, labels, epoch)
+        population.train_epoch(images, labels, epoch, dropout_seed=epoch)
     return population
 
 
@@ -43,18 +53,83 @@ def test_population_matches_networks_trained_alone_mlp(optimizer, learning_rate,
         torch.testing.assert_close(population.flat_weights()[index], expected, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("engine", CONV_ENGINES)
 @pytest.mark.parametrize("spec", [MNIST_CNN, SMALL_CNN_ZOO], ids=lambda s: s.name)
-def test_population_matches_networks_trained_alone_cnn(spec):
+def test_population_matches_networks_trained_alone_cnn(spec, engine):
     images, labels = _random_data(spec, 12)
     configs = [
         NetworkConfig(seed=seed, activation="relu", learning_rate=1e-3 * seed, batch_size=5, bias_init=0.01)
         for seed in (4, 5)
     ]
-    population = _train_population(spec, configs, images, labels, epochs=2)
+    population = _train_population(spec, configs, images, labels, epochs=2, engine=engine)
     for index, config in enumerate(configs):
         alone = train_alone(spec, config, images, labels, epochs=2)
         expected = flatten_state_dict(spec, alone.state_dict())
         torch.testing.assert_close(population.flat_weights()[index], expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("engine", CONV_ENGINES)
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_cnn_with_dropout_and_weight_decay_matches_networks_trained_alone(engine, optimizer):
+    """Each network its own seed, init, rate, learning rate and weight decay; dropout noise replayed exactly."""
+    images, labels = _random_data(CNN_WITH_DROPOUT, 14, seed=11)
+    inits = ["kaiming_uniform", "xavier_normal", "default", "normal"]
+    configs = [
+        NetworkConfig(
+            seed=seed,
+            activation="tanh",
+            init=inits[index],
+            optimizer=optimizer,
+            learning_rate=(3e-3 if optimizer == "adam" else 1e-2) * (1 + index),
+            weight_decay=[0.0, 1e-3, 1e-2, 1e-4][index],
+            dropout=[0.5, 0.0, 0.2, 0.7][index],
+            batch_size=4,
+            bias_init=0.01,
+        )
+        for index, seed in enumerate((3, 17, 8, 40))
+    ]
+    population = _train_population(CNN_WITH_DROPOUT, configs, images, labels, epochs=2, engine=engine)
+    for index, config in enumerate(configs):
+        alone = train_alone(CNN_WITH_DROPOUT, config, images, labels, epochs=2, dropout_replay=(index, len(configs)))
+        expected = flatten_state_dict(CNN_WITH_DROPOUT, alone.state_dict())
+        torch.testing.assert_close(population.flat_weights()[index], expected, atol=1e-5, rtol=1e-4)
+    # the replay is not vacuous: the same networks with the global RNG's dropout end elsewhere
+    unreplayed = flatten_state_dict(
+        CNN_WITH_DROPOUT, train_alone(CNN_WITH_DROPOUT, configs[0], images, labels, 2).state_dict()
+    )
+    assert not torch.allclose(population.flat_weights()[0], unreplayed, atol=1e-4)
+
+
+@pytest.mark.parametrize("spec", [MNIST_CNN, CNN_WITH_DROPOUT], ids=lambda s: s.name)
+def test_engines_compute_the_same_function(spec):
+    """Random weights, inputs and rates: every engine gives the same logits, gradients and evaluation."""
+    generator = torch.Generator().manual_seed(123)
+    configs = [NetworkConfig(seed=s, init="normal", dropout=0.3 * (s % 3), activation="gelu") for s in range(5)]
+    images = torch.randn(len(configs), 6, *spec.input_shape, generator=generator)
+    shared_images, shared_labels = _random_data(spec, 9, seed=7)
+    outputs = {}
+    for engine in CONV_ENGINES:
+        population = Population(spec, configs, engine=engine)
+        logits = population.forward(images, torch.Generator().manual_seed(5))
+        (gradient,) = torch.autograd.grad(logits.square().sum(), [population.flat_parameters])
+        metrics = population.evaluate(shared_images, shared_labels, spec.num_classes)
+        outputs[engine] = (logits.detach(), gradient, metrics["loss"], metrics["accuracy"])
+    reference = outputs.pop("grouped")
+    for engine, values in outputs.items():
+        # ‖a − b‖ / ‖b‖: single gradient entries are sums with cancellation, so elementwise tolerances would be
+        # noise; float32 reorderings land near 1e-7, a wrong index or mask far above 1e-5.
+        for name, value, expected in zip(("logits", "gradient", "loss", "accuracy"), values, reference, strict=True):
+            assert torch.isfinite(value).all()
+            error = ((value - expected).norm() / expected.norm()).item()
+            assert error < 1e-5, f"{engine} {name}: relative error {error:.2e}"
+
+
+def test_auto_engine_and_unknown_engine():
+    configs = [NetworkConfig(seed=1)]
+    assert Population(MNIST_CNN, configs).engine == default_engine(torch.device("cpu")) == "channels_last"
+    assert default_engine(torch.device("cuda")) == "unfold"
+    with pytest.raises(ValueError, match="engine 'fast'"):
+        Population(MNIST_CNN, configs, engine="fast")
 
 
 def test_evaluation_matches_plain_forward():
@@ -127,3 +202,35 @@ def test_dropout_is_active_in_training_only():
     assert torch.equal(population.forward(inputs), population.forward(inputs))
     noisy = population.forward(inputs, torch.Generator().manual_seed(0))
     assert not torch.allclose(noisy, population.forward(inputs))
+
+
+def test_out_of_memory_suggests_chunk_size(monkeypatch):
+    population = Population(MNIST_CNN, [NetworkConfig(seed=s, batch_size=4) for s in range(6)])
+    images, labels = _random_data(MNIST_CNN, 8)
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(population, "forward", exhausted)
+    for call in (lambda: population.train_epoch(images, labels, 1), lambda: population.evaluate(images, labels, 10)):
+        with pytest.raises(torch.OutOfMemoryError, match=r"6 networks .* --chunk-size 3.*Tried to allocate"):
+            call()
+    monkeypatch.setattr(population, "forward", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match=r"^shape mismatch$"):  # other errors pass through untouched
+        population.train_epoch(images, labels, 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("engine", CONV_ENGINES)
+def test_engines_on_cuda_match_the_cpu(engine):
+    """Two epochs (Adam, weight decay) on the device vs the CPU; TF32 convolutions allowed (‖Δ‖/‖ref‖ < 2e-3)."""
+    images, labels = _random_data(MNIST_CNN, 30, seed=21)
+    configs = [NetworkConfig(seed=s, weight_decay=1e-3 * (s % 2), batch_size=10) for s in range(6)]
+    expected = _train_population(MNIST_CNN, configs, images, labels, epochs=2, engine="grouped").flat_weights()
+    population = Population(MNIST_CNN, configs, "cuda", engine=engine)
+    for epoch in (1, 2):
+        population.train_epoch(images.cuda(), labels.cuda(), epoch, dropout_seed=epoch)
+    weights = population.flat_weights()
+    assert torch.isfinite(weights).all()
+    assert ((weights - expected).norm() / expected.norm()).item() < 2e-3
