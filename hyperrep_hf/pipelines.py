@@ -14,6 +14,10 @@
 
 The model folder must hold probe heads (``hyperrep evaluate`` writes them); :func:`predict_networks` is the
 library side of ``hyperrep predict MODEL FILE…``.
+
+This file travels to the Hub as remote code (``config.json``'s ``custom_pipelines``), so it only imports torch,
+numpy, transformers and flat sibling files: without hyperrep_hf installed,
+``pipeline("network-property-prediction", model="org/name", trust_remote_code=True)`` loads it from the repo.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .embeddings import embed_vectors, symmetry_transforms
-from .probe_heads import HyperRepProbeModel, ProbesNotFoundError, load_probe_heads
+from .modeling_hyperrep_probe import HyperRepProbeModel, ProbesNotFoundError, load_probe_heads, read_probe_index
 
 TASK = "network-property-prediction"
 
@@ -64,7 +68,9 @@ class NetworkPropertyPredictionPipeline(Pipeline):
                     "The encoder was not loaded from a folder, so its probe heads cannot be found: pass probes=... "
                     "or load the pipeline from a model folder evaluated with `hyperrep evaluate`."
                 )
-            self.zoo, probes = load_probe_heads(source, zoo)
+            # From a Hub repo: the probes of the very commit the encoder came from.
+            commit = None if os.path.isdir(source) else getattr(self.model.config, "_commit_hash", None)
+            self.zoo, probes = load_probe_heads(source, zoo, **({"revision": commit} if commit else {}))
         else:
             self.zoo = zoo
         self.probes = {target: head.to(self.device).eval() for target, head in probes.items()}
@@ -123,8 +129,17 @@ class NetworkPropertyPredictionPipeline(Pipeline):
                 f"and cannot predict for this input: {error}"
             ) from error
 
+    def embed(self, networks: Any) -> torch.Tensor:
+        """The hyper-representations the probes read: (batch, latent_dim) for a network or a list of them."""
+        networks = networks if _is_batch(networks) else [networks]
+        return self._embed(self.preprocess(networks)["vectors"])
+
+    def _embed(self, vectors: torch.Tensor) -> torch.Tensor:
+        # The one place where the pipeline turns raw flat vectors into z (library and remote code alike).
+        return embed_vectors(self.model, self.feature_extractor, vectors, self.transforms)
+
     def _forward(self, model_inputs: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-        embeddings = embed_vectors(self.model, self.feature_extractor, model_inputs["vectors"], self.transforms)
+        embeddings = self._embed(model_inputs["vectors"])
         # Plain dicts: the base class rebuilds ModelOutputs as untyped ones when it moves them to the CPU.
         return {target: dict(head(embeddings)) for target, head in self.probes.items()}
 
@@ -174,8 +189,6 @@ def make_prediction_pipeline(
         ProbesNotFoundError: The folder has no probes (telling to run ``hyperrep evaluate`` first).
     """
     from transformers import pipeline
-
-    from .probe_heads import read_probe_index
 
     read_probe_index(model_dir_or_repo)  # fails early, before the encoder is loaded, when there are no probes
     return pipeline(TASK, model=os.fspath(model_dir_or_repo), zoo=zoo, device=device)

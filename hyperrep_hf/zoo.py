@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .atomic import write_text_atomic
-from .cards import render_dataset_card
+from .cards import ACCURACY_PLOT, render_dataset_card, write_accuracy_plot
 from .data import load_image_dataset
 from .population import NetworkConfig, Population
 from .recipes import BuildOptions, ZooRecipe, select_networks
@@ -383,14 +383,22 @@ def _zoo_info(recipe, options, spec, data, configs, splits, dropped, epochs) -> 
     }
 
 
-def write_card(out_dir: Path) -> Path:
-    """(Re)writes the folder's README.md dataset card from every complete zoo's ``zoo_info.json``."""
+def local_zoo_infos(out_dir: Path) -> list[dict]:
+    """Every complete zoo's ``zoo_info.json`` with its final test accuracies and non-empty splits (for the card)."""
     infos = []
-    for info_path in sorted(out_dir.glob("*/zoo_info.json")):
+    for info_path in sorted(Path(out_dir).glob("*/zoo_info.json")):
         info = json.loads(info_path.read_text())
         info["final_test_accuracy"] = _final_accuracies(info_path.parent, info["epochs"])
         info["available_splits"] = [s for s in SPLITS if any(info_path.parent.glob(f"{s}-*.parquet"))]
         infos.append(info)
+    return infos
+
+
+def write_card(out_dir: Path) -> Path:
+    """(Re)writes the folder's README.md dataset card (and each zoo's accuracy plot) from every complete zoo."""
+    infos = local_zoo_infos(out_dir)
+    for info in infos:
+        write_accuracy_plot(Path(out_dir) / info["name"] / ACCURACY_PLOT, info["final_test_accuracy"], info["name"])
     card = render_dataset_card(infos)
     path = out_dir / "README.md"
     if path.is_file() and path.read_text() == card:

@@ -21,7 +21,6 @@ import re
 import sys
 import threading
 import time
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -173,7 +172,7 @@ class HubHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: HubHTTPServer
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args) -> None:
         pass
 
     # -- plumbing ------------------------------------------------------------------------------------------------
@@ -299,7 +298,10 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._paths_info(repo, rest[1], form.get("paths", []))
         if rest[:1] == ["refs"] and method == "GET":
             self._check_read(repo)
-            branches = [{"name": name, "ref": f"refs/heads/{name}", "targetCommit": sha} for name, sha in repo["branches"].items()]
+            branches = [
+                {"name": name, "ref": f"refs/heads/{name}", "targetCommit": sha}
+                for name, sha in repo["branches"].items()
+            ]
             return self._json({"branches": branches, "converts": [], "tags": []})
         if rest[:1] == ["preupload"] and method == "POST":
             self._check_write()
@@ -365,7 +367,11 @@ class HubHandler(BaseHTTPRequestHandler):
             return {"type": "directory", "oid": hashlib.sha1(path.encode()).hexdigest(), "size": 0, "path": path}
         item = {"type": "file", "oid": entry["oid"], "size": entry["size"], "path": path}
         if entry["lfs"]:
-            item["lfs"] = {"oid": entry["sha256"], "size": entry["size"], "pointerSize": entry.get("pointer_size", 134)}
+            item["lfs"] = {
+                "oid": entry["sha256"],
+                "size": entry["size"],
+                "pointerSize": entry.get("pointer_size", 134),
+            }
         return item
 
     def _tree(self, repo, revision, folder, query) -> None:

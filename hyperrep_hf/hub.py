@@ -1,0 +1,339 @@
+"""Publishing model and zoo folders to a Hub (``hyperrep push``) and checking what is pulled from one.
+
+```
+ model folder ──(config, weights, processor, probes/, eval/, card, remote code)──► one commit ──► model repo
+ zoo folder ──(<zoo>/*.parquet, <zoo>/zoo_info.json, plots, card merged with the repo's)──► one commit ──► dataset repo
+```
+
+A push is one ``HfApi.create_commit``: the Hub applies all of it or nothing, so a failed push (server error, revoked
+token) publishes nothing. ``HF_ENDPOINT`` and ``HF_TOKEN`` are honoured as by every HF library. Pulling needs no
+code here: ``AutoModel.from_pretrained(repo)``, ``AutoFeatureExtractor``, ``pipeline(..., model=repo)``,
+``load_dataset(repo, zoo)``; :func:`check_model_source` turns "this is not a hyperrep model" into a clear error.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .configuration_hyperrep import FORMAT_VERSION, HyperRepConfig
+
+MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+TRAINING_FOLDERS = ("checkpoints", "training_state")
+REMOTE_CODE_ENTRY_POINTS = ("modeling_hyperrep.py", "pipelines.py", "modeling_hyperrep_probe.py")
+PROBE_AUTO_MAP = {
+    "AutoConfig": "modeling_hyperrep_probe.HyperRepProbeConfig",
+    "AutoModel": "modeling_hyperrep_probe.HyperRepProbeModel",
+}
+PROCESSOR_AUTO_MAP = {"AutoFeatureExtractor": "processing_hyperrep.NeuronTokenProcessor"}
+MODEL_AUTO_MAP = {
+    "AutoConfig": "configuration_hyperrep.HyperRepConfig",
+    "AutoModel": "modeling_hyperrep.HyperRepModel",
+    "AutoModelForPreTraining": "modeling_hyperrep.HyperRepForPreTraining",
+}
+
+
+class PushError(RuntimeError):
+    """A push that cannot start (the folder is not publishable) or that the Hub refused (nothing was published)."""
+
+
+class NotAHyperRepRepoError(ValueError):
+    """A folder or repo that is not a hyperrep_hf model (another library, or a newer format)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Remote code
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def remote_code_files() -> dict[str, bytes]:
+    """The flat files a model repo needs to load without hyperrep_hf: file name → content.
+
+    The entry points (encoder, pipeline, probe heads) and every single-dot sibling they import, found the way
+    transformers finds them when it loads remote code, so the set follows the code as it changes.
+    """
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    package = Path(__file__).parent
+    files: dict[str, bytes] = {}
+    for entry in REMOTE_CODE_ENTRY_POINTS:
+        for path in [package / entry, *map(Path, get_relative_import_files(str(package / entry)))]:
+            files[path.name] = path.read_bytes()
+    return files
+
+
+def write_remote_code(model_dir: str | os.PathLike) -> list[Path]:
+    """Writes :func:`remote_code_files` into a model folder (the pipeline and its helpers next to the encoder)."""
+    written = []
+    for name, content in remote_code_files().items():
+        path = Path(model_dir) / name
+        if not path.is_file() or path.read_bytes() != content:
+            path.write_bytes(content)
+        written.append(path)
+    return written
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What a folder is
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def folder_kind(folder: str | os.PathLike) -> str:
+    """``"model"`` or ``"zoo"``.
+
+    Raises:
+        PushError: The folder does not exist, or is neither (naming what it holds and what was expected).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PushError(f"{folder} is not a folder.")
+    if (folder / "config.json").is_file():
+        return "model"
+    if any(folder.glob("*/zoo_info.json")):
+        return "zoo"
+    held = sorted(path.name for path in folder.iterdir())[:12]
+    raise PushError(
+        f"{folder} is neither a model folder (config.json + model.safetensors + preprocessor_config.json, written by "
+        "`hyperrep train`) nor a zoo folder (<zoo>/zoo_info.json + <zoo>/*.parquet, written by `hyperrep zoo build`); "
+        f"it holds: {', '.join(held) or 'nothing'}."
+    )
+
+
+def check_model_folder(folder: Path) -> None:
+    """A model folder ready to publish: a hyperrep encoder with processor, probe heads and card.
+
+    Raises:
+        PushError: Naming every missing piece and the command that makes it.
+    """
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("model_type") != HyperRepConfig.model_type:
+        raise PushError(
+            f"{folder}/config.json is a {config.get('model_type')!r} model, not a hyperrep_hf encoder (model_type "
+            f"'hyperrep'): push it with its own library."
+        )
+    missing = [name for name in MODEL_FILES if not (folder / name).is_file()]
+    if missing:
+        raise PushError(
+            f"{folder} lacks {', '.join(missing)}: not a complete encoder. A training run writes them at its end "
+            "(`hyperrep train CONFIG`); an interrupted run's last checkpoint is checkpoints/<step>/pretrained_model."
+        )
+    lacking = []
+    if not (folder / "probes" / "index.json").is_file():
+        lacking.append("probe heads (probes/index.json)")
+    if not (folder / "README.md").is_file():
+        lacking.append("a model card (README.md)")
+    if lacking:
+        raise PushError(
+            f"{folder} has no {' and no '.join(lacking)}. Run `hyperrep evaluate {folder} --zoo ZOO_DIR[:CONFIG] "
+            "--out DIR` first: it fits the probe heads, writes eval/ and the model card."
+        )
+
+
+def check_model_source(model_dir_or_repo: str | os.PathLike, **hub_kwargs: Any) -> dict:
+    """The config.json of a model folder or repo, checked to be a hyperrep_hf encoder this code can read.
+
+    Raises:
+        NotAHyperRepRepoError: Another library's model, or a newer model format (naming what was found).
+        OSError: The folder/repo has no config.json (transformers' message, naming the repo).
+    """
+    from transformers.utils import cached_file
+
+    source = os.fspath(model_dir_or_repo)
+    path = (
+        os.path.join(source, "config.json")
+        if os.path.isdir(source)
+        else cached_file(source, "config.json", **hub_kwargs)
+    )
+    config = json.loads(Path(path).read_text())
+    model_type = config.get("model_type")
+    if model_type != HyperRepConfig.model_type:
+        library = config.get("library_name") or ("transformers" if "transformers_version" in config else "unknown")
+        raise NotAHyperRepRepoError(
+            f"{source} holds a model of type {model_type!r} (library: {library}, architectures: "
+            f"{config.get('architectures')}), not a hyperrep_hf encoder (model_type 'hyperrep')."
+        )
+    version = config.get("hyperrep_format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise NotAHyperRepRepoError(
+            f"{source} was written in hyperrep_hf model format version {version!r}; this hyperrep_hf reads up to "
+            f"{FORMAT_VERSION}. Upgrade hyperrep_hf, or load it with trust_remote_code=True to use the repo's code."
+        )
+    return config
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pushing
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PushResult:
+    """What a push published."""
+
+    repo_id: str
+    repo_type: str
+    revision: str
+    commit_url: str
+    commit_oid: str
+    files: list[str]
+
+
+def _is_excluded(relative: str, include_checkpoints: bool) -> bool:
+    parts = relative.split("/")
+    if any(part.startswith(".") or part == "__pycache__" for part in parts):
+        return True
+    return not include_checkpoints and any(part in TRAINING_FOLDERS for part in parts[:-1])
+
+
+def _json_bytes(value: dict) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
+def model_operations(folder: Path, include_checkpoints: bool = False) -> dict[str, bytes | Path]:
+    """Path in repo → content (bytes) or local file, for a model folder.
+
+    The folder's files, minus checkpoints/ and training state (unless asked for), with the current remote code and
+    the ``auto_map`` / ``custom_pipelines`` entries that make it load without hyperrep_hf.
+    """
+    files: dict[str, bytes | Path] = {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_file() and not _is_excluded(relative, include_checkpoints):
+            files[relative] = path
+    files.update(remote_code_files())
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {**MODEL_AUTO_MAP, **(config.get("auto_map") or {})}
+    config["custom_pipelines"] = HyperRepConfig().to_dict()["custom_pipelines"]
+    config.setdefault("hyperrep_format_version", FORMAT_VERSION)
+    files["config.json"] = _json_bytes(config)
+    processor = json.loads((folder / "preprocessor_config.json").read_text())
+    processor["auto_map"] = {**(processor.get("auto_map") or {}), **PROCESSOR_AUTO_MAP}
+    files["preprocessor_config.json"] = _json_bytes(processor)
+    index = json.loads((folder / "probes" / "index.json").read_text())
+    probe_code = files["modeling_hyperrep_probe.py"]
+    for entry in index["probes"]:
+        probe_config = json.loads((folder / entry["path"] / "config.json").read_text())
+        probe_config["auto_map"] = {**(probe_config.get("auto_map") or {}), **PROBE_AUTO_MAP}
+        files[f"{entry['path']}/config.json"] = _json_bytes(probe_config)
+        files[f"{entry['path']}/modeling_hyperrep_probe.py"] = probe_code
+    return files
+
+
+def _zoo_operations(folder: Path) -> tuple[list[str], dict[str, bytes | Path]]:
+    zoos = sorted(path.parent.name for path in folder.glob("*/zoo_info.json"))
+    files: dict[str, bytes | Path] = {}
+    for zoo in zoos:
+        for path in sorted((folder / zoo).iterdir()):
+            if path.is_file() and not path.name.startswith(".") and path.suffix in (".parquet", ".json", ".png"):
+                files[f"{zoo}/{path.name}"] = path
+    return zoos, files
+
+
+def _remote_zoo_infos(api: Any, repo_id: str, revision: str, skip: set[str]) -> list[dict]:
+    """The zoo_info.json (+ final accuracies, splits) of every zoo already in a dataset repo, except ``skip``."""
+    import pyarrow.parquet as pq
+    from huggingface_hub import HfFileSystem, hf_hub_download
+
+    from .zoo import SPLITS
+
+    repo_files = api.list_repo_files(repo_id, repo_type="dataset", revision=revision)
+    file_system = HfFileSystem(endpoint=api.endpoint, token=api.token)
+    infos = []
+    for info_file in sorted(name for name in repo_files if fnmatch.fnmatch(name, "*/zoo_info.json")):
+        zoo = info_file.split("/")[0]
+        if zoo in skip or "/" in info_file[len(zoo) + 1 :]:
+            continue
+        path = hf_hub_download(
+            repo_id, info_file, repo_type="dataset", revision=revision, endpoint=api.endpoint, token=api.token
+        )
+        info = json.loads(Path(path).read_text())
+        shards = sorted(name for name in repo_files if name.startswith(f"{zoo}/") and name.endswith(".parquet"))
+        values: list[float] = []
+        for shard in shards:  # two columns, read by range requests, not the weights
+            with file_system.open(f"datasets/{repo_id}@{revision}/{shard}", "rb") as handle:
+                table = pq.read_table(handle, columns=["epoch", "test_accuracy"])
+            epochs = table.column("epoch").to_numpy()
+            values += table.column("test_accuracy").to_numpy()[epochs == info["epochs"]].tolist()
+        info["final_test_accuracy"] = values
+        info["available_splits"] = [s for s in SPLITS if any(name.startswith(f"{zoo}/{s}-") for name in shards)]
+        infos.append(info)
+    return infos
+
+
+def push(
+    folder: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    include_checkpoints: bool = False,
+    token: str | None = None,
+    endpoint: str | None = None,
+    progress: bool = True,
+) -> PushResult:
+    """Publishes a model folder (as a model repo) or a zoo folder (as a dataset repo) in one commit.
+
+    Args:
+        folder: A model folder (after ``hyperrep evaluate``) or a zoo folder (``hyperrep zoo build``).
+        repo_id: ``org/name`` on the Hub; created when missing.
+        private: Create the repo private.
+        revision: Branch to commit to (created from main when missing); default main.
+        include_checkpoints: Also publish checkpoints/ and training state of a training run folder.
+        token: Defaults to ``HF_TOKEN`` / the saved login.
+        endpoint: Defaults to ``HF_ENDPOINT`` / huggingface.co.
+        progress: Progress bars while hashing and uploading.
+
+    Raises:
+        PushError: The folder cannot be published (what is missing, which command makes it), or the Hub refused
+            the push (nothing was published).
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+    from tqdm.auto import tqdm
+
+    folder = Path(folder)
+    kind = folder_kind(folder)
+    repo_type = "model" if kind == "model" else "dataset"
+    api = HfApi(endpoint=endpoint, token=token)
+    branch = revision or "main"
+    deletions: list[str] = []
+    try:
+        if kind == "model":
+            check_model_folder(folder)
+            files = model_operations(folder, include_checkpoints)
+            message = f"Upload hyperrep_hf encoder {folder.resolve().name} with probe heads"
+        else:
+            zoos, files = _zoo_operations(folder)
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        if branch != "main":
+            api.create_branch(repo_id, branch=branch, repo_type=repo_type, exist_ok=True)
+        if kind == "zoo":
+            from .cards import render_dataset_card
+            from .zoo import local_zoo_infos
+
+            existing = api.list_repo_files(repo_id, repo_type="dataset", revision=branch)
+            deletions = sorted({name.split("/")[0] + "/" for name in existing if name.split("/")[0] in zoos})
+            infos = _remote_zoo_infos(api, repo_id, branch, skip=set(zoos)) + local_zoo_infos(folder)
+            files["README.md"] = render_dataset_card(sorted(infos, key=lambda info: info["name"])).encode()
+            message = f"Upload model zoo(s) {', '.join(zoos)}"
+        operations: list = [CommitOperationDelete(path_in_repo=name, is_folder=True) for name in deletions]
+        for name, content in tqdm(files.items(), desc="hashing", unit="file", disable=not progress or len(files) < 20):
+            operations.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=content))
+        commit = api.create_commit(
+            repo_id, operations, commit_message=message, repo_type=repo_type, revision=branch, num_threads=4
+        )
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else "?"
+        raise PushError(
+            f"The Hub at {api.endpoint} refused the push of {folder} to {repo_id} (HTTP {status}): "
+            f"{str(error).splitlines()[0]}. Nothing was published: a push is one commit. "
+            + ("Check HF_TOKEN (it may be revoked or lack write access). " if status in (401, 403) else "")
+        ) from error
+    except RuntimeError as error:  # huggingface_hub wraps failed LFS uploads in RuntimeError
+        if isinstance(error, PushError):
+            raise
+        raise PushError(f"Upload of {folder} to {repo_id} failed: {error}. Nothing was published.") from error
+    return PushResult(repo_id, repo_type, branch, commit.commit_url, commit.oid, sorted(files))
