@@ -196,9 +196,11 @@ def load_zoo_arrays(zoo: str | os.PathLike, max_rows: int | None = None, seed: i
 
 def load_encoder(model_dir: str | os.PathLike) -> tuple[torch.nn.Module, Any]:
     """The encoder (``HyperRepModel``, eval mode) and its ``NeuronTokenProcessor`` from a model folder or repo."""
+    from .hub import check_model_source
     from .modeling_hyperrep import HyperRepModel
     from .processing_hyperrep import NeuronTokenProcessor
 
+    check_model_source(model_dir)  # another library's repo or a newer format: a clear error, not a shape mismatch
     model = HyperRepModel.from_pretrained(os.fspath(model_dir)).eval()
     processor = NeuronTokenProcessor.from_pretrained(os.fspath(model_dir))
     return model, processor

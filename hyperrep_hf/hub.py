@@ -45,6 +45,10 @@ class NotAHyperRepRepoError(ValueError):
     """A folder or repo that is not a hyperrep_hf model (another library, or a newer format)."""
 
 
+class NotInCacheError(FileNotFoundError):
+    """A repo asked for with ``HF_HUB_OFFLINE=1`` that is not in the local cache."""
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Remote code
 # ----------------------------------------------------------------------------------------------------------------
@@ -143,11 +147,21 @@ def check_model_source(model_dir_or_repo: str | os.PathLike, **hub_kwargs: Any) 
     from transformers.utils import cached_file
 
     source = os.fspath(model_dir_or_repo)
-    path = (
-        os.path.join(source, "config.json")
-        if os.path.isdir(source)
-        else cached_file(source, "config.json", **hub_kwargs)
-    )
+    if os.path.isdir(source):
+        path = os.path.join(source, "config.json")
+    else:
+        try:
+            path = cached_file(source, "config.json", **hub_kwargs)
+        except OSError as error:
+            from huggingface_hub import constants
+
+            if not constants.HF_HUB_OFFLINE:
+                raise
+            raise NotInCacheError(
+                f"{source} is not a local folder and not in the Hub cache ({constants.HF_HUB_CACHE}), and "
+                "HF_HUB_OFFLINE=1 forbids downloading it. Run once with network access (or unset HF_HUB_OFFLINE), "
+                "or pass a local model folder."
+            ) from error
     config = json.loads(Path(path).read_text())
     model_type = config.get("model_type")
     if model_type != HyperRepConfig.model_type:

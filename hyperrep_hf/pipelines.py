@@ -61,6 +61,12 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         self, *args: Any, zoo: str | None = None, probes: Mapping[str, HyperRepProbeModel] | None = None, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
+        model_type = getattr(self.model.config, "model_type", None)
+        if model_type != "hyperrep":
+            raise ValueError(
+                f"{TASK} needs a hyperrep_hf encoder (model_type 'hyperrep'); "
+                f"{getattr(self.model, 'name_or_path', 'this model')} is a {model_type!r} model."
+            )
         if probes is None:
             source = getattr(self.model, "name_or_path", "") or getattr(self.model.config, "_name_or_path", "")
             if not source:

@@ -7,7 +7,8 @@ paths-info, resolve with revisions and Range), ``transformers`` (``from_pretrain
 
 Repos live in memory as commits (path → sha256 of the content); contents are stored once, by sha256, in a folder.
 A commit applies all of its operations or none. Failures a test needs can be switched on: ``fail_commits`` (the
-commit endpoint answers 500), ``revoked_tokens`` (tokens answered with 401, as after a revocation).
+commit endpoint answers 500), ``revoked_tokens`` (tokens answered with 401, as after a revocation),
+``revoke_after_upload`` (a token revoked in the middle of a push, after its first LFS upload).
 
 Run standalone (``python tests/hub_server.py ROOT``) it prints its URL and serves until killed.
 """
@@ -62,6 +63,7 @@ class LocalHub:
         self.lock = threading.Lock()
         self.fail_commits = False
         self.revoked_tokens: set[str] = set()
+        self.revoke_after_upload: str | None = None  # this token is revoked once an LFS upload has gone through
         self.requests: list[tuple[str, str]] = []
         self.url = ""
 
@@ -281,8 +283,12 @@ class HubHandler(BaseHTTPRequestHandler):
         namespace = payload.get("organization") or "user"
         repo_id = f"{namespace}/{payload['name']}"
         private = payload.get("visibility", "public") == "private" or bool(payload.get("private"))
-        self.server.hub.create_repo(repo_type, repo_id, private)
-        self._json({"url": f"{self.server.hub.url}/{URL_PREFIXES[repo_type]}{repo_id}", "name": repo_id})
+        url = f"{self.server.hub.url}/{URL_PREFIXES[repo_type]}{repo_id}"
+        try:
+            self.server.hub.create_repo(repo_type, repo_id, private)
+        except HubError as error:  # the Hub answers a conflict with the existing repo's url
+            return self._send(409, json.dumps({"error": error.message, "url": url}).encode())
+        self._json({"url": url, "name": repo_id})
 
     def _api(self, method, repo, repo_type, repo_id, rest, query, body) -> None:
         hub = self.server.hub
@@ -419,7 +425,10 @@ class HubHandler(BaseHTTPRequestHandler):
     def _lfs_put(self, oid: str, body: bytes) -> None:
         if hashlib.sha256(body).hexdigest() != oid:
             raise HubError(400, None, f"Uploaded content does not match its sha256 {oid}.")
-        self.server.hub.store(body)
+        hub = self.server.hub
+        hub.store(body)
+        if hub.revoke_after_upload:
+            hub.revoked_tokens.add(hub.revoke_after_upload)
         self._send(200, b"")
 
     def _resolve(self, repo: dict, revision: str, path: str) -> None:

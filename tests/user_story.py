@@ -26,10 +26,10 @@ if REMOTE:
 else:
     import hyperrep_hf  # noqa: F401 - registers the classes and the pipeline task
 
-import torch
-from safetensors.torch import load_file, save_file
-from transformers import AutoFeatureExtractor, AutoModel, pipeline
-from transformers.utils import cached_file
+import torch  # noqa: E402 - after the import hook, as a user's script would be
+from safetensors.torch import load_file, save_file  # noqa: E402
+from transformers import AutoFeatureExtractor, AutoModel, pipeline  # noqa: E402
+from transformers.utils import cached_file  # noqa: E402
 
 torch.set_num_threads(1)
 source, networks_path, out_dir = sys.argv[1], sys.argv[2], Path(sys.argv[3])
