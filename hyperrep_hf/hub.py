@@ -24,6 +24,7 @@ from .configuration_hyperrep import FORMAT_VERSION, HyperRepConfig
 
 MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 TRAINING_FOLDERS = ("checkpoints", "training_state")
+PUBLISHED_RECORD = ".hyperrep_hub.json"  # in a zoo folder after `hyperrep push`: where it was published
 REMOTE_CODE_ENTRY_POINTS = ("modeling_hyperrep.py", "pipelines.py", "modeling_hyperrep_probe.py")
 PROBE_AUTO_MAP = {
     "AutoConfig": "modeling_hyperrep_probe.HyperRepProbeConfig",
@@ -318,6 +319,9 @@ def push(
         if kind == "model":
             check_model_folder(folder)
             files = model_operations(folder, include_checkpoints)
+            card = _model_card(folder, repo_id, api.endpoint)
+            if card is not None:
+                files["README.md"] = card.encode()
             message = f"Upload hyperrep_hf encoder {folder.resolve().name} with probe heads"
         else:
             zoos, files = _zoo_operations(folder)
@@ -350,4 +354,25 @@ def push(
         if isinstance(error, PushError):
             raise
         raise PushError(f"Upload of {folder} to {repo_id} failed: {error}. Nothing was published.") from error
+    if kind == "zoo":  # so that a model evaluated on this folder names the published dataset in its card
+        record = {"endpoint": api.endpoint, "repo_id": repo_id, "zoos": zoos, "commit": commit.oid}
+        (folder / PUBLISHED_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return PushResult(repo_id, repo_type, branch, commit.commit_url, commit.oid, sorted(files))
+
+
+def _model_card(folder: Path, repo_id: str, endpoint: str) -> str | None:
+    """The model card re-rendered for the repo: its own id in the snippets, published zoos as Hub datasets."""
+    results = folder / "eval" / "results.json"
+    if not results.is_file():
+        return None
+    from .evaluation import render_model_card
+
+    evaluations = json.loads(results.read_text())["evaluations"]
+    dataset_ids = {}
+    for document in evaluations:
+        record_path = Path(document["zoo"]) / PUBLISHED_RECORD
+        if record_path.is_file():
+            record = json.loads(record_path.read_text())
+            if record.get("endpoint") == endpoint and document["config"] in record.get("zoos", []):
+                dataset_ids[document["zoo"]] = record["repo_id"]
+    return render_model_card(folder, evaluations, dataset_ids=dataset_ids, repo_id=repo_id)

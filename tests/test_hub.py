@@ -25,6 +25,7 @@ from tiny_models import make_evaluated_model, make_zoo
 from transformers import pipeline
 
 from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, NeuronTokenProcessor
+from hyperrep_hf.cli import main as cli_main
 from hyperrep_hf.hub import PushError, check_model_source, folder_kind, push
 from hyperrep_hf.recipes import BuildOptions
 
@@ -115,7 +116,7 @@ def test_a_model_folder_without_probes_and_card_names_both_and_the_command(tmp_p
     assert "probe heads (probes/index.json)" in message and "model card (README.md)" in message
     assert f"hyperrep evaluate {tmp_path}" in message
     (tmp_path / "model.safetensors").unlink()
-    with pytest.raises(PushError, match="lacks model.safetensors.*hyperrep train"):
+    with pytest.raises(PushError, match=r"lacks model.safetensors.*hyperrep train"):
         push(tmp_path, "org/x", endpoint="http://127.0.0.1:9", token=TOKEN)
 
 
@@ -206,17 +207,41 @@ def test_zoo_push_adds_a_config_and_keeps_the_others(local_hub, zoo_dir, tmp_pat
     assert {name: entry for name, entry in after.items() if name.startswith("tetris_hyp/")} == before
 
 
+def test_pushed_model_card_names_the_published_zoo_and_the_repo(local_hub, model_dir, zoo_dir, online):
+    from huggingface_hub import ModelCard
+
+    push_to(local_hub, zoo_dir, "org/card-zoos")
+    push_to(local_hub, model_dir, "org/card-model")
+    files = local_hub.files("model", "org/card-model")
+    card = ModelCard(local_hub.read(files["README.md"]["sha256"]).decode())
+    assert card.data.datasets == ["org/card-zoos"]
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "feature-extraction"
+    assert card.data.license == "mit" and "hyperrep_hf" in card.data.tags
+    results = card.data.eval_results
+    assert results and {result.dataset_type for result in results} == {"org/card-zoos"}
+    document = json.loads((model_dir / "eval" / "results.json").read_text())["evaluations"][0]
+    expected = {
+        (f"{r['target']} ({r['metric']})", round(float(r["value"]), 4))
+        for r in document["results"]
+        if r["method"] == "hyperrep" and r["split"] == "test" and r["value"] is not None
+    }
+    assert {(result.metric_name, result.metric_value) for result in results} == expected
+    assert 'pipeline("network-property-prediction", model="org/card-model", trust_remote_code=True)' in card.text
+    assert 'Sch{\\"u}rholt' in card.text or "Schürholt" in card.text
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Round trips: pull in fresh processes, with and without hyperrep_hf
 # ----------------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_model_round_trip_with_and_without_the_package(local_hub, model_dir, tmp_path):
-    environment = hub_environment(local_hub, tmp_path / "push_home")
-    pushed = run_python(["-m", "hyperrep_hf.cli", "push", str(model_dir), MODEL_REPO], environment, tmp_path)
-    assert pushed.returncode == 0, pushed.stderr[-3000:]
-    assert f"to model repo {MODEL_REPO}@main" in pushed.stdout
+def test_model_round_trip_with_and_without_the_package(local_hub, model_dir, tmp_path, online, monkeypatch, capsys):
+    # `hyperrep push` as a user runs it: endpoint and token from the environment (HF_ENDPOINT is read at import).
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", local_hub.url)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert cli_main(["push", str(model_dir), MODEL_REPO, "--quiet"]) == 0
+    assert f"to model repo {MODEL_REPO}@main" in capsys.readouterr().out
     networks = tmp_path / "networks.safetensors"
     vectors = torch.randn(4, 100, generator=torch.Generator().manual_seed(2)) * 0.3
     save_file({"vectors": vectors}, networks)
@@ -233,20 +258,18 @@ def test_model_round_trip_with_and_without_the_package(local_hub, model_dir, tmp
     assert torch.equal(library["tensors"]["z_bar"], local.embed(vectors))
     assert library["predictions"] == json.loads(json.dumps(local(vectors)))
 
-    # hyperrep predict with the repo id; then offline: the warm cache still serves it, a cold one fails fast.
+    # hyperrep predict with the repo id, offline: the cache the library story warmed serves it; a cold one fails fast.
     network_file = tmp_path / "network.safetensors"
-    save_file(
-        {"layers.1.weight": vectors[0, :80].reshape(5, 16), "layers.3.weight": vectors[0, 80:].reshape(4, 5)},
-        network_file,
+    weights = {"layers.1.weight": vectors[0, :80].reshape(5, 16), "layers.3.weight": vectors[0, 80:].reshape(4, 5)}
+    save_file(weights, network_file)
+    predicted = run_python(
+        ["-m", "hyperrep_hf.cli", "predict", MODEL_REPO, str(network_file)],
+        hub_environment(local_hub, tmp_path / "b", offline=True),
+        tmp_path,
     )
-    for offline in (False, True):
-        predicted = run_python(
-            ["-m", "hyperrep_hf.cli", "predict", MODEL_REPO, str(network_file)],
-            hub_environment(local_hub, tmp_path / "b", offline=offline),
-            tmp_path,
-        )
-        assert predicted.returncode == 0, predicted.stderr[-3000:]
-        assert json.loads(predicted.stdout)[0]["predictions"] == library["predictions"][0]
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    expected = local(vectors[:1])[0]  # one network per forward pass, as `hyperrep predict` of one file
+    assert json.loads(predicted.stdout)[0]["predictions"] == json.loads(json.dumps(expected))
     cold = run_python(
         ["-m", "hyperrep_hf.cli", "predict", MODEL_REPO, str(network_file)],
         hub_environment(local_hub, tmp_path / "cold", offline=True),

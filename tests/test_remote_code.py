@@ -156,5 +156,5 @@ def test_a_newer_model_format_is_refused_with_the_version(tmp_path):
     HyperRepConfig(d_model=16, num_attention_heads=2, intermediate_size=32, latent_dim=6).save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(config | {"hyperrep_format_version": 99}))
-    with pytest.raises(ValueError, match="format version 99.*reads up to version 1"):
+    with pytest.raises(ValueError, match=r"format version 99.*reads up to version 1"):
         HyperRepConfig.from_pretrained(tmp_path)

@@ -1,4 +1,4 @@
-"""What a user does with a published encoder, in a fresh Python: tokenise networks, embed them, run the probes, predict.
+"""What a user does with a published encoder, in a fresh Python: tokenise networks, embed, run the probes, predict.
 
     python -I tests/user_story.py SOURCE NETWORKS.safetensors OUT_DIR --remote-code|--library
 
