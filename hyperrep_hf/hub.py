@@ -305,6 +305,19 @@ def push(
         PushError: The folder cannot be published (what is missing, which command makes it), or the Hub refused
             the push (nothing was published).
     """
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    bars_were_disabled = are_progress_bars_disabled()
+    if not progress:
+        disable_progress_bars()
+    try:
+        return _push(folder, repo_id, private, revision, include_checkpoints, token, endpoint, progress)
+    finally:
+        if not progress and not bars_were_disabled:
+            enable_progress_bars()
+
+
+def _push(folder, repo_id, private, revision, include_checkpoints, token, endpoint, progress) -> PushResult:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import HfHubHTTPError
     from tqdm.auto import tqdm
@@ -315,6 +328,7 @@ def push(
     api = HfApi(endpoint=endpoint, token=token)
     branch = revision or "main"
     deletions: list[str] = []
+    parent_commit = None
     try:
         if kind == "model":
             check_model_folder(folder)
@@ -332,16 +346,24 @@ def push(
             from .cards import render_dataset_card
             from .zoo import local_zoo_infos
 
-            existing = api.list_repo_files(repo_id, repo_type="dataset", revision=branch)
+            # The card merges what is in the repo now: commit on top of exactly that state (else the Hub refuses).
+            parent_commit = api.repo_info(repo_id, repo_type="dataset", revision=branch).sha
+            existing = api.list_repo_files(repo_id, repo_type="dataset", revision=parent_commit)
             deletions = sorted({name.split("/")[0] + "/" for name in existing if name.split("/")[0] in zoos})
-            infos = _remote_zoo_infos(api, repo_id, branch, skip=set(zoos)) + local_zoo_infos(folder)
+            infos = _remote_zoo_infos(api, repo_id, parent_commit, skip=set(zoos)) + local_zoo_infos(folder)
             files["README.md"] = render_dataset_card(sorted(infos, key=lambda info: info["name"])).encode()
             message = f"Upload model zoo(s) {', '.join(zoos)}"
         operations: list = [CommitOperationDelete(path_in_repo=name, is_folder=True) for name in deletions]
         for name, content in tqdm(files.items(), desc="hashing", unit="file", disable=not progress or len(files) < 20):
             operations.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=content))
         commit = api.create_commit(
-            repo_id, operations, commit_message=message, repo_type=repo_type, revision=branch, num_threads=4
+            repo_id,
+            operations,
+            commit_message=message,
+            repo_type=repo_type,
+            revision=branch,
+            parent_commit=parent_commit,
+            num_threads=4,
         )
     except HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else "?"

@@ -150,6 +150,9 @@ def test_model_push_is_one_commit_without_training_state(local_hub, model_dir, o
     assert result.commit_oid == repo["branches"]["main"]
     # The same folder with its checkpoints, on a branch: main is left alone.
     push_to(local_hub, model_dir, "org/one-commit", revision="with-checkpoints", include_checkpoints=True)
+    assert not repo["private"]
+    push_to(local_hub, model_dir, "org/private-one", private=True)
+    assert local_hub.repo("model", "org/private-one")["private"]
     branch = set(local_hub.files("model", "org/one-commit", "with-checkpoints"))
     assert "checkpoints/step_1/training_state/optimizer.bin" in branch
     assert set(local_hub.files("model", "org/one-commit")) == files
