@@ -132,6 +132,16 @@ def test_another_librarys_model_is_named_when_pulled(tmp_path):
         push(tmp_path, "org/x", endpoint="http://127.0.0.1:9", token=TOKEN)
 
 
+def test_dataset_card_licences_are_spdx_ids():
+    from hyperrep_hf.cards import _license_id
+    from hyperrep_hf.data import LICENSES
+
+    expected = {"tetris": "cc0-1.0", "digits": "cc-by-4.0", "mnist": "cc-by-sa-3.0", "fashion_mnist": "mit"}
+    assert {name: _license_id({"name": name, "license": LICENSES[name]}) for name in LICENSES} == expected
+    assert _license_id({"name": "svhn", "license": "CC BY-SA 3.0 (something, BSD code)"}) == "cc-by-sa-3.0"
+    assert _license_id({"name": "cifar", "license": "unknown terms"}) == "other"
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Pushing: one commit, the right files, nothing on failure
 # ----------------------------------------------------------------------------------------------------------------
