@@ -169,6 +169,11 @@ class HyperRepConfig(PreTrainedConfig):
             return {}
         return {task: dict(entry) for task, entry in CUSTOM_PIPELINES.items()}
 
+    @custom_pipelines.setter
+    def custom_pipelines(self, value: dict) -> None:
+        # Pipeline.save_pretrained assigns its own entry (the same class); config.json always gets CUSTOM_PIPELINES.
+        pass
+
     def to_dict(self) -> dict:
         """Serialises like ``PreTrainedConfig.to_dict``, plus the format version and the remote pipeline entry."""
         output = super().to_dict()
