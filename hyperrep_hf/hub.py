@@ -100,6 +100,12 @@ def folder_kind(folder: str | os.PathLike) -> str:
         return "model"
     if any(folder.glob("*/zoo_info.json")):
         return "zoo"
+    if (folder / "checkpoints").is_dir():
+        raise PushError(
+            f"{folder} is a training run without its final model (no config.json at its root: the run did not "
+            "finish). Resume it with the same `hyperrep train` command, or evaluate and push a checkpoint's "
+            f"{folder}/checkpoints/<step>/pretrained_model."
+        )
     held = sorted(path.name for path in folder.iterdir())[:12]
     raise PushError(
         f"{folder} is neither a model folder (config.json + model.safetensors + preprocessor_config.json, written by "

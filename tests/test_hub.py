@@ -100,6 +100,9 @@ def test_a_folder_that_is_neither_model_nor_zoo_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(PushError, match=r"neither a model folder .* nor a zoo folder .* it holds: notes.txt"):
         push(tmp_path, "org/x", endpoint="http://127.0.0.1:9", token=TOKEN)
+    (tmp_path / "checkpoints" / "step_1").mkdir(parents=True)
+    with pytest.raises(PushError, match=r"training run without its final model.*checkpoints/<step>/pretrained_model"):
+        push(tmp_path, "org/x", endpoint="http://127.0.0.1:9", token=TOKEN)
     with pytest.raises(PushError, match="is not a folder"):
         push(tmp_path / "missing", "org/x", endpoint="http://127.0.0.1:9", token=TOKEN)
 
