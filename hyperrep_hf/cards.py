@@ -1,16 +1,27 @@
-"""Dataset and model cards, rendered from the Jinja2 templates in the repository's ``cards/`` folder."""
+"""Dataset and model cards, rendered from the Jinja2 templates in the repository's ``cards/`` folder.
+
+The metadata (YAML front matter) is built with ``huggingface_hub``'s card-data classes, so it is what the Hub
+validates and reads: licences as SPDX ids, ``task_categories``, ``size_categories``, ``configs:`` of every zoo.
+"""
 
 from __future__ import annotations
 
+import io
+import os
 import statistics
 from importlib import resources
+from pathlib import Path
 
-import jinja2
-
-
-def _template(name: str) -> jinja2.Template:
-    text = resources.files("hyperrep_hf.card_templates").joinpath(name).read_text()
-    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(text)
+ACCURACY_PLOT = "final_test_accuracy.png"
+# The Hub's licence ids (SPDX, lower case) of the image data sets the zoos are trained on.
+DATASET_LICENSES = {"tetris": "cc0-1.0", "digits": "cc-by-4.0", "mnist": "cc-by-sa-3.0", "fashion_mnist": "mit"}
+TASK_CATEGORIES = ["tabular-regression", "tabular-classification"]
+CITATION = """@inproceedings{schurholt2021hyperrepresentations,
+  title     = {Self-Supervised Representation Learning on Neural Network Weights for Model Characteristic Prediction},
+  author    = {Sch{\\"u}rholt, Konstantin and Kostadinov, Dimche and Borth, Damian},
+  booktitle = {Advances in Neural Information Processing Systems},
+  year      = {2021}
+}"""
 
 
 def text_histogram(values: list[float], bins: int = 10, low: float = 0.0, high: float = 1.0, width: int = 40) -> str:
@@ -49,13 +60,39 @@ def _size_category(rows: int) -> str:
     return "1M<n<10M"
 
 
+def write_accuracy_plot(path: str | os.PathLike, values: list[float], title: str) -> Path:
+    """A histogram PNG of a zoo's final test accuracies (the card shows it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axis = pyplot.subplots(figsize=(5, 3), dpi=100)
+    axis.hist(values, bins=20, range=(0.0, 1.0), color="#4c72b0")
+    axis.set_xlabel("final test accuracy")
+    axis.set_ylabel("models")
+    axis.set_title(f"{title}: {len(values)} models")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})  # no timestamp: same zoo, same bytes
+    pyplot.close(figure)
+    path = Path(path)
+    if not path.is_file() or path.read_bytes() != buffer.getvalue():
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_bytes(buffer.getvalue())
+        os.replace(temporary, path)
+    return path
+
+
 def render_dataset_card(infos: list[dict]) -> str:
-    """The README.md of a zoo folder: YAML ``configs:`` for every zoo, then a section per zoo.
+    """The README.md of a zoo folder or dataset repo: metadata with ``configs:`` for every zoo, a section per zoo.
 
     Args:
         infos: The ``zoo_info.json`` of every zoo in the folder, each with ``final_test_accuracy`` (a list of the
             final-epoch test accuracies) and ``available_splits`` (the splits that have rows) added.
     """
+    from huggingface_hub import DatasetCard, DatasetCardData
+
     zoos = []
     for info in infos:
         recipe = info["recipe"]
@@ -64,6 +101,8 @@ def render_dataset_card(infos: list[dict]) -> str:
             info
             | {
                 "accuracy": _accuracy_summary(info["final_test_accuracy"]),
+                "accuracy_plot": f"{info['name']}/{ACCURACY_PLOT}",
+                "license_id": _license_id(info["dataset"]),
                 "fixed_text": ", ".join(f"{k} = {v}" for k, v in recipe["fixed"].items()) or "nothing",
                 "grid_text": ", ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in recipe["grid"].items())
                 or "only the seed",
@@ -73,25 +112,43 @@ def render_dataset_card(infos: list[dict]) -> str:
                 "options_text": ", ".join(f"{k} = {v}" for k, v in info["options"].items() if v is not None),
             }
         )
-    licenses = sorted({_license_id(info["dataset"]["license"]) for info in infos}) or ["other"]
-    return _template("dataset_card.md").render(
-        zoos=zoos,
-        licenses=licenses,
-        pretty_name="hyperrep_hf model zoos: " + ", ".join(info["name"] for info in infos),
-        size_category=_size_category(sum(info["counts"]["rows"] for info in infos)),
+    licenses = sorted({zoo["license_id"] for zoo in zoos}) or ["other"]
+    pretty_name = "hyperrep_hf model zoos: " + ", ".join(info["name"] for info in infos)
+    card_data = DatasetCardData(
+        license=licenses if len(licenses) > 1 else licenses[0],
+        pretty_name=pretty_name,
+        task_categories=TASK_CATEGORIES,
+        size_categories=[_size_category(sum(info["counts"]["rows"] for info in infos))],
+        tags=["model-zoo", "hyper-representations", "weight-space-learning", "hyperrep_hf"],
+        configs=[
+            {
+                "config_name": zoo["name"],
+                "data_files": [
+                    {"split": split, "path": f"{zoo['name']}/{split}-*.parquet"} for split in zoo["available_splits"]
+                ],
+            }
+            for zoo in zoos
+        ],
     )
+    template = resources.files("hyperrep_hf.card_templates").joinpath("dataset_card.md").read_text()
+    card = DatasetCard.from_template(
+        card_data, template_str=template, zoos=zoos, pretty_name=pretty_name, citation=CITATION
+    )
+    return str(card)
 
 
-def _license_id(text: str) -> str:
-    """A Hub licence identifier for the card's metadata (the full text stays in each zoo's section)."""
-    lowered = text.lower()
+def _license_id(dataset: dict) -> str:
+    """The Hub licence id (SPDX) of a zoo's image data set (its full licence text stays in the zoo's section)."""
+    if dataset.get("name") in DATASET_LICENSES:
+        return DATASET_LICENSES[dataset["name"]]
+    lowered = dataset.get("license", "").lower()
     for needle, identifier in (
-        ("mit", "mit"),
         ("cc by-sa 3.0", "cc-by-sa-3.0"),
-        ("cc0", "cc0-1.0"),
-        ("bsd", "bsd-3-clause"),
         ("cc by 4.0", "cc-by-4.0"),
+        ("cc0", "cc0-1.0"),
+        ("mit", "mit"),
+        ("bsd", "bsd-3-clause"),
     ):
-        if needle in lowered:
+        if lowered.startswith(needle) or f"({needle})" in lowered:
             return identifier
     return "other"

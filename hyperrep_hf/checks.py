@@ -1,4 +1,6 @@
-"""Checks of user input that run before anything is written: output folders, devices, files.
+"""Checks of user input that run before anything is written: output folders, devices.
+
+(Network files are checked by ``hyperrep_hf.pipelines.check_safetensors_file``, which travels as remote code.)
 
 Each raises a ``ValueError`` (or ``FileNotFoundError``) whose message names the value and says what to do, so
 that the command line prints one clear line and exits ≠ 0 instead of a traceback after a half-written folder.
@@ -9,9 +11,6 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-
-FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
-"""safetensors dtype names of floating-point tensors."""
 
 
 class OutputFolderError(ValueError):
@@ -85,37 +84,3 @@ def check_device(device: str, option: str = "--device") -> None:
             )
     elif parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ValueError(f"{option} {device}: MPS (Apple GPU) is not available here. Use {option} cpu.")
-
-
-def check_safetensors_file(path: str | os.PathLike, what: str = "network file") -> Path:
-    """Checks that ``path`` is a complete ``.safetensors`` file (header and every tensor's bytes), never unpickling.
-
-    Raises:
-        FileNotFoundError: No such file.
-        ValueError: A folder, an empty / truncated file, another format (a pickle or ``torch.save`` file
-            renamed ``.safetensors``), or tensors that are not floating point — with the reason and what to do.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"No such {what}: {path}.")
-    if not path.is_file():
-        raise ValueError(f"{what.capitalize()} {path} is a folder; pass a .safetensors file.")
-    try:
-        with safe_open(os.fspath(path), framework="pt") as handle:
-            dtypes = {name: handle.get_slice(name).get_dtype() for name in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(
-            f"{what.capitalize()} {path} is not a readable .safetensors file ({error}): it is truncated or damaged, "
-            "or it is another format (a pickle / torch.save checkpoint, which is never unpickled here). Save the "
-            "state_dict with safetensors.torch.save_file(state_dict, path) and pass that file."
-        ) from None
-    not_float = {name: dtype for name, dtype in dtypes.items() if dtype not in FLOAT_DTYPES}
-    if not_float:
-        listing = ", ".join(f"{name} ({dtype})" for name, dtype in not_float.items())
-        raise ValueError(
-            f"{what.capitalize()} {path} holds tensors that are not floating point: {listing}. Weights of a network "
-            "are float32/float16/bfloat16/float64; a quantised or integer state_dict must be converted first."
-        )
-    return path

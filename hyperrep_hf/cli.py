@@ -2,6 +2,7 @@
 
 hyperrep zoo list
 hyperrep zoo build RECIPE --out DIR [--num-models N] [--epochs E] [--subset K] [--device D] [--seed S]
+hyperrep push DIR REPO_ID [--private] [--revision R] [--include-checkpoints]
 """
 
 from __future__ import annotations
@@ -154,10 +155,28 @@ def _zoo_label(zoo: str) -> str:
 
 def _predict(arguments: argparse.Namespace) -> int:
     _set_threads(arguments.threads)
+    from .hub import check_model_source
     from .pipelines import predict_networks
 
+    check_model_source(arguments.model)  # another library's repo, a newer format, offline without a cache: say so
     predictions = predict_networks(arguments.model, arguments.networks, zoo=arguments.zoo)
     print(json.dumps(predictions, indent=2, allow_nan=False))  # strict JSON: predictions are never NaN
+    return 0
+
+
+def _push(arguments: argparse.Namespace) -> int:
+    from .hub import push
+
+    result = push(
+        arguments.folder,
+        arguments.repo_id,
+        private=arguments.private,
+        revision=arguments.revision,
+        include_checkpoints=arguments.include_checkpoints,
+        progress=not arguments.quiet,
+    )
+    print(f"pushed {len(result.files)} files to {result.repo_type} repo {result.repo_id}@{result.revision}")
+    print(result.commit_url)
     return 0
 
 
@@ -261,6 +280,17 @@ def make_parser() -> argparse.ArgumentParser:
     predict.add_argument("--threads", type=int)
     predict.set_defaults(handler=_predict)
 
+    push = commands.add_parser("push", help="publish a model folder or a zoo folder to the Hub (one commit)")
+    push.add_argument("folder", help="a model folder (after `hyperrep evaluate`) or a zoo folder")
+    push.add_argument("repo_id", help="org/name (a model repo for a model, a dataset repo for zoos)")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--revision", help="branch to commit to (created from main when missing)")
+    push.add_argument(
+        "--include-checkpoints", action="store_true", help="also publish checkpoints/ and training state"
+    )
+    push.add_argument("--quiet", action="store_true")
+    push.set_defaults(handler=_push)
+
     demo = commands.add_parser("demo", help="the main job on TETRIS-SEED: build, train, evaluate, predict")
     demo.add_argument("--out", default="demo_output", help="folder for the zoo, the model and the evaluation")
     demo.add_argument("--quick", action="store_true", help="a mini zoo and a short training (about a minute)")
@@ -271,12 +301,14 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hyperrep`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    from .hub import PushError
+
     try:
         if argv[:1] == ["train"]:  # every training field is an option: parsed by hyperrep_hf.training
             return _train(argparse.Namespace(), argv[1:])
         arguments = make_parser().parse_args(argv)
         return arguments.handler(arguments)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, PushError) as error:
         print(f"hyperrep: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # permissions, a full disk, a path below a file: name the file, no traceback

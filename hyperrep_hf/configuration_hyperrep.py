@@ -1,9 +1,10 @@
 """Configuration of the hyper-representation auto-encoder (Schürholt et al., NeurIPS 2021).
 
-This file travels to the Hub as remote code: it imports only ``math`` and transformers.
+This file travels to the Hub as remote code: it imports only ``math``, ``sys`` and transformers.
 """
 
 import math
+import sys
 
 from transformers import PreTrainedConfig
 
@@ -17,6 +18,16 @@ VARIANT_LAYOUTS = {
     "attw_t": ("weight",),
     "attw": ("weight",),
     "ffn": TOKEN_LAYOUTS,
+}
+
+
+# The model folder's format (config.json, processor, probes/, eval/) as this code writes it; a newer one is refused.
+FORMAT_VERSION = 1
+PIPELINE_TASK = "network-property-prediction"
+# config.json's entry that lets `pipeline(PIPELINE_TASK, model=..., trust_remote_code=True)` find the pipeline in the
+# repo's remote code (pipelines.py) when hyperrep_hf is not installed.
+CUSTOM_PIPELINES = {
+    PIPELINE_TASK: {"impl": "pipelines.NetworkPropertyPredictionPipeline", "pt": ["AutoModel"], "type": "multimodal"}
 }
 
 
@@ -138,8 +149,37 @@ class HyperRepConfig(PreTrainedConfig):
         self.embedding_symmetry_samples = embedding_symmetry_samples
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
+        kwargs.pop("custom_pipelines", None)  # a constant of this code (see the property), not a field
+        format_version = kwargs.pop("hyperrep_format_version", FORMAT_VERSION)
+        if not isinstance(format_version, int) or format_version > FORMAT_VERSION:
+            raise ValueError(
+                f"This model was written in hyperrep_hf model format version {format_version!r}; this code reads up "
+                f"to version {FORMAT_VERSION}. Upgrade hyperrep_hf (or load with trust_remote_code=True to use the "
+                "repo's own code)."
+            )
         super().__init__(**kwargs)
         self._validate_and_derive()
+
+    @property
+    def custom_pipelines(self) -> dict:
+        """The remote-code pipeline, unless the installed hyperrep_hf registered the task (installed code wins)."""
+        pipelines = sys.modules.get("transformers.pipelines")
+        registry = getattr(pipelines, "PIPELINE_REGISTRY", None)
+        if registry is not None and PIPELINE_TASK in registry.supported_tasks:
+            return {}
+        return {task: dict(entry) for task, entry in CUSTOM_PIPELINES.items()}
+
+    @custom_pipelines.setter
+    def custom_pipelines(self, value: dict) -> None:
+        # Pipeline.save_pretrained assigns its own entry (the same class); config.json always gets CUSTOM_PIPELINES.
+        pass
+
+    def to_dict(self) -> dict:
+        """Serialises like ``PreTrainedConfig.to_dict``, plus the format version and the remote pipeline entry."""
+        output = super().to_dict()
+        output["hyperrep_format_version"] = FORMAT_VERSION
+        output["custom_pipelines"] = {task: dict(entry) for task, entry in CUSTOM_PIPELINES.items()}
+        return output
 
     def _validate_and_derive(self) -> None:
         """Checks every field; fills ``num_parameters`` and ``max_layers`` when they were left ``None``."""

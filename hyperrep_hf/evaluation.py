@@ -227,15 +227,19 @@ def load_encoder(model_dir: str | os.PathLike) -> tuple[torch.nn.Module, Any]:
     """The encoder (``HyperRepModel``, eval mode) and its ``NeuronTokenProcessor`` from a model folder or repo.
 
     Raises:
-        FileNotFoundError: No such folder, and no Hub repo of that name could be read.
+        FileNotFoundError: No such folder, and no Hub repo of that name could be read (``NotInCacheError``: not in
+            the cache with ``HF_HUB_OFFLINE=1``).
+        NotAHyperRepRepoError: Another library's model, or a newer model format (naming what was found).
         ValueError: A folder whose files are damaged or not a hyper-representation encoder (naming the folder).
     """
     from safetensors import SafetensorError
 
+    from .hub import check_model_source
     from .modeling_hyperrep import HyperRepModel
     from .processing_hyperrep import NeuronTokenProcessor
 
     check_model_folder(model_dir)
+    check_model_source(model_dir)  # another library's repo, a newer format, a damaged config.json: say so
     try:
         model = HyperRepModel.from_pretrained(os.fspath(model_dir)).eval()
         processor = NeuronTokenProcessor.from_pretrained(os.fspath(model_dir))
@@ -1174,13 +1178,14 @@ def _read_evaluations(results_path: Path) -> list[dict]:
     return evaluations
 
 
-def _eval_results(evaluations: Sequence[dict]) -> list:
+def _eval_results(evaluations: Sequence[dict], dataset_ids: Mapping[str, str] | None = None) -> list:
     """``EvalResult``s of the hyper-representation's test scores (→ the card's ``model-index``)."""
     from huggingface_hub import EvalResult
 
     results = []
     for document in evaluations:
-        local = Path(document["zoo"]).exists()
+        dataset_id = (dataset_ids or {}).get(document["zoo"])
+        local = dataset_id is None
         for record in document["results"]:
             if record["method"] != HYPERREP_METHOD or record["split"] != "test" or record["value"] is None:
                 continue
@@ -1188,7 +1193,7 @@ def _eval_results(evaluations: Sequence[dict]) -> list:
                 EvalResult(
                     task_type="network-property-prediction",
                     task_name="Network property prediction",
-                    dataset_type=document["config"] if local else document["zoo"],
+                    dataset_type=document["config"] if local else dataset_id,
                     dataset_name=f"model zoo {document['config']}",
                     dataset_config=document["config"],
                     dataset_split="test",
@@ -1200,21 +1205,44 @@ def _eval_results(evaluations: Sequence[dict]) -> list:
     return results
 
 
-def render_model_card(model_dir: Path, evaluations: Sequence[dict]) -> str:
-    """The model card (README.md) from ``cards/model_card.md``, with ``model-index`` from the evaluations."""
+def render_model_card(
+    model_dir: Path,
+    evaluations: Sequence[dict],
+    dataset_ids: Mapping[str, str] | None = None,
+    repo_id: str | None = None,
+) -> str:
+    """The model card (README.md) from ``cards/model_card.md``, with ``model-index`` from the evaluations.
+
+    Args:
+        model_dir: The model folder.
+        evaluations: The documents of ``eval/results.json``.
+        dataset_ids: Zoo source (as in the documents) → the Hub dataset id it was published as (``hyperrep push``).
+        repo_id: The model's own Hub id, for the usage snippets (default: "<this folder or repo>").
+    """
     from importlib import resources
 
     from huggingface_hub import ModelCard, ModelCardData
 
     config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
     training = model_dir / "train_config.json"
+    dataset_ids = dict(dataset_ids or {})
+    for document in evaluations:  # a zoo read from the Hub is already named by its id
+        if not Path(document["zoo"]).exists():
+            dataset_ids.setdefault(document["zoo"], document["zoo"])
     card_data = ModelCardData(
         model_name=model_dir.resolve().name,
         library_name="transformers",
+        pipeline_tag="feature-extraction",
         license="mit",
-        tags=["hyper-representations", "weight-space-learning", "model-zoo", "hyperrep_hf"],
-        datasets=sorted({document["zoo"] for document in evaluations if not Path(document["zoo"]).exists()}) or None,
-        eval_results=_eval_results(evaluations) or None,
+        tags=[
+            "hyper-representations",
+            "weight-space-learning",
+            "model-zoo",
+            "hyperrep_hf",
+            "network-property-prediction",
+        ],
+        datasets=sorted(set(dataset_ids.values())) or None,
+        eval_results=_eval_results(evaluations, dataset_ids) or None,
     )
     sections = [
         {
@@ -1229,6 +1257,7 @@ def render_model_card(model_dir: Path, evaluations: Sequence[dict]) -> str:
         card_data,
         template_str=template,
         model_title=model_dir.resolve().name,
+        repo_id=repo_id or "<this folder or repo>",
         encoder=config,
         training_config=json.loads(training.read_text()) if training.is_file() else None,
         evaluations=sections,

@@ -19,6 +19,10 @@ Predictions are checked against the zoo the probes were fitted on (``probes/<zoo
 :mod:`hyperrep_hf.weight_statistics`): a network whose weight norms lie far outside the zoo's gets a ``"warning"``
 in every target's dict; a regression value outside the range the zoo showed is clipped to it (``"clipped": true,
 "unclipped_value": …``); a value that is not finite is ``None``. The output never holds NaN or inf.
+
+This file travels to the Hub as remote code (``config.json``'s ``custom_pipelines``), so it only imports torch,
+numpy, transformers and flat sibling files: without hyperrep_hf installed,
+``pipeline("network-property-prediction", model="org/name", trust_remote_code=True)`` loads it from the repo.
 """
 
 from __future__ import annotations
@@ -33,7 +37,14 @@ from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .embeddings import embed_vectors, symmetry_transforms
-from .probe_heads import HyperRepProbeModel, ProbesNotFoundError, load_probe_heads, load_probe_statistics
+from .modeling_hyperrep_probe import (
+    HyperRepProbeModel,
+    ProbeIndexError,
+    ProbesNotFoundError,
+    load_probe_heads,
+    load_probe_statistics,
+    read_probe_index,
+)
 from .weight_statistics import NOT_FINITE, clip_to_range, distribution_warnings
 
 TASK = "network-property-prediction"
@@ -70,6 +81,12 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        model_type = getattr(self.model.config, "model_type", None)
+        if model_type != "hyperrep":
+            raise ValueError(
+                f"{TASK} needs a hyperrep_hf encoder (model_type 'hyperrep'); "
+                f"{getattr(self.model, 'name_or_path', 'this model')} is a {model_type!r} model."
+            )
         self.statistics = statistics
         if probes is None:
             source = getattr(self.model, "name_or_path", "") or getattr(self.model.config, "_name_or_path", "")
@@ -78,9 +95,12 @@ class NetworkPropertyPredictionPipeline(Pipeline):
                     "The encoder was not loaded from a folder, so its probe heads cannot be found: pass probes=... "
                     "or load the pipeline from a model folder evaluated with `hyperrep evaluate`."
                 )
-            self.zoo, probes = load_probe_heads(source, zoo)
+            # From a Hub repo: the probes (and their statistics) of the very commit the encoder came from.
+            commit = None if os.path.isdir(source) else getattr(self.model.config, "_commit_hash", None)
+            hub_kwargs = {"revision": commit} if commit else {}
+            self.zoo, probes = load_probe_heads(source, zoo, **hub_kwargs)
             if statistics is None:
-                self.statistics = load_probe_statistics(source, self.zoo)
+                self.statistics = load_probe_statistics(source, self.zoo, **hub_kwargs)
         else:
             self.zoo = zoo
         self.probes = {target: head.to(self.device).eval() for target, head in probes.items()}
@@ -130,8 +150,6 @@ class NetworkPropertyPredictionPipeline(Pipeline):
 
     def preprocess(self, networks: Any) -> dict[str, torch.Tensor]:
         """Networks → their raw flat weight vectors (``{"vectors": (batch, num_parameters)}``), checked."""
-        from .checks import check_safetensors_file
-
         for network in networks if isinstance(networks, list | tuple) else [networks]:
             if isinstance(network, str | os.PathLike):
                 check_safetensors_file(network)
@@ -144,8 +162,17 @@ class NetworkPropertyPredictionPipeline(Pipeline):
                 f"and cannot predict for this input: {error}"
             ) from error
 
+    def embed(self, networks: Any) -> torch.Tensor:
+        """The hyper-representations the probes read: (batch, latent_dim) for a network or a list of them."""
+        networks = networks if _is_batch(networks) else [networks]
+        return self._embed(self.preprocess(networks)["vectors"])
+
+    def _embed(self, vectors: torch.Tensor) -> torch.Tensor:
+        # The one place where the pipeline turns raw flat vectors into z (library and remote code alike).
+        return embed_vectors(self.model, self.feature_extractor, vectors, self.transforms)
+
     def _forward(self, model_inputs: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-        embeddings = embed_vectors(self.model, self.feature_extractor, model_inputs["vectors"], self.transforms)
+        embeddings = self._embed(model_inputs["vectors"])
         # Plain dicts: the base class rebuilds ModelOutputs as untyped ones when it moves them to the CPU.
         outputs = {target: dict(head(embeddings)) for target, head in self.probes.items()}
         return {"probes": outputs, "vectors": model_inputs["vectors"]}
@@ -188,6 +215,47 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         return results
 
 
+FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
+"""safetensors dtype names of floating-point tensors."""
+
+
+def check_safetensors_file(path: str | os.PathLike, what: str = "network file") -> str:
+    """Checks that ``path`` is a complete ``.safetensors`` file (header and every tensor's bytes), never unpickling.
+
+    Returns:
+        The path, as a string.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: A folder, an empty / truncated file, another format (a pickle or ``torch.save`` file
+            renamed ``.safetensors``), or tensors that are not floating point — with the reason and what to do.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No such {what}: {path}.")
+    if not os.path.isfile(path):
+        raise ValueError(f"{what.capitalize()} {path} is a folder; pass a .safetensors file.")
+    try:
+        with safe_open(path, framework="pt") as handle:
+            dtypes = {name: handle.get_slice(name).get_dtype() for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(
+            f"{what.capitalize()} {path} is not a readable .safetensors file ({error}): it is truncated or damaged, "
+            "or it is another format (a pickle / torch.save checkpoint, which is never unpickled here). Save the "
+            "state_dict with safetensors.torch.save_file(state_dict, path) and pass that file."
+        ) from None
+    not_float = {name: dtype for name, dtype in dtypes.items() if dtype not in FLOAT_DTYPES}
+    if not_float:
+        listing = ", ".join(f"{name} ({dtype})" for name, dtype in not_float.items())
+        raise ValueError(
+            f"{what.capitalize()} {path} holds tensors that are not floating point: {listing}. Weights of a network "
+            "are float32/float16/bfloat16/float64; a quantised or integer state_dict must be converted first."
+        )
+    return path
+
+
 def _probabilities(labels: Sequence, row: np.ndarray) -> dict[str, float]:
     return {str(label): float(probability) for label, probability in zip(labels, row, strict=True)}
 
@@ -219,8 +287,6 @@ def make_prediction_pipeline(
     """
     from safetensors import SafetensorError
     from transformers import pipeline
-
-    from .probe_heads import ProbeIndexError, read_probe_index
 
     read_probe_index(model_dir_or_repo)  # fails early, before the encoder is loaded, when there are no probes
     try:
@@ -259,8 +325,6 @@ def predict_networks(
         ValueError: A file that is not a complete ``.safetensors`` file, or a network whose architecture does not
             match the encoder's.
     """
-    from .checks import check_safetensors_file
-
     missing = [os.fspath(path) for path in files if not os.path.exists(path)]
     if missing:
         raise FileNotFoundError(f"No such network file: {', '.join(missing)}.")

@@ -14,47 +14,44 @@ the model folder next to the encoder::
 (``tetris_seed-1a2b3c4d``), so two zoos of one config name built differently (another seed, size, folder) keep
 their probes side by side. Wherever a zoo is asked for, its key or (when unambiguous) its config name will do.
 
-``HyperRepProbeModel.from_pretrained(model_dir / "probes/<zoo>/<target>")`` loads one; :func:`load_probe_heads`
-loads every probe of a zoo (from a local folder or a Hub repo).
+The classes and the reading side (:func:`load_probe_heads`, :func:`read_probe_index`, :func:`resolve_probe_zoo`,
+:func:`load_probe_statistics`) live in the flat remote-code file :mod:`hyperrep_hf.modeling_hyperrep_probe` and are
+re-exported here; fitting and saving (:func:`save_probe_heads`, :func:`zoo_key`) live here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
-from transformers import initialization as init
-from transformers.utils import ModelOutput
 
 from .atomic import write_text_atomic
+from .modeling_hyperrep_probe import (
+    INDEX_FILE,
+    PROBE_INDEX_FORMAT_VERSION,
+    PROBES_FOLDER,
+    TASKS,
+    HyperRepProbeConfig,
+    HyperRepProbeModel,
+    HyperRepProbeOutput,
+    ProbeIndexError,
+    ProbesNotFoundError,
+    _finite_or_none,
+    _safe_name,
+    load_probe_heads,
+    load_probe_statistics,
+    probe_zoos,
+    quiet_progress,
+    read_probe_index,
+    resolve_probe_zoo,
+)
 from .probing import MLPProbe, ProbeResult, RidgeProbe, SoftmaxProbe
-
-PROBE_INDEX_FORMAT_VERSION = 1
-PROBES_FOLDER = "probes"
-INDEX_FILE = "index.json"
-TASKS = ("regression", "classification")
-
-
-class ProbesNotFoundError(FileNotFoundError):
-    """A model folder without probe heads (``hyperrep evaluate`` has not been run on it)."""
 
 
 class ProbesExistError(FileExistsError):
     """Probes for this zoo are already in the model folder (replacing them needs ``overwrite``)."""
-
-
-class ProbeIndexError(ValueError):
-    """A damaged ``probes/index.json`` or probe head."""
 
 
 def zoo_fingerprint(info: dict) -> str:
@@ -72,234 +69,27 @@ def zoo_key(config: str, info: dict) -> str:
     return f"{_safe_name(config)}-{zoo_fingerprint(info)[:8]}"
 
 
-def _missing_probes_message(model_dir: str | os.PathLike, detail: str) -> str:
-    return (
-        f"{model_dir} has no probe heads ({detail}). Fit them first with "
-        f"`hyperrep evaluate {model_dir} --zoo ZOO_DIR[:CONFIG] --out DIR` "
-        "(hyperrep_hf.evaluation.evaluate_model), which saves them under probes/."
-    )
-
-
-class HyperRepProbeConfig(PreTrainedConfig):
-    """What a probe head predicts from the hyper-representation z, and how well it did.
-
-    Args:
-        target: The zoo column it predicts (``"test_accuracy"``, ``"activation"``, …).
-        task: ``"regression"`` (one value) or ``"classification"`` (one logit per label).
-        input_dim: Size of z (the encoder's ``latent_dim``).
-        labels: Class names in logit order (classification only).
-        standardization_mean: (input_dim,) train mean of z the probe was fitted with (already folded into the
-            Linear; kept so the probe can be reconstructed and audited).
-        standardization_std: (input_dim,) train standard deviation of z.
-        metric: ``"r2"`` (regression) or ``"accuracy"`` (classification).
-        validation_score: The metric on the validation split (the split that chose the regularisation).
-        alpha: Ridge α (regression).
-        inverse_regularization: Softmax C (classification).
-        selection_split: Split the regularisation was chosen on (``"validation"``, or ``"train"`` as a fallback).
-        zoo: The zoo (config name) the probe was fitted on.
-        hidden_sizes: Widths of the hidden ReLU layers of an MLP head (:class:`~hyperrep_hf.probing.MLPProbe`);
-            None for the linear head.
-        kwargs: Passed on to ``PreTrainedConfig``.
-
-    Raises:
-        ValueError: Naming the field and value when a field is invalid or inconsistent.
-    """
-
-    model_type = "hyperrep_probe"
-
-    def __init__(
-        self,
-        target: str = "target",
-        task: str = "regression",
-        input_dim: int = 50,
-        labels: list | None = None,
-        standardization_mean: list[float] | None = None,
-        standardization_std: list[float] | None = None,
-        metric: str | None = None,
-        validation_score: float | None = None,
-        alpha: float | None = None,
-        inverse_regularization: float | None = None,
-        selection_split: str = "validation",
-        zoo: str | None = None,
-        hidden_sizes: list[int] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
-        if not isinstance(input_dim, int) or input_dim < 1:
-            raise ValueError(f"input_dim must be a positive integer, got {input_dim!r}.")
-        if task == "classification" and (labels is None or len(labels) < 2):
-            raise ValueError(f"A classification probe needs at least two labels, got {labels!r}.")
-        if task == "regression" and labels is not None:
-            raise ValueError(f"A regression probe has no labels, got {labels!r}.")
-        for name, values in (
-            ("standardization_mean", standardization_mean),
-            ("standardization_std", standardization_std),
-        ):
-            if values is not None and len(values) != input_dim:
-                raise ValueError(f"{name} has {len(values)} entries, input_dim is {input_dim}.")
-        self.target = target
-        self.task = task
-        self.input_dim = input_dim
-        self.labels = list(labels) if labels is not None else None
-        self.standardization_mean = standardization_mean
-        self.standardization_std = standardization_std
-        self.metric = metric or ("r2" if task == "regression" else "accuracy")
-        self.validation_score = _finite_or_none(validation_score)
-        self.alpha = alpha
-        self.inverse_regularization = inverse_regularization
-        self.selection_split = selection_split
-        self.zoo = zoo
-        if hidden_sizes is not None and (not hidden_sizes or any(int(size) < 1 for size in hidden_sizes)):
-            raise ValueError(f"hidden_sizes must be None or positive integers, got {hidden_sizes!r}.")
-        self.hidden_sizes = [int(size) for size in hidden_sizes] if hidden_sizes else None
-        if task == "classification":
-            kwargs.setdefault("id2label", {index: str(label) for index, label in enumerate(self.labels)})
-        super().__init__(**kwargs)
-
-    @property
-    def num_outputs(self) -> int:
-        """Outputs of the Linear: 1 for regression, the number of labels for classification."""
-        return 1 if self.task == "regression" else len(self.labels)
-
-
-@dataclass
-class HyperRepProbeOutput(ModelOutput):
-    """Output of `HyperRepProbeModel`.
-
-    Args:
-        predictions: (batch,) predicted values (regression) or predicted class indices (classification).
-        logits: (batch, num_labels) class logits (classification only).
-        predicted_labels: The predicted label names, one per network (classification only).
-    """
-
-    predictions: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    predicted_labels: list | None = None
-
-
-class HyperRepProbeModel(PreTrainedModel):
-    """A linear head on the hyper-representation z: regression value or class logits."""
-
-    config_class = HyperRepProbeConfig
-    base_model_prefix = "probe"
-    main_input_name = "embeddings"
-
-    def __init__(self, config: HyperRepProbeConfig) -> None:
-        super().__init__(config)
-        sizes = [config.input_dim, *(config.hidden_sizes or [])]
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))  # noqa: RUF007
-        self.linear = nn.Linear(sizes[-1], config.num_outputs)
-        self.post_init()
-
-    def _init_weights(self, module: nn.Module) -> None:
-        # A probe is always fitted, never trained from scratch: start at zero (the constant-0 predictor).
-        if isinstance(module, nn.Linear):
-            init.zeros_(module.weight)
-            init.zeros_(module.bias)
-
-    def forward(self, embeddings: torch.Tensor, return_dict: bool = True, **kwargs: Any) -> HyperRepProbeOutput:
-        """Predicts from z.
-
-        Args:
-            embeddings: (batch, input_dim) hyper-representations (``HyperRepModel(...).embeddings``).
-            return_dict: Return a `HyperRepProbeOutput` rather than a tuple.
-            kwargs: Ignored.
-
-        Returns:
-            `HyperRepProbeOutput`: regression → ``predictions`` (batch,); classification → ``logits``
-            (batch, num_labels), ``predictions`` (batch,) class indices and ``predicted_labels``.
-        """
-        for layer in self.hidden:  # MLP heads only
-            embeddings = torch.relu(layer(embeddings))
-        outputs = self.linear(embeddings)
-        if self.config.task == "regression":
-            output = HyperRepProbeOutput(predictions=outputs.squeeze(-1))
-        else:
-            indices = outputs.argmax(dim=-1)
-            labels = [self.config.labels[index] for index in indices.tolist()]
-            output = HyperRepProbeOutput(predictions=indices, logits=outputs, predicted_labels=labels)
-        return output if return_dict else output.to_tuple()
-
-    @classmethod
-    def from_probe(
-        cls,
-        probe: RidgeProbe | SoftmaxProbe | MLPProbe,
-        target: str,
-        zoo: str | None = None,
-        selection_split: str = "validation",
-    ) -> HyperRepProbeModel:
-        """Turns a fitted probe into a head that computes exactly its predictions (up to float32 rounding).
-
-        Args:
-            probe: A fitted `RidgeProbe` (regression), `SoftmaxProbe` (classification) or `MLPProbe` (either).
-            target: The target column it was fitted on.
-            zoo: The zoo it was fitted on.
-            selection_split: Split its regularisation was selected on.
-        """
-        if isinstance(probe, MLPProbe):
-            layers = probe.as_layers()  # standardisation folded into the first layer, target scale into the last
-            regression = probe.task == "regression"
-        else:
-            layers = [probe.as_linear()]  # standardisation folded in: (num_outputs, input_dim), (num_outputs,)
-            regression = isinstance(probe, RidgeProbe)
-        weight = layers[0][0]
-        config = HyperRepProbeConfig(
-            target=target,
-            task="regression" if regression else "classification",
-            input_dim=int(weight.shape[1]),
-            labels=None if regression else [_json_scalar(label) for label in probe.labels],
-            standardization_mean=[float(value) for value in probe.mean],
-            standardization_std=[float(value) for value in probe.std],
-            validation_score=float(probe.validation_score),
-            alpha=probe.alpha if regression and not isinstance(probe, MLPProbe) else None,
-            inverse_regularization=None if regression or isinstance(probe, MLPProbe) else probe.inverse_regularization,
-            selection_split=selection_split,
-            zoo=zoo,
-            hidden_sizes=[int(w.shape[0]) for w, _ in layers[:-1]] or None,
-        )
-        model = cls(config)
-        with torch.no_grad():
-            for module, (layer_weight, layer_bias) in zip([*model.hidden, model.linear], layers, strict=True):
-                module.weight.copy_(torch.as_tensor(np.asarray(layer_weight), dtype=torch.float32))
-                module.bias.copy_(torch.as_tensor(np.asarray(layer_bias), dtype=torch.float32))
-        return model.eval()
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else float(value)
-
-
-def _json_scalar(value: Any) -> Any:
-    """Numpy scalars → plain Python values (JSON-ready labels)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-class quiet_progress:
-    """Silences transformers' per-file progress bars while many small heads are saved or loaded."""
-
-    def __enter__(self) -> None:
-        from transformers.utils import logging as transformers_logging
-
-        self.enabled = transformers_logging.is_progress_bar_enabled()
-        transformers_logging.disable_progress_bar()
-
-    def __exit__(self, *exception: object) -> None:
-        from transformers.utils import logging as transformers_logging
-
-        if self.enabled:
-            transformers_logging.enable_progress_bar()
-
-
-def _safe_name(name: str) -> str:
-    if not name or "/" in name or "\\" in name or name in (".", ".."):
-        raise ValueError(f"{name!r} cannot be a folder name of a probe.")
-    return name
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Saving and loading the probes of a model folder
-# ----------------------------------------------------------------------------------------------------------------
+__all__ = [
+    "INDEX_FILE",
+    "PROBES_FOLDER",
+    "PROBE_INDEX_FORMAT_VERSION",
+    "TASKS",
+    "HyperRepProbeConfig",
+    "HyperRepProbeModel",
+    "HyperRepProbeOutput",
+    "ProbeIndexError",
+    "ProbesExistError",
+    "ProbesNotFoundError",
+    "load_probe_heads",
+    "load_probe_statistics",
+    "probe_zoos",
+    "read_probe_index",
+    "register_probe_heads",
+    "resolve_probe_zoo",
+    "save_probe_heads",
+    "zoo_fingerprint",
+    "zoo_key",
+]
 
 
 def save_probe_heads(
@@ -308,11 +98,11 @@ def save_probe_heads(
     probes: dict[str, RidgeProbe | SoftmaxProbe | MLPProbe],
     results: list[ProbeResult] | None = None,
     *,
+    make_default: bool = True,
     config: str | None = None,
     source: str | None = None,
     fingerprint: str | None = None,
     statistics: dict | None = None,
-    make_default: bool = True,
 ) -> Path:
     """Saves every fitted probe of one zoo under ``probes/<zoo>/<target>/`` and updates ``probes/index.json``.
 
@@ -372,9 +162,9 @@ def save_probe_heads(
             }
         )
     if statistics is not None:
-        from .weight_statistics import write_statistics
+        from .weight_statistics import STATISTICS_FILE
 
-        write_statistics(staging, statistics)
+        write_text_atomic(staging / STATISTICS_FILE, json.dumps(statistics, indent=2) + "\n")
     if zoo_dir.exists():
         os.replace(zoo_dir, retired)
     os.replace(staging, zoo_dir)
@@ -383,173 +173,10 @@ def save_probe_heads(
     index = {"format_version": PROBE_INDEX_FORMAT_VERSION, "default_zoo": default_zoo, "probes": kept + entries}
     index_path = write_text_atomic(probes_dir / INDEX_FILE, json.dumps(index, indent=2) + "\n")
     shutil.rmtree(retired, ignore_errors=True)
+    from .hub import write_remote_code
+
+    write_remote_code(model_dir)  # with probes the folder serves the pipeline: its code goes next to the encoder
     return index_path
-
-
-def _local_or_downloaded(model_dir_or_repo: str | os.PathLike) -> Path:
-    """The folder holding ``probes/``: the local folder, or a snapshot of the repo's probes from the Hub."""
-    local = Path(model_dir_or_repo)
-    if local.is_dir():
-        return local
-    if local.exists():
-        raise ProbesNotFoundError(f"{model_dir_or_repo} is a file; pass a model folder or a Hub model repo id.")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(
-            snapshot_download(str(model_dir_or_repo), allow_patterns=[f"{PROBES_FOLDER}/*", f"{PROBES_FOLDER}/**"])
-        )
-    except Exception as error:
-        raise ProbesNotFoundError(
-            f"{model_dir_or_repo} is not a local folder, and reading it as a Hub model repo failed ({error}). "
-            "Pass the folder of a model evaluated with `hyperrep evaluate`, or a Hub repo id you can reach."
-        ) from error
-
-
-def _index_problem(index: Any) -> str | None:
-    """What is wrong with a parsed ``probes/index.json``, or None."""
-    if not isinstance(index, dict):
-        return f"expected a JSON object, found {type(index).__name__}"
-    if not isinstance(index.get("probes"), list):
-        return "no 'probes' list"
-    for position, entry in enumerate(index["probes"]):
-        if not isinstance(entry, dict):
-            return f"probes[{position}] is not an object"
-        missing = [key for key in ("zoo", "target", "path") if not isinstance(entry.get(key), str)]
-        if missing:
-            return f"probes[{position}] lacks {', '.join(missing)}"
-        path = Path(entry["path"])
-        if path.is_absolute() or ".." in path.parts or path.parts[:1] != (PROBES_FOLDER,):
-            return f"probes[{position}] has path {entry['path']!r} outside {PROBES_FOLDER}/"
-    if not isinstance(index.get("format_version", 0), int):
-        return f"format_version {index.get('format_version')!r} is not an integer"
-    return None
-
-
-def read_probe_index(model_dir_or_repo: str | os.PathLike) -> dict:
-    """``probes/index.json`` of a model folder or Hub repo, checked.
-
-    Raises:
-        ProbesNotFoundError: The folder has no ``probes/index.json`` (with the command that creates it).
-        ProbeIndexError: The index is not valid JSON or not an index (naming the file and how to repair it).
-    """
-    folder = _local_or_downloaded(model_dir_or_repo)
-    index_path = folder / PROBES_FOLDER / INDEX_FILE
-    if not index_path.is_file():
-        raise ProbesNotFoundError(_missing_probes_message(model_dir_or_repo, f"no {PROBES_FOLDER}/{INDEX_FILE}"))
-    try:
-        index = json.loads(index_path.read_text())
-        problem = _index_problem(index)
-    except (ValueError, UnicodeDecodeError) as error:
-        problem = f"not valid JSON: {error}"
-    if problem:
-        raise ProbeIndexError(
-            f"{index_path} is damaged ({problem}). Restore it from the Hub or a copy, or fit the probes again with "
-            f"`hyperrep evaluate {model_dir_or_repo} --zoo ZOO_DIR[:CONFIG] --out DIR --overwrite`."
-        )
-    if index.get("format_version", 0) > PROBE_INDEX_FORMAT_VERSION:
-        raise ValueError(
-            f"{index_path} has format version {index['format_version']}; this hyperrep_hf reads up to "
-            f"{PROBE_INDEX_FORMAT_VERSION}. Upgrade hyperrep_hf."
-        )
-    return index
-
-
-def probe_zoos(index: dict) -> dict[str, dict]:
-    """Zoo key → ``{"config", "zoo_source", "zoo_fingerprint"}`` of every zoo in an index, in index order.
-
-    Indexes written before zoo keys existed have the config name as key and no source or fingerprint.
-    """
-    zoos: dict[str, dict] = {}
-    for entry in index["probes"]:
-        zoos.setdefault(
-            entry["zoo"],
-            {
-                "config": entry.get("config") or entry["zoo"],
-                "zoo_source": entry.get("zoo_source"),
-                "zoo_fingerprint": entry.get("zoo_fingerprint"),
-            },
-        )
-    return zoos
-
-
-def _describe_zoo(key: str, described: dict) -> str:
-    details = [f"config {described['config']}"] if described["config"] != key else []
-    details += [f"from {described['zoo_source']}"] if described["zoo_source"] else []
-    return f"{key} ({', '.join(details)})" if details else key
-
-
-def resolve_probe_zoo(index: dict, zoo: str | None, model_dir_or_repo: str | os.PathLike = "MODEL") -> str:
-    """The key of the zoo whose probes to use: ``zoo`` as a key or a config name; default the index's default.
-
-    Raises:
-        ProbesNotFoundError: No probes, none for ``zoo``, or a config name that several zoos share (listing them).
-    """
-    zoos = probe_zoos(index)
-    if not zoos:
-        raise ProbesNotFoundError(_missing_probes_message(model_dir_or_repo, f"{PROBES_FOLDER}/{INDEX_FILE} is empty"))
-    if zoo is None:
-        default = index.get("default_zoo")
-        return default if default in zoos else next(iter(zoos))
-    if zoo in zoos:
-        return zoo
-    matches = [key for key, described in zoos.items() if described["config"] == zoo]
-    if len(matches) == 1:
-        return matches[0]
-    listing = ", ".join(_describe_zoo(key, described) for key, described in zoos.items())
-    if matches:
-        raise ProbesNotFoundError(
-            f"{model_dir_or_repo} has probes for {len(matches)} zoos of config {zoo!r}: {listing}. "
-            "Name one by its key."
-        )
-    raise ProbesNotFoundError(
-        f"{model_dir_or_repo} has no probes for zoo {zoo!r} (it has probes for: {listing}). "
-        f"Run `hyperrep evaluate {model_dir_or_repo} --zoo ZOO_DIR:{zoo} --out DIR` to fit them."
-    )
-
-
-def load_probe_heads(
-    model_dir_or_repo: str | os.PathLike, zoo: str | None = None
-) -> tuple[str, dict[str, HyperRepProbeModel]]:
-    """Loads the probe heads of one zoo, in index order, in eval mode.
-
-    Args:
-        model_dir_or_repo: A model folder or a Hub model repo id.
-        zoo: Which zoo's probes: a zoo key (``tetris_seed-1a2b3c4d``) or a config name that only one zoo of the
-            index has; default the index's ``default_zoo`` (the last one evaluated).
-
-    Returns:
-        (zoo key, target → ``HyperRepProbeModel``).
-
-    Raises:
-        ProbesNotFoundError: No probes at all, or none for ``zoo`` (naming the zoos that have some).
-        ProbeIndexError: A damaged index or probe head (naming the file).
-    """
-    folder = _local_or_downloaded(model_dir_or_repo)
-    index = read_probe_index(folder)
-    zoo = resolve_probe_zoo(index, zoo, model_dir_or_repo)
-    heads = {}
-    with quiet_progress():
-        for entry in index["probes"]:
-            if entry["zoo"] != zoo:
-                continue
-            try:
-                heads[entry["target"]] = HyperRepProbeModel.from_pretrained(folder / entry["path"]).eval()
-            except Exception as error:  # transformers raises OSError, safetensors its own error, configs ValueError
-                raise ProbeIndexError(
-                    f"Probe head {folder / entry['path']} (zoo {zoo}, target {entry['target']}) cannot be loaded "
-                    f"({type(error).__name__}: {error}). Fit the probes again with `hyperrep evaluate "
-                    f"{model_dir_or_repo} --zoo ZOO_DIR[:CONFIG] --out DIR --overwrite`."
-                ) from None
-    return zoo, heads
-
-
-def load_probe_statistics(model_dir_or_repo: str | os.PathLike, zoo: str) -> dict | None:
-    """The ``statistics.json`` saved with a zoo's probes (key ``zoo``), or None for probes saved without one."""
-    from .weight_statistics import STATISTICS_FILE, read_statistics
-
-    path = _local_or_downloaded(model_dir_or_repo) / PROBES_FOLDER / _safe_name(zoo) / STATISTICS_FILE
-    return read_statistics(path) if path.is_file() else None
 
 
 def register_probe_heads() -> None:

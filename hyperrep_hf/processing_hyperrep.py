@@ -736,3 +736,7 @@ def register_processor(config_class: type | None = None) -> None:
             ``feature_extractor_type`` written in ``preprocessor_config.json``.
     """
     AutoFeatureExtractor.register(config_class or "hyperrep", NeuronTokenProcessor, exist_ok=True)
+
+
+# Saved processors carry `auto_map` and this file, so AutoFeatureExtractor loads them with trust_remote_code=True.
+NeuronTokenProcessor.register_for_auto_class("AutoFeatureExtractor")

@@ -18,6 +18,10 @@ are checked against it:
   every split of the zoo (the rows ``hyperrep evaluate`` read).
 - **Targets**: the minimum and maximum of every regression target over the zoo's rows. A prediction outside is
   clipped to that range and marked (``clipped``, ``unclipped_value``); a non-finite one becomes ``null``.
+
+This file travels to the Hub as remote code with the pipeline (``hyperrep_hf.hub.remote_code_files``), so it is
+flat and self-contained: only numpy and the standard library. ``hyperrep_hf.probe_heads.save_probe_heads`` writes
+the document.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -121,18 +124,12 @@ def compute_statistics(
     }
 
 
-def write_statistics(folder: str | os.PathLike, statistics: dict) -> Path:
-    """Writes ``statistics.json`` into ``folder`` (atomically)."""
-    from .atomic import write_text_atomic
-
-    return write_text_atomic(Path(folder) / STATISTICS_FILE, json.dumps(statistics, indent=2) + "\n")
-
-
 def read_statistics(path: str | os.PathLike) -> dict:
     """Reads a ``statistics.json``; raises ``ValueError`` naming the file when it is damaged."""
-    path = Path(path)
+    path = os.fspath(path)
     try:
-        statistics = json.loads(path.read_text())
+        with open(path, encoding="utf-8") as file:
+            statistics = json.load(file)
         if not isinstance(statistics, dict) or not isinstance(statistics["weights"]["parameters"], dict):
             raise ValueError("not a statistics document")
     except (ValueError, KeyError, TypeError) as error:

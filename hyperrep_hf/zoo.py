@@ -35,7 +35,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
@@ -49,7 +49,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .atomic import write_text_atomic
-from .cards import render_dataset_card
+from .cards import ACCURACY_PLOT, render_dataset_card, write_accuracy_plot
 from .data import load_image_dataset
 from .population import NetworkConfig, Population
 from .recipes import BuildOptions, ZooRecipe, select_networks
@@ -781,14 +781,22 @@ def write_zoo_info(zoo_dir: Path, info: dict) -> Path:
     return path
 
 
-def write_card(out_dir: Path) -> Path:
-    """(Re)writes the folder's README.md dataset card from every complete zoo's ``zoo_info.json``."""
+def local_zoo_infos(out_dir: Path) -> list[dict]:
+    """Every complete zoo's ``zoo_info.json`` with its final test accuracies and non-empty splits (for the card)."""
     infos = []
-    for info_path in sorted(out_dir.glob("*/zoo_info.json")):
+    for info_path in sorted(Path(out_dir).glob("*/zoo_info.json")):
         info = _read_json(info_path, f"rebuild the zoo with `hyperrep zoo build {info_path.parent.name} --overwrite`")
         info["final_test_accuracy"] = _final_accuracies(info_path.parent, info["epochs"])
         info["available_splits"] = [s for s in SPLITS if any(info_path.parent.glob(f"{s}-*.parquet"))]
         infos.append(info)
+    return infos
+
+
+def write_card(out_dir: Path) -> Path:
+    """(Re)writes the folder's README.md dataset card (and each zoo's accuracy plot) from every complete zoo."""
+    infos = local_zoo_infos(out_dir)
+    for info in infos:
+        write_accuracy_plot(Path(out_dir) / info["name"] / ACCURACY_PLOT, info["final_test_accuracy"], info["name"])
     card = render_dataset_card(infos)
     path = out_dir / "README.md"
     if path.is_file() and path.read_text() == card:
@@ -797,9 +805,14 @@ def write_card(out_dir: Path) -> Path:
 
 
 def _final_accuracies(zoo_dir: Path, epochs: int) -> list[float]:
+    return final_test_accuracies(sorted(zoo_dir.glob("*.parquet")), epochs)
+
+
+def final_test_accuracies(shards: Iterable, epochs: int) -> list[float]:
+    """Test accuracies at the last epoch, from Parquet shards (paths or open files; two columns read, for cards)."""
     values = []
-    for path in sorted(zoo_dir.glob("*.parquet")):
-        table = pq.read_table(path, columns=["epoch", "test_accuracy"])
+    for shard in shards:
+        table = pq.read_table(shard, columns=["epoch", "test_accuracy"])
         epoch = table.column("epoch").to_numpy()
         values += table.column("test_accuracy").to_numpy()[epoch == epochs].tolist()
     return values

@@ -1,0 +1,36 @@
+"""A tiny evaluated encoder (model folder with processor, probe heads, card) and tiny zoos, built for the tests."""
+
+from pathlib import Path
+
+import torch
+
+from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, NeuronTokenProcessor
+from hyperrep_hf.evaluation import evaluate_model
+from hyperrep_hf.recipes import BuildOptions, load_recipe
+from hyperrep_hf.zoo import build_zoo
+
+TINY_HYP = BuildOptions(num_models=30, epochs=2, subset=120)
+
+
+def make_zoo(folder: Path, recipe: str = "tetris_hyp", options: BuildOptions = TINY_HYP) -> Path:
+    """A real zoo folder (Parquet + zoo_info.json + card) of a shipped recipe at a tiny size."""
+    build_zoo(load_recipe(recipe), folder, options, progress=False)
+    return folder
+
+
+def make_evaluated_model(model_dir: Path, zoo_dir: Path, out_dir: Path) -> Path:
+    """An untrained tiny encoder of the zoo's architecture, with probes fitted by ``evaluate_model`` and a card.
+
+    Saved as a training run saves it (``HyperRepForPreTraining`` + processor), with permutation symmetry and K = 4,
+    so the symmetry average is exercised.
+    """
+    torch.manual_seed(0)
+    processor = NeuronTokenProcessor.from_zoo(zoo_dir)
+    config = HyperRepConfig(
+        **processor.model_config_kwargs(), d_model=32, num_attention_heads=2, intermediate_size=64, latent_dim=8,
+        symmetries=["permutation"], embedding_symmetry_samples=4,
+    )  # fmt: skip
+    HyperRepForPreTraining(config).save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    evaluate_model(model_dir, zoo_dir, out_dir, baselines=[], plots=False, progress=False)
+    return model_dir
