@@ -129,6 +129,22 @@ def test_user_story_without_the_package_equals_the_library(evaluated_model, tmp_
     assert clipped and all(value["value"] == 0.0 != value["unclipped_value"] for value in clipped)
 
 
+@pytest.mark.slow
+def test_canonical_model_without_the_package_equals_the_library(tmp_path_factory, tmp_path):
+    """The canonical form (blended views, sign fixing) runs from the repo's processing code exactly as installed."""
+    zoo_dir = make_zoo(tmp_path_factory.mktemp("zoo"))
+    model_dir = make_evaluated_model(
+        tmp_path_factory.mktemp("model"), zoo_dir, tmp_path_factory.mktemp("out"), canonical="tanh"
+    )
+    assert json.loads((model_dir / "preprocessor_config.json").read_text())["canonical"] is True
+    networks = tmp_path / "networks.safetensors"
+    save_file({"vectors": torch.randn(4, 100, generator=torch.Generator().manual_seed(2)) * 0.3}, networks)
+    environment = offline_environment(tmp_path / "hf_home")
+    remote = run_user_story(str(model_dir), networks, tmp_path / "remote", "--remote-code", environment)
+    library = run_user_story(str(model_dir), networks, tmp_path / "library", "--library", environment)
+    assert_same_story(remote, library)
+
+
 def test_bare_encoder_loads_with_trust_remote_code_without_the_package(tmp_path):
     config = HyperRepConfig(d_model=16, num_attention_heads=2, intermediate_size=32, latent_dim=6, loss_type="ed")
     model = HyperRepForPreTraining(config).eval()

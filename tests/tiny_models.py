@@ -18,17 +18,22 @@ def make_zoo(folder: Path, recipe: str = "tetris_hyp", options: BuildOptions = T
     return folder
 
 
-def make_evaluated_model(model_dir: Path, zoo_dir: Path, out_dir: Path) -> Path:
+def make_evaluated_model(model_dir: Path, zoo_dir: Path, out_dir: Path, canonical: str | None = None) -> Path:
     """An untrained tiny encoder of the zoo's architecture, with probes fitted by ``evaluate_model`` and a card.
 
     Saved as a training run saves it (``HyperRepForPreTraining`` + processor), with permutation symmetry and K = 4,
-    so the symmetry average is exercised.
+    so the symmetry average is exercised. ``canonical="tanh"`` (or ``"relu"``) saves a processor with the canonical
+    form instead (permutation and, for tanh, sign canonicalised; K = 1), as the canonical presets train it.
     """
     torch.manual_seed(0)
     processor = NeuronTokenProcessor.from_zoo(zoo_dir)
+    symmetries = {"symmetries": ["permutation"], "embedding_symmetry_samples": 4}
+    if canonical is not None:
+        processor.set_canonical(canonical)
+        symmetries = {"symmetries": [], "embedding_symmetry_samples": 1}
     config = HyperRepConfig(
         **processor.model_config_kwargs(), d_model=32, num_attention_heads=2, intermediate_size=64, latent_dim=8,
-        symmetries=["permutation"], embedding_symmetry_samples=4,
+        **symmetries,
     )  # fmt: skip
     HyperRepForPreTraining(config).save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
