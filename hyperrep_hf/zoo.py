@@ -129,7 +129,9 @@ def build_zoo(
     identity = {"recipe": recipe.to_dict(), "options": options.identity(), "format_version": ZOO_FORMAT_VERSION}
     zoo_dir = Path(out_dir) / recipe.name
     # Everything that can fail on bad input fails before the first file is written.
-    data = load_image_dataset(recipe.dataset, seed=options.seed, subset=options.subset, data_dir=data_dir)
+    data = load_image_dataset(
+        recipe.dataset, seed=options.seed, subset=options.subset, data_dir=data_dir, **recipe.data_arguments()
+    )
     if data.num_classes != spec.num_classes or tuple(data.train_images.shape[1:]) != spec.input_shape:
         raise ValueError(
             f"recipe {recipe.name!r}: network {spec.name} takes {list(spec.input_shape)} inputs and gives "
@@ -152,7 +154,9 @@ def build_zoo(
     dropped: list[dict] = []
     for shard_index, members in enumerate(shards):
         shard = _Shard(recipe.name, spec, shard_index, len(shards), members, configs, build_dir, options.seed)
-        dropped += shard.run(tensors, data.num_classes, epochs, device, bar, progress, on_epoch_end)
+        dropped += recipe.apply_filter(
+            shard, shard.run(tensors, data.num_classes, epochs, device, bar, progress, on_epoch_end)
+        )
         shard.write_parquet(zoo_dir, [splits[i] for i in members], configs)
     bar.close()
     info = _zoo_info(recipe, options, spec, data, configs, splits, dropped, epochs)
