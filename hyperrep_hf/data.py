@@ -107,7 +107,8 @@ class TetrisDesign:
     Attributes:
         sizes: Examples per split.
         noise_std: σ of the Gaussian noise added to every pixel before clipping to [0, 1].
-        label_noise: Fraction of each split's labels replaced by another class, drawn uniformly (0: none).
+        label_noise: Share of each split's labels replaced by another class (an exact count, the same share of every
+            class; 0: none).
     """
 
     sizes: dict

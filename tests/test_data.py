@@ -164,34 +164,19 @@ def test_noisy_labels_flip_the_asked_share_of_every_class():
         assert counts.max() - counts.min() <= 2 + num_classes, counts
 
 
-def test_version_2_label_noise_separates_train_and_test_for_a_memoriser():
-    """A 1-nearest-neighbour classifier (a pure memoriser) fits the training labels and loses on test images."""
-    dataset = make_tetris(0, version=2, noise_std=0.4, label_noise=0.2)  # TETRIS-SEED v2's options
-    train, test = dataset.train_images.flatten(1), dataset.test_images.flatten(1)
-    nearest = torch.cdist(test, train).argmin(dim=1)
-    test_accuracy = (dataset.train_labels[nearest] == dataset.test_labels).float().mean().item()
-    assert test_accuracy < 0.8  # noisy labels and pixels cap what any classifier reaches; chance is 0.25
-    assert test_accuracy > 0.3
+def test_version_2_noise_options_make_a_memoriser_overfit():
+    """A 1-nearest-neighbour classifier fits its training labels exactly (train accuracy 1); on the default version 2
+    data it also gets the test images right, on TETRIS-SEED v2's noisy options it loses a large part of them."""
 
+    def nearest_neighbour_test_accuracy(dataset):
+        train, test = dataset.train_images.flatten(1), dataset.test_images.flatten(1)
+        nearest = torch.cdist(test, train).argmin(dim=1)
+        return (dataset.train_labels[nearest] == dataset.test_labels).float().mean().item()
 
-def test_train_size_keeps_a_nested_stratified_part_of_the_training_split(tmp_path):
-    full = load_image_dataset("tetris", version=2, cache_dir=tmp_path)
-    small = load_image_dataset("tetris", version=2, train_size=100, cache_dir=tmp_path)
-    large = load_image_dataset("tetris", version=2, train_size=1000, cache_dir=tmp_path)
-    assert len(small.train_labels) == 100 and len(large.train_labels) == 1000
-    for split in ("validation", "test"):  # only the training split shrinks
-        assert torch.equal(small.split(split)[0], full.split(split)[0])
-    rows = {tuple(row) for row in full.train_images.flatten(1).tolist()}
-    large_rows = {tuple(row) for row in large.train_images.flatten(1).tolist()}
-    assert large_rows <= rows and {tuple(row) for row in small.train_images.flatten(1).tolist()} <= large_rows
-    counts = torch.bincount(small.train_labels, minlength=4)
-    assert counts.max() - counts.min() <= 1
-    assert "Training split: 100 of its" in small.description
-    assert_same(small, load_image_dataset("tetris", version=2, train_size=100, cache_dir=tmp_path / "other"))
-    too_many = load_image_dataset("tetris", version=2, train_size=10**6, cache_dir=tmp_path)  # "at most"
-    assert torch.equal(too_many.train_images, full.train_images)
-    with pytest.raises(ValueError, match="train_size"):
-        load_image_dataset("tetris", train_size=0, cache_dir=tmp_path)
+    for seed in (0, 5):
+        assert nearest_neighbour_test_accuracy(make_tetris(seed, version=2)) > 0.95
+        noisy = nearest_neighbour_test_accuracy(make_tetris(seed, version=2, noise_std=0.4, label_noise=0.2))
+        assert 0.35 < noisy < 0.75, noisy  # chance is 0.25; with 20 % wrong labels no classifier passes 0.8
 
 
 def test_generator_options_are_checked(tmp_path):
