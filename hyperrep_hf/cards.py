@@ -110,6 +110,9 @@ def render_dataset_card(infos: list[dict]) -> str:
                 if seeds
                 else f"{recipe['random_seeds']} random seed(s) per configuration",
                 "options_text": ", ".join(f"{k} = {v}" for k, v in info["options"].items() if v is not None),
+                "data_version": recipe.get("data_version", 1),
+                "num_filtered": sum(1 for entry in info["dropped"] if entry.get("filtered")),
+                "num_diverged": sum(1 for entry in info["dropped"] if not entry.get("filtered")),
             }
         )
     licenses = sorted({zoo["license_id"] for zoo in zoos}) or ["other"]

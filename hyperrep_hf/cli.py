@@ -1,13 +1,15 @@
 """The ``hyperrep`` command line. Parsing lives here; the work is done by the library.
 
 hyperrep zoo list
-hyperrep zoo build RECIPE --out DIR [--num-models N] [--epochs E] [--subset K] [--device D] [--seed S]
+hyperrep zoo build RECIPE --out DIR [--num-models N] [--epochs E] [--subset K] [--data-version V] [--device D]
+    [--seed S]
 hyperrep push DIR REPO_ID [--private] [--revision R] [--include-checkpoints]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -45,6 +47,8 @@ def _zoo_build(arguments: argparse.Namespace) -> int:
         chunk_size=arguments.chunk_size,
     )
     recipe = load_recipe(arguments.recipe)
+    if arguments.data_version is not None:  # recorded in the zoo's recipe (zoo_info.json, card)
+        recipe = dataclasses.replace(recipe, data_version=arguments.data_version)
     build_zoo(
         recipe,
         arguments.out,
@@ -212,6 +216,7 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--num-models", type=int, help="keep this many networks (mini variants)")
     build.add_argument("--epochs", type=int, help="train this many epochs instead of the recipe's")
     build.add_argument("--subset", type=int, help="keep at most this many images of each data split")
+    build.add_argument("--data-version", type=int, help="data version instead of the recipe's (tetris: 1 or 2)")
     build.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, … (default: cpu)")
     build.add_argument("--seed", type=int, default=0, help="master seed: data, split, choice of networks")
     build.add_argument("--chunk-size", type=int, help="networks trained at once (memory); default: the recipe's")

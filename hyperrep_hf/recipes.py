@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from .data import check_data_version, check_generator_options
 from .networks import KNOWN_NETWORKS, NetworkSpec
 from .population import NetworkConfig
 
@@ -43,7 +44,12 @@ RECIPE_KEYS = {
     "grid",
     "chunk_size",
     "reference",
+    "data_version",
+    "data_options",
+    "filter",
 }
+DATA_OPTION_KEYS = {"train_size", "noise_std", "label_noise"}
+FILTER_KEYS = {"min_validation_accuracy"}
 
 
 @dataclass(frozen=True)
@@ -97,9 +103,41 @@ class ZooRecipe:
     grid: dict = field(default_factory=dict)
     chunk_size: int = 1000
     reference: str = ""
+    data_version: int = 1
+    data_options: dict = field(default_factory=dict)
+    filter: dict | None = None
 
     def __post_init__(self) -> None:
         where = f"recipe {self.name!r}"
+        try:
+            check_data_version(self.dataset, self.data_version)
+        except ValueError as error:
+            raise ValueError(f"{where}: 'data_version': {error}") from None
+        if not isinstance(self.data_options, dict) or not set(self.data_options) <= DATA_OPTION_KEYS:
+            raise ValueError(
+                f"{where}: 'data_options' must be a mapping with keys among {sorted(DATA_OPTION_KEYS)}, "
+                f"got {self.data_options!r}."
+            )
+        size = self.data_options.get("train_size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(f"{where}: data_options 'train_size' must be a positive integer, got {size!r}.")
+        try:
+            check_generator_options(
+                self.dataset,
+                self.data_version,
+                self.data_options.get("noise_std"),
+                self.data_options.get("label_noise"),
+            )
+        except ValueError as error:
+            raise ValueError(f"{where}: 'data_options': {error}") from None
+        if self.filter is not None:
+            if not isinstance(self.filter, dict) or set(self.filter) != FILTER_KEYS:
+                raise ValueError(
+                    f"{where}: 'filter' must be a mapping with exactly {sorted(FILTER_KEYS)}, got {self.filter!r}."
+                )
+            threshold = self.filter["min_validation_accuracy"]
+            if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold < 1:
+                raise ValueError(f"{where}: filter 'min_validation_accuracy' must lie in (0, 1), got {threshold!r}.")
         if (self.seeds is None) == (self.random_seeds is None):
             raise ValueError(f"{where}: give exactly one of 'seeds: [first, last]' or 'random_seeds: count'.")
         if self.seeds is not None and (len(self.seeds) != 2 or self.seeds[0] > self.seeds[1]):
@@ -145,10 +183,35 @@ class ZooRecipe:
         return configs
 
     def to_dict(self) -> dict:
-        """JSON-ready recipe (as stored in ``zoo_info.json``)."""
+        """JSON-ready recipe (as stored in ``zoo_info.json``).
+
+        ``data_version`` 1 and empty ``data_options`` or ``filter`` are left out, so that a zoo built before these
+        fields existed keeps its identity (its build resumes, its completed folder is recognised).
+        """
         data = asdict(self)
         data["seeds"] = list(self.seeds) if self.seeds else None
+        if self.data_version == 1:
+            del data["data_version"]
+        if not self.data_options:
+            del data["data_options"]
+        if self.filter is None:
+            del data["filter"]
         return data
+
+    def data_arguments(self) -> dict:
+        """Keyword arguments of :func:`hyperrep_hf.data.load_image_dataset` that the recipe fixes."""
+        return {"version": self.data_version, **self.data_options}
+
+    def apply_filter(self, shard, dropped: list[dict]) -> list[dict]:
+        """Adds the networks of a finished shard that the recipe's ``filter`` drops to its dropped list.
+
+        See :func:`hyperrep_hf.zoo_filter.filter_shard`; without a ``filter`` the list comes back unchanged.
+        """
+        if self.filter is None:
+            return dropped
+        from .zoo_filter import filter_shard
+
+        return filter_shard(self.filter, shard.folder, shard.members, shard.configs, dropped)
 
 
 def recipe_directory() -> Path:

@@ -166,7 +166,9 @@ def build_zoo(
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ValueError(f"--out {out_dir} is a file, not a folder; choose a folder for the zoo.")
     # Everything that can fail on bad input fails before the first file is written.
-    data = load_image_dataset(recipe.dataset, seed=options.seed, subset=options.subset, data_dir=data_dir)
+    data = load_image_dataset(
+        recipe.dataset, seed=options.seed, subset=options.subset, data_dir=data_dir, **recipe.data_arguments()
+    )
     if data.num_classes != spec.num_classes or tuple(data.train_images.shape[1:]) != spec.input_shape:
         raise ValueError(
             f"recipe {recipe.name!r}: network {spec.name} takes {list(spec.input_shape)} inputs and gives "
@@ -209,7 +211,9 @@ def build_zoo(
                 members = shards[shard_index]
                 shard = _Shard(recipe.name, spec, shard_index, len(shards), members, configs, build_dir, options.seed)
                 shard.check_or_claim(identity)
-                dropped += shard.run(tensors, data.num_classes, epochs, device, bar, progress, on_epoch_end)
+                dropped += recipe.apply_filter(
+                    shard, shard.run(tensors, data.num_classes, epochs, device, bar, progress, on_epoch_end)
+                )
                 shard.write_parquet(zoo_dir, [splits[i] for i in members], configs)
             bar.close()
             return dropped
@@ -293,12 +297,15 @@ def _health(files: list[Path], info: dict) -> dict:
             if epoch > 0:  # trained checkpoints only: an initialisation above chance by luck has not learned
                 best[model] = max(best.get(model, -1.0), accuracy)
     at_chance = sum(1 for value in best.values() if value <= threshold)
-    diverged = info["counts"]["dropped"]
+    diverged = sum(1 for entry in info["dropped"] if not entry.get("filtered"))  # filtered ones never left chance
     learned = len(best) - at_chance
     reasons = {
         "diverged (non-finite weights, loss or accuracy; dropped)": diverged,
         f"never left chance (best trained test accuracy ≤ {threshold:.3f}; kept)": at_chance,
     }
+    filtered = len(info["dropped"]) - diverged
+    if filtered:
+        reasons["never left chance (removed by the recipe's filter)"] = filtered
     summary = f"{learned} of {info['counts']['configured']} networks learned; " + ", ".join(
         f"{count} {reason}" for reason, count in reasons.items()
     )

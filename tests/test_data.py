@@ -93,6 +93,109 @@ def test_tetris_seed_changes_the_data():
     assert not torch.equal(make_tetris(seed=0).train_images, make_tetris(seed=1).train_images)
 
 
+# SHA-256 over every split's image bytes then label bytes (train, validation, test) of make_tetris(seed), computed
+# with the generator as it was before data versions existed: data version 1 must stay bit-for-bit that.
+TETRIS_V1_CHECKSUMS = {
+    0: "1d95172634ae9b19c80b0ac02df2de8effa2faf0f6b2db2cd96470ee34dee180",
+    1: "a56afcc78ebdf49ea1bc5cf8d5f0e86a5295e82569d3b82e9df8397f7a35837d",
+    7: "d56f16039987128d9221a1714f0f9676ca8df381445940274cc6cd16bf77373f",
+}
+
+
+def tensors_checksum(dataset: ImageDataset) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        images, labels = dataset.split(split)
+        digest.update(images.numpy().tobytes())
+        digest.update(labels.numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("seed", sorted(TETRIS_V1_CHECKSUMS))
+def test_tetris_version_1_is_unchanged_bit_for_bit(seed, tmp_path):
+    assert tensors_checksum(make_tetris(seed)) == TETRIS_V1_CHECKSUMS[seed]
+    assert tensors_checksum(make_tetris(seed, version=1)) == TETRIS_V1_CHECKSUMS[seed]
+    loaded = load_image_dataset("tetris", seed=seed, cache_dir=tmp_path)  # the default version is still 1
+    assert tensors_checksum(loaded) == TETRIS_V1_CHECKSUMS[seed]
+    assert "data version 1" in loaded.source
+
+
+def test_tetris_version_2_is_deterministic_balanced_and_sized(tmp_path):
+    design = data.TETRIS_DESIGNS[2]
+    for seed in np.random.default_rng(0).integers(0, 2**31, 3).tolist():
+        first = make_tetris(seed, version=2)
+        assert_same(first, make_tetris(seed, version=2))
+        assert not torch.equal(first.train_images, make_tetris(seed + 1, version=2).train_images)
+        for split in SPLITS:
+            images, labels = first.split(split)
+            assert images.shape == (design.sizes[split], 1, 4, 4)
+            assert images.min() >= 0 and images.max() <= 1
+            counts = torch.bincount(labels, minlength=4)
+            assert counts.max() - counts.min() <= 4, (split, counts)  # balanced within a few, after label noise
+    loaded = load_image_dataset("tetris", seed=3, version=2, cache_dir=tmp_path)
+    assert_same(loaded, make_tetris(3, version=2))
+    assert "data version 2" in loaded.source and "labels are replaced" not in loaded.description
+    noisy = load_image_dataset("tetris", seed=3, version=2, noise_std=0.4, label_noise=0.2, cache_dir=tmp_path)
+    assert_same(noisy, make_tetris(3, version=2, noise_std=0.4, label_noise=0.2))
+    assert "label_noise 0.2" in noisy.source and "20% of each split's labels are replaced" in noisy.description
+    assert not torch.equal(noisy.train_labels, loaded.train_labels)  # cached apart from the default design
+    # the two versions are cached apart: loading v1 into the same cache does not return v2
+    assert tensors_checksum(load_image_dataset("tetris", seed=3, cache_dir=tmp_path)) == tensors_checksum(
+        make_tetris(3)
+    )
+
+
+def test_noisy_labels_flip_the_asked_share_of_every_class():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        num_classes = int(rng.integers(2, 7))
+        size = int(rng.integers(50, 800))
+        labels = rng.permutation(np.arange(size) % num_classes)
+        fraction = float(rng.uniform(0.0, 0.5))
+        noisy = data._noisy_labels(labels, fraction, num_classes, np.random.default_rng(int(rng.integers(1000))))
+        changed = noisy != labels
+        assert changed.sum() == round(fraction * size)  # exactly the share asked for, never a label kept "flipped"
+        assert ((noisy >= 0) & (noisy < num_classes)).all()
+        flipped_per_class = np.bincount(labels[changed], minlength=num_classes)
+        assert flipped_per_class.max() - flipped_per_class.min() <= 1
+        counts = np.bincount(noisy, minlength=num_classes)
+        assert counts.max() - counts.min() <= 2 + num_classes, counts
+
+
+def test_version_2_noise_options_make_a_memoriser_overfit():
+    """A 1-nearest-neighbour classifier fits its training labels exactly (train accuracy 1); on the default version 2
+    data it also gets the test images right, on TETRIS-SEED v2's noisy options it loses a large part of them."""
+
+    def nearest_neighbour_test_accuracy(dataset):
+        train, test = dataset.train_images.flatten(1), dataset.test_images.flatten(1)
+        nearest = torch.cdist(test, train).argmin(dim=1)
+        return (dataset.train_labels[nearest] == dataset.test_labels).float().mean().item()
+
+    for seed in (0, 5):
+        assert nearest_neighbour_test_accuracy(make_tetris(seed, version=2)) > 0.95
+        noisy = nearest_neighbour_test_accuracy(make_tetris(seed, version=2, noise_std=0.4, label_noise=0.2))
+        assert 0.35 < noisy < 0.75, noisy  # chance is 0.25; with 20 % wrong labels no classifier passes 0.8
+
+
+def test_generator_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="data version 2 only"):
+        load_image_dataset("tetris", label_noise=0.1, cache_dir=tmp_path)  # version 1 has no knobs
+    with pytest.raises(ValueError, match="data version 2 only"):
+        load_image_dataset("digits", noise_std=0.1, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="label_noise"):
+        load_image_dataset("tetris", version=2, label_noise=0.9, cache_dir=tmp_path)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(("name", "version"), [("tetris", 3), ("tetris", 0), ("digits", 2), ("tetris", True)])
+def test_unknown_data_version_is_refused(name, version, tmp_path):
+    with pytest.raises(ValueError, match="data version"):
+        load_image_dataset(name, version=version, cache_dir=tmp_path)
+    assert not (tmp_path / "data").exists()
+
+
 # ------------------------------------------------------------------------------------------------ digits
 
 
@@ -134,8 +237,8 @@ def test_second_call_reads_the_cache(tmp_path, monkeypatch):
 
 
 def _sources_without_builders(candidate_sources):
-    def sources(name, data_dir):
-        for candidate in candidate_sources(name, data_dir):
+    def sources(name, data_dir, version=1, generator=None):
+        for candidate in candidate_sources(name, data_dir, version, generator):
             yield data._Candidate(candidate.source, candidate.fingerprint, lambda seed: pytest.fail("rebuilt"))
 
     return sources
