@@ -10,8 +10,8 @@ import torch
 from huggingface_hub import ModelCard
 
 from hyperrep_hf import HyperRepConfig, HyperRepModel, NeuronTokenProcessor
-from hyperrep_hf import evaluation as evaluation_module
-from hyperrep_hf.evaluation import (
+from hyperrep_hf.probing import evaluation as evaluation_module
+from hyperrep_hf.probing.evaluation import (
     PAPER_RESULTS,
     compute_embeddings,
     evaluate_model,
@@ -21,9 +21,9 @@ from hyperrep_hf.evaluation import (
     select_targets,
     subsample_by_model,
 )
-from hyperrep_hf.probe_heads import read_probe_index
-from hyperrep_hf.recipes import BuildOptions, load_recipe
-from hyperrep_hf.zoo import build_zoo
+from hyperrep_hf.probing.probe_heads import read_probe_index
+from hyperrep_hf.zoo.folder import build_zoo
+from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
 
 TINY = BuildOptions(num_models=12, epochs=3, subset=120)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from .data import check_data_version, check_generator_options
+from .image_data import check_data_version, check_generator_options
 from .networks import KNOWN_NETWORKS, NetworkSpec
 from .population import NetworkConfig
 
@@ -79,7 +79,7 @@ class BuildOptions:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer (≥ 1), got {value!r}.")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"--seed must be a non-negative integer, got {self.seed!r}.")
-        from .checks import check_device
+        from ..checks import check_device
 
         check_device(self.device)  # unknown, or CUDA / MPS that this machine or PyTorch build lacks
 
@@ -199,17 +199,17 @@ class ZooRecipe:
         return data
 
     def data_arguments(self) -> dict:
-        """Keyword arguments of :func:`hyperrep_hf.data.load_image_dataset` that the recipe fixes."""
+        """Keyword arguments of :func:`hyperrep_hf.zoo.image_data.load_image_dataset` that the recipe fixes."""
         return {"version": self.data_version, **self.data_options}
 
     def apply_filter(self, shard, dropped: list[dict]) -> list[dict]:
         """Adds the networks of a finished shard that the recipe's ``filter`` drops to its dropped list.
 
-        See :func:`hyperrep_hf.zoo_filter.filter_shard`; without a ``filter`` the list comes back unchanged.
+        See :func:`hyperrep_hf.zoo.filter.filter_shard`; without a ``filter`` the list comes back unchanged.
         """
         if self.filter is None:
             return dropped
-        from .zoo_filter import filter_shard
+        from .filter import filter_shard
 
         return filter_shard(self.filter, shard.folder, shard.members, shard.configs, dropped)
 

@@ -422,7 +422,7 @@ class SoftmaxProbe:
         Returns:
             self.
         """
-        from sklearn.linear_model import LogisticRegression  # lazy: keeps `import hyperrep_hf.probing` light
+        from sklearn.linear_model import LogisticRegression  # lazy: keeps `import hyperrep_hf.probing.probes` light
 
         train_features = _check_features(train_features, name="train_features")
         train_labels = np.asarray(train_labels).ravel()

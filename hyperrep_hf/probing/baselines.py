@@ -10,7 +10,7 @@
 ```
 
 Every function maps ``vectors_by_split`` (split → (num_rows, num_parameters)) to ``features_by_split`` (split →
-(num_rows, num_features)) for :func:`hyperrep_hf.probing.probe_targets`. Fitted baselines (PCA, UMAP) only ever
+(num_rows, num_features)) for :func:`hyperrep_hf.probing.probes.probe_targets`. Fitted baselines (PCA, UMAP) only ever
 see train rows. To keep them fast on big zoos the fit uses at most ``max_fit_rows`` train rows (3000 by default),
 drawn without replacement with a seeded generator; every row of every split is then transformed. Rows with
 non-finite weights are left out of the fit and get NaN features, which the probes drop and count.
@@ -242,7 +242,7 @@ def kernel_pca_features(
     Returns:
         Split → (num_rows, num_components) float64.
     """
-    from sklearn.decomposition import KernelPCA  # lazy: keeps `import hyperrep_hf.baselines` light
+    from sklearn.decomposition import KernelPCA  # lazy: keeps `import hyperrep_hf.probing.baselines` light
 
     fit_rows = _fit_rows(_require_train(vectors_by_split), max_fit_rows, seed)
     num_components = min(num_components, fit_rows.shape[0])
@@ -320,7 +320,7 @@ def compute_baseline_features(
     max_fit_rows: int = 3000,
     seed: int = 0,
 ) -> dict[str, np.ndarray] | None:
-    """Features of one baseline for every split, ready for :func:`hyperrep_hf.probing.probe_targets`.
+    """Features of one baseline for every split, ready for :func:`hyperrep_hf.probing.probes.probe_targets`.
 
     Args:
         name: One of :data:`BASELINE_NAMES`: ``W``, ``s(W)``, ``s(W)_unterthiner``, ``pca_linear``,

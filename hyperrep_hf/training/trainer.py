@@ -52,11 +52,11 @@ import torch
 import yaml
 from transformers import HfArgumentParser
 
-from .atomic import write_text_atomic
-from .augmentations import augment_with_target, make_augmentations, split_augmentations
-from .configuration_hyperrep import LOSS_TYPES, TOKEN_LAYOUTS, VARIANTS, HyperRepConfig
-from .modeling_hyperrep import HyperRepForPreTraining
-from .processing_hyperrep import NeuronTokenProcessor
+from ..atomic import write_text_atomic
+from ..models.hyperrep.augmentations import augment_with_target, make_augmentations, split_augmentations
+from ..models.hyperrep.configuration_hyperrep import LOSS_TYPES, TOKEN_LAYOUTS, VARIANTS, HyperRepConfig
+from ..models.hyperrep.modeling_hyperrep import HyperRepForPreTraining
+from ..models.hyperrep.processing_hyperrep import NeuronTokenProcessor
 
 # Fields that may differ between a run and its resumption (they do not change the trajectory).
 RESUMABLE_CHANGES = {"resume", "overwrite", "num_threads", "progress", "report_to", "zoo", "output_dir"}
@@ -474,7 +474,7 @@ def check_processor_matches(processor: NeuronTokenProcessor, architecture: dict)
 
 def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
     """Reads the zoo (folder or Hub), keeps ``epochs_to_use`` of train, makes (or loads and checks) the processor."""
-    from .zoo import load_zoo
+    from ..zoo.folder import load_zoo
 
     path, zoo_config = split_zoo_argument(config.zoo)
     dataset, zoo_info = load_zoo(path, zoo_config)
@@ -589,11 +589,11 @@ class TrainingViews:
 
     The target is the clean vector *in the view's neuron order* (noise and erasing undone, the permutation kept):
     the un-permuted weights cannot be predicted from a permuted input (that target caps R² far below 1). Shared
-    with ``TwoViewCollator`` through :func:`hyperrep_hf.augmentations.augment_with_target`. With
+    with ``TwoViewCollator`` through :func:`hyperrep_hf.models.hyperrep.augmentations.augment_with_target`. With
     ``reference_losses`` the model reconstructs the augmented input instead.
 
     Args:
-        augmentations: From :func:`hyperrep_hf.augmentations.make_augmentations` (permutation first).
+        augmentations: From :func:`hyperrep_hf.models.hyperrep.augmentations.make_augmentations` (permutation first).
         processor: Normalises the raw rows and makes tokens.
     """
 
@@ -645,7 +645,7 @@ def _resolve_mixed_precision(setting: str) -> str | None:
 
 def _prepare_output_dir(config: TrainConfig, is_main: bool) -> Path:
     """Refuses to mix two runs in one folder unless ``resume`` or ``overwrite`` says what to do."""
-    from .checks import check_output_folder
+    from ..checks import check_output_folder
 
     output_dir = check_output_folder(config.output_dir, "output_dir")
     existing = (output_dir / "train_config.json").exists() or (output_dir / "checkpoints").exists()
@@ -861,7 +861,7 @@ class Trainer:
 
     def evaluate(self, final: bool = False) -> dict[str, float]:
         """Validation reconstruction R² and probe R² (plus test scores when ``final``)."""
-        from .probing import RidgeProbe, r2_score
+        from ..probing.probes import RidgeProbe, r2_score
 
         target = self.config.probe_target
         splits = ("validation", "test") if final else ("validation",)

@@ -48,9 +48,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .atomic import write_text_atomic
-from .cards import ACCURACY_PLOT, render_dataset_card, write_accuracy_plot
-from .data import load_image_dataset
+from ..atomic import write_text_atomic
+from ..hub.cards import ACCURACY_PLOT, render_dataset_card, write_accuracy_plot
+from .image_data import load_image_dataset
 from .population import NetworkConfig, Population
 from .recipes import BuildOptions, ZooRecipe, select_networks
 
@@ -139,7 +139,7 @@ def build_zoo(
         recipe: What to build.
         out_dir: The zoo folder (a Hub dataset repo); may hold other zoos.
         options: Command-line overrides.
-        data_dir: Where to look for image data (see :func:`hyperrep_hf.data.load_image_dataset`).
+        data_dir: Where to look for image data (see :func:`hyperrep_hf.zoo.image_data.load_image_dataset`).
         overwrite: Replace a different zoo of the same name instead of refusing.
         progress: Show a progress bar and per-epoch summary lines.
         on_epoch_end: Called after every epoch of every shard (tests use it to interrupt a build).
@@ -717,7 +717,7 @@ def _zoo_info(recipe, options, spec, data, configs, splits, dropped, epochs) -> 
 class ParquetShardWriter:
     """Streams one split's rows into Parquet shards of at most ``rows_per_shard`` rows, row group by row group.
 
-    Used by the importers (:mod:`hyperrep_hf.importers`), whose sources do not fit in memory. Shards are written
+    Used by the importers (:mod:`hyperrep_hf.zoo.importers`), whose sources do not fit in memory. Shards are written
     under hidden temporary names; :meth:`finish` gives them their final names ``<split>-XXXXX-of-NNNNN.parquet``
     (the total is known only then), so a killed import never leaves a shard that looks finished.
 

@@ -2,7 +2,7 @@
 
 This file travels to the Hub as remote code (the probe heads' ``auto_map`` and the pipeline import it), so it is
 flat and self-contained: only torch, numpy, transformers. Fitting and saving the probes is library code
-(:mod:`hyperrep_hf.probe_heads`); this file reads them::
+(:mod:`hyperrep_hf.probing.probe_heads`); this file reads them::
 
     probes/index.json                       every probe: zoo key, config, source, target, metric, score, path
     probes/<zoo>/<target>/config.json       HyperRepProbeConfig (model_type "hyperrep_probe", auto_map)
@@ -51,7 +51,7 @@ def _missing_probes_message(model_dir: str | os.PathLike, detail: str) -> str:
     return (
         f"{model_dir} has no probe heads ({detail}). Fit them first with "
         f"`hyperrep evaluate {model_dir} --zoo ZOO_DIR[:CONFIG] --out DIR` "
-        "(hyperrep_hf.evaluation.evaluate_model), which saves them under probes/."
+        "(hyperrep_hf.probing.evaluation.evaluate_model), which saves them under probes/."
     )
 
 
@@ -72,7 +72,7 @@ class HyperRepProbeConfig(PreTrainedConfig):
         inverse_regularization: Softmax C (classification).
         selection_split: Split the regularisation was chosen on (``"validation"``, or ``"train"`` as a fallback).
         zoo: The zoo (its key, ``<config>-<fingerprint>``) the probe was fitted on.
-        hidden_sizes: Widths of the hidden ReLU layers of an MLP head (``hyperrep_hf.probing.MLPProbe``);
+        hidden_sizes: Widths of the hidden ReLU layers of an MLP head (``hyperrep_hf.probing.probes.MLPProbe``);
             None for the linear head.
         kwargs: Passed on to ``PreTrainedConfig``.
 
@@ -207,7 +207,7 @@ class HyperRepProbeModel(PreTrainedModel):
         """Turns a fitted probe into a head that computes exactly its predictions (up to float32 rounding).
 
         Args:
-            probe: A fitted ``hyperrep_hf.probing.RidgeProbe`` (regression: has ``alpha``), ``SoftmaxProbe``
+            probe: A fitted ``hyperrep_hf.probing.probes.RidgeProbe`` (regression: has ``alpha``), ``SoftmaxProbe``
                 (classification: has ``labels``) or ``MLPProbe`` (either: has ``as_layers``).
             target: The target column it was fitted on.
             zoo: The zoo it was fitted on.

@@ -15,8 +15,9 @@ the model folder next to the encoder::
 their probes side by side. Wherever a zoo is asked for, its key or (when unambiguous) its config name will do.
 
 The classes and the reading side (:func:`load_probe_heads`, :func:`read_probe_index`, :func:`resolve_probe_zoo`,
-:func:`load_probe_statistics`) live in the flat remote-code file :mod:`hyperrep_hf.modeling_hyperrep_probe` and are
-re-exported here; fitting and saving (:func:`save_probe_heads`, :func:`zoo_key`) live here.
+:func:`load_probe_statistics`) live in the flat remote-code file
+:mod:`hyperrep_hf.models.hyperrep.modeling_hyperrep_probe` and are re-exported here; fitting and saving
+(:func:`save_probe_heads`, :func:`zoo_key`) live here.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .atomic import write_text_atomic
-from .modeling_hyperrep_probe import (
+from ..atomic import write_text_atomic
+from ..models.hyperrep.modeling_hyperrep_probe import (
     INDEX_FILE,
     PROBE_INDEX_FORMAT_VERSION,
     PROBES_FOLDER,
@@ -47,7 +48,7 @@ from .modeling_hyperrep_probe import (
     read_probe_index,
     resolve_probe_zoo,
 )
-from .probing import MLPProbe, ProbeResult, RidgeProbe, SoftmaxProbe
+from .probes import MLPProbe, ProbeResult, RidgeProbe, SoftmaxProbe
 
 
 class ProbesExistError(FileExistsError):
@@ -109,7 +110,7 @@ def save_probe_heads(
     The zoo's previous probes are replaced (a target that is no longer probed leaves no stale head behind);
     other zoos' probes are kept. The new heads are written into a temporary folder first and swapped in, so a
     crash leaves the old probes or the new ones, never a mix. The zoo becomes the index's ``default_zoo`` (the
-    one predictions use). :func:`hyperrep_hf.evaluation.evaluate_model` refuses to get here over existing
+    one predictions use). :func:`hyperrep_hf.probing.evaluation.evaluate_model` refuses to get here over existing
     probes unless told to overwrite.
 
     Args:
@@ -120,8 +121,8 @@ def save_probe_heads(
         config: The zoo's config name (default: ``zoo``).
         source: The zoo folder or Hub repo the probes were fitted on.
         fingerprint: The zoo's :func:`zoo_fingerprint`.
-        statistics: The zoo's weight / target statistics (:mod:`hyperrep_hf.weight_statistics`), saved as
-            ``probes/<zoo>/statistics.json``.
+        statistics: The zoo's weight / target statistics (:mod:`hyperrep_hf.models.hyperrep.weight_statistics`),
+            saved as ``probes/<zoo>/statistics.json``.
         make_default: Make this zoo the index's ``default_zoo`` (False keeps the current default, e.g. for the
             final-checkpoint probes of ``hyperrep evaluate --protocol``).
 
@@ -162,7 +163,7 @@ def save_probe_heads(
             }
         )
     if statistics is not None:
-        from .weight_statistics import STATISTICS_FILE
+        from ..models.hyperrep.weight_statistics import STATISTICS_FILE
 
         write_text_atomic(staging / STATISTICS_FILE, json.dumps(statistics, indent=2) + "\n")
     if zoo_dir.exists():
@@ -173,7 +174,7 @@ def save_probe_heads(
     index = {"format_version": PROBE_INDEX_FORMAT_VERSION, "default_zoo": default_zoo, "probes": kept + entries}
     index_path = write_text_atomic(probes_dir / INDEX_FILE, json.dumps(index, indent=2) + "\n")
     shutil.rmtree(retired, ignore_errors=True)
-    from .hub import write_remote_code
+    from ..hub.publish import write_remote_code
 
     write_remote_code(model_dir)  # with probes the folder serves the pipeline: its code goes next to the encoder
     return index_path

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .configuration_hyperrep import FORMAT_VERSION, HyperRepConfig
+from ..models.hyperrep.configuration_hyperrep import FORMAT_VERSION, HyperRepConfig
 
 MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 TRAINING_FOLDERS = ("checkpoints", "training_state")
 PUBLISHED_RECORD = ".hyperrep_hub.json"  # in a zoo folder after `hyperrep push`: where it was published
+# The folder of the flat remote-code files (hyperrep_hf/models/hyperrep/).
+MODEL_CODE_DIR = Path(__file__).resolve().parent.parent / "models" / "hyperrep"
 REMOTE_CODE_ENTRY_POINTS = ("modeling_hyperrep.py", "pipelines.py", "modeling_hyperrep_probe.py")
 PROBE_AUTO_MAP = {
     "AutoConfig": "modeling_hyperrep_probe.HyperRepProbeConfig",
@@ -64,7 +66,7 @@ def remote_code_files() -> dict[str, bytes]:
     """
     from transformers.dynamic_module_utils import get_relative_import_files
 
-    package = Path(__file__).parent
+    package = MODEL_CODE_DIR
     files: dict[str, bytes] = {}
     for entry in REMOTE_CODE_ENTRY_POINTS:
         for path in [package / entry, *map(Path, get_relative_import_files(str(package / entry)))]:
@@ -76,7 +78,7 @@ def probe_code_files() -> dict[str, bytes]:
     """The flat files a probe head's folder needs to load with ``trust_remote_code``: its modeling file and imports."""
     from transformers.dynamic_module_utils import get_relative_import_files
 
-    entry = Path(__file__).parent / "modeling_hyperrep_probe.py"
+    entry = MODEL_CODE_DIR / "modeling_hyperrep_probe.py"
     return {path.name: path.read_bytes() for path in [entry, *map(Path, get_relative_import_files(str(entry)))]}
 
 
@@ -292,7 +294,7 @@ def _remote_zoo_infos(api: Any, repo_id: str, revision: str, skip: set[str]) -> 
     """The zoo_info.json (+ final accuracies, splits) of every zoo already in a dataset repo, except ``skip``."""
     from huggingface_hub import HfFileSystem, hf_hub_download
 
-    from .zoo import SPLITS, final_test_accuracies
+    from ..zoo.folder import SPLITS, final_test_accuracies
 
     repo_files = api.list_repo_files(repo_id, repo_type="dataset", revision=revision)
     file_system = HfFileSystem(endpoint=api.endpoint, token=api.token)
@@ -380,8 +382,8 @@ def _push(folder, repo_id, private, revision, include_checkpoints, token, endpoi
         if branch != "main":
             api.create_branch(repo_id, branch=branch, repo_type=repo_type, exist_ok=True)
         if kind == "zoo":
+            from ..zoo.folder import local_zoo_infos
             from .cards import render_dataset_card
-            from .zoo import local_zoo_infos
 
             # The card merges what is in the repo now: commit on top of exactly that state (else the Hub refuses).
             parent_commit = api.repo_info(repo_id, repo_type="dataset", revision=branch).sha
@@ -424,7 +426,7 @@ def _model_card(folder: Path, repo_id: str, endpoint: str) -> str | None:
     results = folder / "eval" / "results.json"
     if not results.is_file():
         return None
-    from .evaluation import render_model_card
+    from ..probing.evaluation import render_model_card
 
     evaluations = json.loads(results.read_text())["evaluations"]
     dataset_ids = {}

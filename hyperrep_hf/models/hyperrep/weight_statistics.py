@@ -19,9 +19,9 @@ are checked against it:
 - **Targets**: the minimum and maximum of every regression target over the zoo's rows. A prediction outside is
   clipped to that range and marked (``clipped``, ``unclipped_value``); a non-finite one becomes ``null``.
 
-This file travels to the Hub as remote code with the pipeline (``hyperrep_hf.hub.remote_code_files``), so it is
-flat and self-contained: only numpy and the standard library. ``hyperrep_hf.probe_heads.save_probe_heads`` writes
-the document.
+This file travels to the Hub as remote code with the pipeline (``hyperrep_hf.hub.publish.remote_code_files``), so it is
+flat and self-contained: only numpy and the standard library. ``hyperrep_hf.probing.probe_heads.save_probe_heads``
+writes the document.
 """
 
 from __future__ import annotations

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..models.hyperrep.embeddings import embed_vectors, symmetry_transforms
 from .baselines import compute_baseline_features
-from .embeddings import embed_vectors, symmetry_transforms
-from .probing import ProbeReport, ProbeResult, fit_probes
+from .probes import ProbeReport, ProbeResult, fit_probes
 
 logger = logging.getLogger("hyperrep_hf")
 
@@ -171,7 +171,7 @@ def load_zoo_arrays(zoo: str | os.PathLike, max_rows: int | None = None, seed: i
             :func:`subsample_by_model`); None keeps everything.
         seed: Seed of the subsampling.
     """
-    from .zoo import load_zoo
+    from ..zoo.folder import load_zoo
 
     source, config = parse_zoo_argument(zoo)
     dataset, info = load_zoo(source, config)
@@ -234,9 +234,9 @@ def load_encoder(model_dir: str | os.PathLike) -> tuple[torch.nn.Module, Any]:
     """
     from safetensors import SafetensorError
 
-    from .hub import check_model_source
-    from .modeling_hyperrep import HyperRepModel
-    from .processing_hyperrep import NeuronTokenProcessor
+    from ..hub.publish import check_model_source
+    from ..models.hyperrep.modeling_hyperrep import HyperRepModel
+    from ..models.hyperrep.processing_hyperrep import NeuronTokenProcessor
 
     check_model_folder(model_dir)
     check_model_source(model_dir)  # another library's repo, a newer format, a damaged config.json: say so
@@ -267,7 +267,7 @@ def compute_embeddings(
 ) -> np.ndarray:
     """Hyper-representations of flat weight vectors, in batches, with the model in eval mode.
 
-    Each is z averaged over the network and its symmetric copies (:mod:`hyperrep_hf.embeddings`; K from
+    Each is z averaged over the network and its symmetric copies (:mod:`hyperrep_hf.models.hyperrep.embeddings`; K from
     ``model.config.embedding_symmetry_samples`` unless ``symmetry_samples`` is given). Rows with a NaN/inf weight
     get NaN embeddings (the probes drop and count them) instead of failing.
 
@@ -341,7 +341,7 @@ class EvaluationReport:
 
     Attributes:
         document: The ``results.json`` document.
-        reports: Method → its :class:`~hyperrep_hf.probing.ProbeReport` (fitted probes included).
+        reports: Method → its :class:`~hyperrep_hf.probing.probes.ProbeReport` (fitted probes included).
         paths: Every file written.
     """
 
@@ -429,7 +429,7 @@ def evaluate_model(
     """Probes the hyper-representation and the baselines on a zoo; writes the results, plots and probe heads.
 
     Each zoo's probes go into the model folder under the zoo's key (``probes/<config>-<fingerprint>/``, see
-    :func:`hyperrep_hf.probe_heads.zoo_key`) beside other zoos' probes, and become the default for predictions.
+    :func:`hyperrep_hf.probing.probe_heads.zoo_key`) beside other zoos' probes, and become the default for predictions.
     Every input is checked before anything is written: the model folder, the zoo, the output folders, and
     whether this zoo's probes exist already (then ``overwrite`` is needed).
 
@@ -457,7 +457,7 @@ def evaluate_model(
     Raises:
         ProbesExistError: The model folder has probes for this zoo and ``overwrite`` is false.
     """
-    from .checks import check_output_folder
+    from ..checks import check_output_folder
 
     chosen_baselines = check_evaluation_options(baselines, max_rows, seed)
     check_model_folder(model_dir)
@@ -757,7 +757,7 @@ def last_epoch_rows(model_ids: np.ndarray, epochs: np.ndarray) -> np.ndarray:
 
 
 def _metric(name: str, truth: np.ndarray, predicted: np.ndarray) -> float:
-    from .probing import kendall_tau, r2_score
+    from .probes import kendall_tau, r2_score
 
     return r2_score(truth, predicted) if name == "r2" else kendall_tau(truth, predicted)
 
@@ -1029,7 +1029,7 @@ def _plot_predictions(path, zoo, embeddings, report, targets) -> Path:
 
 
 def _scatter(axis, truth: np.ndarray, predicted: np.ndarray) -> None:
-    from .probing import r2_score
+    from .probes import r2_score
 
     axis.scatter(truth, predicted, s=3, alpha=0.4)
     if truth.size:
@@ -1070,8 +1070,8 @@ def check_evaluation(
     Raises:
         ValueError, FileNotFoundError, ProbesExistError: naming the problem.
     """
-    from .checks import check_output_folder
-    from .zoo import load_zoo
+    from ..checks import check_output_folder
+    from ..zoo.folder import load_zoo
 
     check_model_folder(model_dir)
     check_output_folder(out_dir)
@@ -1106,8 +1106,8 @@ def _refuse_existing_probes(model_dir: Path, zoo: ZooArrays, overwrite: bool) ->
 def _save_probes(
     model_dir: Path, zoo: ZooArrays, report: ProbeReport, targets_by_split: Mapping[str, Mapping[str, np.ndarray]]
 ) -> list[Path]:
+    from ..models.hyperrep.weight_statistics import compute_statistics
     from .probe_heads import save_probe_heads, zoo_fingerprint, zoo_key
-    from .weight_statistics import compute_statistics
 
     key = zoo_key(zoo.config, zoo.info)
     regression = {target for target, probe in report.probes.items() if getattr(probe, "labels", None) is None}
@@ -1136,7 +1136,7 @@ def write_model_evaluation(model_dir: Path, document: dict, plots: Sequence[Path
     ``eval/results.json`` holds one document per zoo key (a re-evaluation of the same zoo replaces its document;
     zoos of one config name built differently are kept apart); plots go to ``eval/<zoo key>/<plot>.png``.
     """
-    from .atomic import write_text_atomic
+    from ..atomic import write_text_atomic
 
     eval_dir = model_dir / "eval"
     eval_dir.mkdir(parents=True, exist_ok=True)
@@ -1322,7 +1322,7 @@ def evaluate_ood(
     for method in methods:
         if method != HYPERREP_METHOD:
             _choose_baselines([method])
-    from .checks import check_output_folder
+    from ..checks import check_output_folder
 
     check_output_folder(out_dir)
     stages = _Stages(2 + len(zoos), progress, "ood")

@@ -19,7 +19,7 @@ Two sources (``PAPER.md`` §1):
   position, so Dropout modules (which shift ``module_list`` indices) cannot misalign them.
 
 Both importers stream: a chunk of checkpoints is read, converted and appended to Parquet shards
-(:class:`hyperrep_hf.zoo.ParquetShardWriter`), so memory does not grow with the source. Everything that can be
+(:class:`hyperrep_hf.zoo.folder.ParquetShardWriter`), so memory does not grow with the source. Everything that can be
 checked before writing (row counts, layout, architecture) is checked first; rows with non-finite weights or
 accuracies are dropped and counted; the zoo's ``zoo_info.json`` and card are written last.
 """
@@ -45,8 +45,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .networks import KNOWN_NETWORKS, NetworkSpec
-from .zoo import (
+from .folder import (
     SPLITS,
     ZOO_FORMAT_VERSION,
     ParquetShardWriter,
@@ -55,6 +54,7 @@ from .zoo import (
     write_card,
     write_zoo_info,
 )
+from .networks import KNOWN_NETWORKS, NetworkSpec
 
 SMALL_CNN_ZOO_INPUT_SIZES = {"mnist": 28, "fashion_mnist": 28, "cifar10": 32, "svhn_cropped": 32}
 """Image side per ``config.dataset`` of the Small CNN Zoo (its CIFAR10 / SVHN zoos are grey-scale)."""
@@ -817,7 +817,7 @@ def import_model_zoos(
         source: The folder of model folders.
         out_dir: The zoo folder to write into.
         config: The zoo's name; default the source folder's name.
-        network: A known network name (``hyperrep_hf.networks.KNOWN_NETWORKS`` or a recipe's network); default
+        network: A known network name (``hyperrep_hf.zoo.networks.KNOWN_NETWORKS`` or a recipe's network); default
             the one whose parameter shapes match the first checkpoint.
         seed: Seed of the 70/15/15 split by model.
         result_offset: ``training_iteration`` of the epoch-0 result line.

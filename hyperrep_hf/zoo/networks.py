@@ -89,7 +89,9 @@ class LayerSpec:
                 raise ValueError(args)
             return cls(kind)
         except ValueError as error:
-            raise ValueError(f"Cannot parse layer {text!r}: see hyperrep_hf.networks for the layer syntax.") from error
+            raise ValueError(
+                f"Cannot parse layer {text!r}: see hyperrep_hf.zoo.networks for the layer syntax."
+            ) from error
 
     def __str__(self) -> str:
         if self.kind == "linear":

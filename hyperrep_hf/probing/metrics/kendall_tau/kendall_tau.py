@@ -24,7 +24,7 @@ Args:
 Returns:
     kendall_tau: float in [-1, 1], NaN when either input is constant or has fewer than two values.
 Examples:
-    >>> kendall_tau = evaluate.load("path/to/hyperrep_hf/metrics/kendall_tau")
+    >>> kendall_tau = evaluate.load("path/to/hyperrep_hf/probing/metrics/kendall_tau")
     >>> kendall_tau.compute(predictions=[1.0, 2.0, 3.0], references=[1.0, 3.0, 2.0])
     {'kendall_tau': 0.3333333333333333}
 """

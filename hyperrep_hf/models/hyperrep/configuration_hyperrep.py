@@ -74,7 +74,7 @@ class HyperRepConfig(PreTrainedConfig):
             ``"sign_flip"``); written by training.
         activation: The zoo networks' activation (sign flips need it); written by training.
         embedding_symmetry_samples: K: a network's hyper-representation is the mean of z over the network and K − 1
-            fixed symmetric copies of it (:mod:`hyperrep_hf.embeddings`); 1 = the plain z of the paper. Used by
+            fixed symmetric copies of it (:mod:`embeddings`); 1 = the plain z of the paper. Used by
             evaluation, probes and the prediction pipeline; ``HyperRepModel.forward`` itself always returns plain z.
         initializer_range: Standard deviation of the position embeddings and the compression token.
         layer_norm_eps: Epsilon of the LayerNorms.

@@ -12,11 +12,11 @@ and the Kendall τ between predicted and true test accuracy on the test half. :f
 - ``s(W)+MLP`` — Unterthiner et al.'s statistics (weights and biases: percentiles 0/25/50/75/100, mean, std) with
   a small MLP: the peers' StatNN baseline;
 - ``s(W)+linear`` — the same statistics with this project's ridge probe;
-- ``hyperrep+linear`` and ``hyperrep+MLP`` — the hyper-representation z (:func:`~hyperrep_hf.evaluation.
+- ``hyperrep+linear`` and ``hyperrep+MLP`` — the hyper-representation z (:func:`~hyperrep_hf.probing.evaluation.
   compute_embeddings`) with the ridge probe and with the same MLP.
 
 The protocol's rows ignore the zoo's own 70/15/15 split: every final checkpoint of the zoo takes part. For a zoo
-imported with :func:`hyperrep_hf.importers.import_small_cnn_zoo` the split file's indices are matched to the
+imported with :func:`hyperrep_hf.zoo.importers.import_small_cnn_zoo` the split file's indices are matched to the
 ``source_row`` column; for any other zoo (e.g. one built here) a seeded shuffle of the final checkpoints is used.
 The two linear/MLP heads on z are saved into the model folder as probe heads of the zoo ``<zoo>-final``.
 """
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_text_atomic
+from ..atomic import write_text_atomic
 from .baselines import unterthiner_statistics
-from .probing import ProbeReport, fit_mlp_probes, fit_probes
+from .probes import ProbeReport, fit_mlp_probes, fit_probes
 
 PROTOCOLS = ("small-cnn-zoo",)
 TARGET = "test_accuracy"
@@ -112,8 +112,8 @@ def load_final_checkpoints(zoo: str | os.PathLike) -> tuple[dict, np.ndarray, np
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from ..zoo.folder import load_zoo
     from .evaluation import _weights_array, parse_zoo_argument
-    from .zoo import load_zoo
 
     source, config = parse_zoo_argument(zoo)
     dataset, info = load_zoo(source, config)
@@ -205,7 +205,7 @@ def evaluate_protocol(
         batch_size: Networks per encoder pass.
         save_to_model: Save the linear and MLP heads on z as probe heads of zoo ``<zoo>-final`` (not the default).
         progress: Print one line per method.
-        mlp_options: Passed to :class:`~hyperrep_hf.probing.MLPProbe`.
+        mlp_options: Passed to :class:`~hyperrep_hf.probing.probes.MLPProbe`.
 
     Returns:
         The results document.

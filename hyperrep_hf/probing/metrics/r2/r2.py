@@ -23,7 +23,7 @@ Args:
 Returns:
     r2: float, NaN when the references are constant (R² is undefined there).
 Examples:
-    >>> r2 = evaluate.load("path/to/hyperrep_hf/metrics/r2")
+    >>> r2 = evaluate.load("path/to/hyperrep_hf/probing/metrics/r2")
     >>> r2.compute(predictions=[1.0, 2.0, 3.0], references=[1.0, 2.0, 4.0])
     {'r2': 0.7857142857142857}
 """

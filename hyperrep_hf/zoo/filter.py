@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .atomic import write_text_atomic
+from ..atomic import write_text_atomic
 
 FILTER_REASON = "never left chance"
 

@@ -16,7 +16,7 @@ The model folder must hold probe heads (``hyperrep evaluate`` writes them); :fun
 library side of ``hyperrep predict MODEL FILE…``.
 
 Predictions are checked against the zoo the probes were fitted on (``probes/<zoo>/statistics.json``, see
-:mod:`hyperrep_hf.weight_statistics`): a network whose weight norms lie far outside the zoo's gets a ``"warning"``
+:mod:`weight_statistics`): a network whose weight norms lie far outside the zoo's gets a ``"warning"``
 in every target's dict; a regression value outside the range the zoo showed is clipped to it (``"clipped": true,
 "unclipped_value": …``); a value that is not finite is ``None``. The output never holds NaN or inf.
 

@@ -239,7 +239,7 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
         normalization_stats: ``{"mean": [per layer], "std": [per layer]}``, fitted by :meth:`fit_normalization`.
         canonical: Bring every network to a canonical form of its neuron permutations (and sign flips, see
             ``canonical_activation``) before tokenising it: :meth:`canonical_views`, used by
-            ``hyperrep_hf.embeddings.embed_vectors``. Tokenising itself (``__call__``) is unchanged.
+            ``hyperrep_hf.models.hyperrep.embeddings.embed_vectors``. Tokenising itself (``__call__``) is unchanged.
         canonical_activation: The networks' activation: with an odd one (tanh), hidden neurons not followed by max
             pooling also get a canonical sign. ``None``: permutations only.
         canonical_epsilon: Width of the blend at (near-)ties, relative to the spread of a layer's keys / its neurons.
