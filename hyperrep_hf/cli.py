@@ -110,7 +110,8 @@ def _evaluate(arguments: argparse.Namespace) -> int:
     _set_threads(arguments.threads)
     if arguments.protocol:
         return _evaluate_protocol(arguments)
-    from .probing.evaluation import check_evaluation, check_evaluation_options, evaluate_model, evaluate_ood
+    from .probing.evaluation import check_evaluation, check_evaluation_options, evaluate_model
+    from .probing.ood import evaluate_ood
 
     check_evaluation_options(arguments.baselines, arguments.max_rows, arguments.seed)
     options = {"max_rows": arguments.max_rows, "seed": arguments.seed, "progress": not arguments.quiet}

@@ -12,16 +12,16 @@ from huggingface_hub import ModelCard
 from hyperrep_hf import HyperRepConfig, HyperRepModel, NeuronTokenProcessor
 from hyperrep_hf.probing import evaluation as evaluation_module
 from hyperrep_hf.probing.evaluation import (
-    PAPER_RESULTS,
     compute_embeddings,
     evaluate_model,
-    evaluate_ood,
     load_zoo_arrays,
     parse_zoo_argument,
     select_targets,
     subsample_by_model,
 )
+from hyperrep_hf.probing.ood import evaluate_ood
 from hyperrep_hf.probing.probe_heads import read_probe_index
+from hyperrep_hf.probing.report import PAPER_RESULTS
 from hyperrep_hf.zoo.folder import build_zoo
 from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
 

@@ -14,7 +14,7 @@ import torch
 from hyperrep_hf import HyperRepConfig, HyperRepModel, NeuronTokenProcessor
 from hyperrep_hf.models.hyperrep.augmentations import NeuronPermutation, NeuronSignFlip, sign_flip_layers
 from hyperrep_hf.models.hyperrep.embeddings import SymmetryTransforms, embed_vectors
-from hyperrep_hf.probing.evaluation import bootstrap_difference, last_epoch_rows
+from hyperrep_hf.probing.report import bootstrap_difference, last_epoch_rows
 from hyperrep_hf.zoo.networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, make_module
 
 DROPOUT_CNN = NetworkSpec.parse(
