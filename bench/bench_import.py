@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hyperrep_hf.importers import small_cnn_zoo_layout, write_small_cnn_zoo_source
-from hyperrep_hf.networks import MNIST_CNN
+from hyperrep_hf.zoo.importers import small_cnn_zoo_layout, write_small_cnn_zoo_source
+from hyperrep_hf.zoo.networks import MNIST_CNN
 
 STEPS = (0, 1, 2, 3, 20, 40, 60, 80, 86)
 
@@ -102,7 +102,7 @@ def measure_import(source: Path, out: Path, source_format: str = "small-cnn-zoo"
     shutil.rmtree(out, ignore_errors=True)
     function = "import_small_cnn_zoo" if source_format == "small-cnn-zoo" else "import_model_zoos"
     code = (
-        f"import torch; torch.set_num_threads(1); from hyperrep_hf.importers import {function}; "
+        f"import torch; torch.set_num_threads(1); from hyperrep_hf.zoo.importers import {function}; "
         f"r = {function}({str(source)!r}, {str(out)!r}, progress=False); "
         "import json; print(json.dumps({'rows': sum(r.rows_written.values()), 'dropped': r.dropped}))"
     )

@@ -22,12 +22,13 @@ import numpy as np
 import torch
 
 import hyperrep_hf  # noqa: F401  (registers the pipeline task)
-from hyperrep_hf.augmentations import NeuronPermutation, NeuronSignFlip, sign_flip_layers
-from hyperrep_hf.embeddings import SymmetryTransforms, symmetry_transforms
-from hyperrep_hf.evaluation import last_epoch_rows, load_zoo_arrays
-from hyperrep_hf.networks import NetworkSpec, make_module
-from hyperrep_hf.pipelines import make_prediction_pipeline
-from hyperrep_hf.training import zoo_activation
+from hyperrep_hf.models.hyperrep.augmentations import NeuronPermutation, NeuronSignFlip, sign_flip_layers
+from hyperrep_hf.models.hyperrep.embeddings import SymmetryTransforms, symmetry_transforms
+from hyperrep_hf.models.hyperrep.pipelines import make_prediction_pipeline
+from hyperrep_hf.probing.evaluation import load_zoo_arrays
+from hyperrep_hf.probing.report import last_epoch_rows
+from hyperrep_hf.training.trainer import zoo_activation
+from hyperrep_hf.zoo.networks import NetworkSpec, make_module
 
 
 def draw_transforms(architecture: dict, activation: str | None, kind: str, count: int, seed: int):

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from hyperrep_hf.networks import MNIST_CNN, TETRIS_MLP
-from hyperrep_hf.population import NetworkConfig, Population, default_engine, train_alone
+from hyperrep_hf.zoo.networks import MNIST_CNN, TETRIS_MLP
+from hyperrep_hf.zoo.population import NetworkConfig, Population, default_engine, train_alone
 
 ENGINES = ("grouped", "channels_last", "unfold")
 
@@ -130,7 +130,7 @@ def cnn_case(arguments, device: torch.device) -> dict:
 
 def mlp_case() -> dict:
     """TETRIS-SEED MLPs: population vs one network at a time (models·epochs/s)."""
-    from hyperrep_hf.data import load_image_dataset
+    from hyperrep_hf.zoo.image_data import load_image_dataset
 
     tetris = load_image_dataset("tetris")
     images, labels = tetris.train_images, tetris.train_labels

@@ -23,12 +23,12 @@ from safetensors.torch import save_file
 from transformers import pipeline
 
 import hyperrep_hf
-from hyperrep_hf.augmentations import sign_flip_layers
-from hyperrep_hf.embeddings import SymmetryTransforms, symmetry_transforms
-from hyperrep_hf.evaluation import evaluate_model, load_zoo_arrays
-from hyperrep_hf.pipelines import TASK, predict_networks
-from hyperrep_hf.recipes import BuildOptions, load_recipe
-from hyperrep_hf.zoo import build_zoo
+from hyperrep_hf.models.hyperrep.augmentations import sign_flip_layers
+from hyperrep_hf.models.hyperrep.embeddings import SymmetryTransforms, symmetry_transforms
+from hyperrep_hf.models.hyperrep.pipelines import TASK, predict_networks
+from hyperrep_hf.probing.evaluation import evaluate_model, load_zoo_arrays
+from hyperrep_hf.zoo.folder import build_zoo
+from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
 
 
 def make_model(work: Path) -> tuple[Path, Path]:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from hyperrep_hf.augmentations import TwoViewCollator, make_augmentations
-from hyperrep_hf.networks import MNIST_CNN, make_module
-from hyperrep_hf.processing_hyperrep import NeuronTokenProcessor
+from hyperrep_hf.models.hyperrep.augmentations import TwoViewCollator, make_augmentations
+from hyperrep_hf.models.hyperrep.processing_hyperrep import NeuronTokenProcessor
+from hyperrep_hf.zoo.networks import MNIST_CNN, make_module
 
 
 def naive_tokens(state_dict: dict, spec, token_dim: int) -> torch.Tensor:

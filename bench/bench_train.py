@@ -22,9 +22,9 @@ import torch
 from accelerate.state import AcceleratorState, PartialState
 from tqdm import tqdm
 
-from hyperrep_hf.recipes import BuildOptions, load_recipe
-from hyperrep_hf.training import Trainer, parse_args
-from hyperrep_hf.zoo import build_zoo
+from hyperrep_hf.training.trainer import Trainer, parse_args
+from hyperrep_hf.zoo.folder import build_zoo
+from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PRESET = REPOSITORY / "training" / "configs" / "tetris_seed.yaml"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from hyperrep_hf.recipes import BuildOptions, load_recipe
-from hyperrep_hf.zoo import build_zoo, load_zoo
+from hyperrep_hf.zoo.folder import build_zoo, load_zoo
+from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
 
 
 def main() -> None:

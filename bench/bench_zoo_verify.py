@@ -21,7 +21,7 @@ from pathlib import Path
 
 import datasets
 
-from hyperrep_hf.zoo import _verified_files, check_rows, load_zoo
+from hyperrep_hf.zoo.folder import _verified_files, check_rows, load_zoo
 
 
 def _median_seconds(work, repeats: int) -> float:

@@ -16,8 +16,8 @@ import sys
 
 import torch
 
-from hyperrep_hf.networks import MNIST_CNN, NetworkSpec
-from hyperrep_hf.population import NetworkConfig, Population
+from hyperrep_hf.zoo.networks import MNIST_CNN, NetworkSpec
+from hyperrep_hf.zoo.population import NetworkConfig, Population
 
 DROPOUT_CNN = NetworkSpec.parse(
     (1, 28, 28),

@@ -23,9 +23,9 @@ mkdir -p "$OUT"
 LOGS=$(mktemp -d)/device_check
 mkdir -p "$LOGS"
 SHIM=$(mktemp -d)/shim
-mkdir -p "$SHIM/hyperrep_hf"
-cp hyperrep_hf/networks.py hyperrep_hf/population.py "$SHIM/hyperrep_hf/"
-touch "$SHIM/hyperrep_hf/__init__.py"
+mkdir -p "$SHIM/hyperrep_hf/zoo"
+cp hyperrep_hf/zoo/networks.py hyperrep_hf/zoo/population.py "$SHIM/hyperrep_hf/zoo/"
+touch "$SHIM/hyperrep_hf/__init__.py" "$SHIM/hyperrep_hf/zoo/__init__.py"
 export PYTHONPATH=$SHIM
 PY=${PYTHON:-python3}
 
@@ -56,8 +56,8 @@ step 05_bench_4000 90 "$PY" bench/bench_population.py --device cuda --networks 4
 step 06_profile 60 "$PY" - <<'PYEOF'
 import torch
 from torch.profiler import ProfilerActivity, profile
-from hyperrep_hf.networks import MNIST_CNN
-from hyperrep_hf.population import NetworkConfig, Population
+from hyperrep_hf.zoo.networks import MNIST_CNN
+from hyperrep_hf.zoo.population import NetworkConfig, Population
 configs = [NetworkConfig(seed=s, init="kaiming_uniform", bias_init=0.01, learning_rate=3e-4, batch_size=10) for s in range(1000)]
 images, labels = torch.randn(200, 1, 28, 28, device="cuda"), torch.randint(0, 10, (200,), device="cuda")
 population = Population(MNIST_CNN, configs, "cuda", engine="unfold")

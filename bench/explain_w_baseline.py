@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hyperrep_hf.baselines import compute_baseline_features
-from hyperrep_hf.data import load_image_dataset
-from hyperrep_hf.evaluation import load_zoo_arrays
-from hyperrep_hf.networks import NetworkSpec
-from hyperrep_hf.population import NetworkConfig, Population
-from hyperrep_hf.probing import ALPHA_GRID, RidgeProbe, r2_score
-from hyperrep_hf.zoo import SPLITS, split_by_model
+from hyperrep_hf.probing.baselines import compute_baseline_features
+from hyperrep_hf.probing.evaluation import load_zoo_arrays
+from hyperrep_hf.probing.probes import ALPHA_GRID, RidgeProbe, r2_score
+from hyperrep_hf.zoo.folder import SPLITS, split_by_model
+from hyperrep_hf.zoo.image_data import load_image_dataset
+from hyperrep_hf.zoo.networks import NetworkSpec
+from hyperrep_hf.zoo.population import NetworkConfig, Population
 
 TARGETS = ("epoch", "test_accuracy", "generalization_gap")
 WIDE_ALPHAS = tuple(10.0**k for k in range(7, -6, -1))

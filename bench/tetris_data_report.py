@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hyperrep_hf.baselines import compute_baseline_features
-from hyperrep_hf.cards import text_histogram
-from hyperrep_hf.data import zoo_data_version
-from hyperrep_hf.evaluation import load_zoo_arrays
-from hyperrep_hf.probing import RidgeProbe
-from hyperrep_hf.zoo import SPLITS
+from hyperrep_hf.hub.cards import text_histogram
+from hyperrep_hf.probing.baselines import compute_baseline_features
+from hyperrep_hf.probing.evaluation import load_zoo_arrays
+from hyperrep_hf.probing.probes import RidgeProbe
+from hyperrep_hf.zoo.folder import SPLITS
+from hyperrep_hf.zoo.image_data import zoo_data_version
 
 GROUPS = ("learning_rate", "activation", "init")
 
@@ -70,7 +70,7 @@ def leaving_chance(zoo, threshold: float) -> dict:
     }
     if filtered:
         # the filtered networks' configurations come from the recipe (they have no rows)
-        from hyperrep_hf.recipes import BuildOptions, ZooRecipe, select_networks
+        from hyperrep_hf.zoo.recipes import BuildOptions, ZooRecipe, select_networks
 
         recipe = ZooRecipe(**{**zoo.info["recipe"], "seeds": tuple(zoo.info["recipe"]["seeds"] or ()) or None})
         options = zoo.info["options"]

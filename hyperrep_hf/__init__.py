@@ -8,8 +8,8 @@ Importing the package registers its classes with transformers: ``AutoConfig`` mo
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
-from .configuration_hyperrep import HyperRepConfig
-from .modeling_hyperrep import (
+from .models.hyperrep.configuration_hyperrep import HyperRepConfig
+from .models.hyperrep.modeling_hyperrep import (
     HyperRepForPreTraining,
     HyperRepForPreTrainingOutput,
     HyperRepModel,
@@ -17,13 +17,13 @@ from .modeling_hyperrep import (
     make_position_ids,
     make_value_mask,
 )
-from .networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, make_module
-from .pipelines import NetworkPropertyPredictionPipeline, register_pipeline
-from .probe_heads import HyperRepProbeConfig, HyperRepProbeModel, register_probe_heads
-from .probing import reconstruction_r2
-from .processing_hyperrep import NeuronTokenProcessor, register_processor
-from .recipes import BuildOptions, list_recipes, load_recipe
-from .zoo import build_zoo, load_zoo
+from .models.hyperrep.pipelines import NetworkPropertyPredictionPipeline, register_pipeline
+from .models.hyperrep.processing_hyperrep import NeuronTokenProcessor, register_processor
+from .probing.probe_heads import HyperRepProbeConfig, HyperRepProbeModel, register_probe_heads
+from .probing.probes import reconstruction_r2
+from .zoo.folder import build_zoo, load_zoo
+from .zoo.networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, make_module
+from .zoo.recipes import BuildOptions, list_recipes, load_recipe
 
 __version__ = "0.1.0"
 

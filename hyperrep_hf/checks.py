@@ -1,6 +1,7 @@
 """Checks of user input that run before anything is written: output folders, devices.
 
-(Network files are checked by ``hyperrep_hf.pipelines.check_safetensors_file``, which travels as remote code.)
+(Network files are checked by ``hyperrep_hf.models.hyperrep.pipelines.check_safetensors_file``, which travels as
+remote code.)
 
 Each raises a ``ValueError`` (or ``FileNotFoundError``) whose message names the value and says what to do, so
 that the command line prints one clear line and exits ≠ 0 instead of a traceback after a half-written folder.

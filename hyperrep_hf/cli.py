@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def _zoo_list(arguments: argparse.Namespace) -> int:
-    from .recipes import list_recipes, load_recipe
+    from .zoo.recipes import list_recipes, load_recipe
 
     for name in list_recipes():
         recipe = load_recipe(name)
@@ -33,8 +33,8 @@ def _zoo_list(arguments: argparse.Namespace) -> int:
 
 def _zoo_build(arguments: argparse.Namespace) -> int:
     from .checks import check_output_folder
-    from .recipes import BuildOptions, load_recipe
-    from .zoo import build_zoo
+    from .zoo.folder import build_zoo
+    from .zoo.recipes import BuildOptions, load_recipe
 
     _set_threads(arguments.threads)
     check_output_folder(arguments.out)
@@ -61,7 +61,7 @@ def _zoo_build(arguments: argparse.Namespace) -> int:
 
 
 def _zoo_import(arguments: argparse.Namespace) -> int:
-    from .importers import import_model_zoos, import_small_cnn_zoo
+    from .zoo.importers import import_model_zoos, import_small_cnn_zoo
 
     options = {"seed": arguments.seed, "overwrite": arguments.overwrite, "progress": not arguments.quiet}
     if arguments.format == "small-cnn-zoo":
@@ -81,7 +81,7 @@ def _zoo_import(arguments: argparse.Namespace) -> int:
 
 
 def _train(arguments: argparse.Namespace, extra: list[str]) -> int:
-    from .training import main as train_main
+    from .training.trainer import main as train_main
 
     argv = list(extra)
     if argv and not argv[0].startswith("-"):
@@ -110,7 +110,8 @@ def _evaluate(arguments: argparse.Namespace) -> int:
     _set_threads(arguments.threads)
     if arguments.protocol:
         return _evaluate_protocol(arguments)
-    from .evaluation import check_evaluation, check_evaluation_options, evaluate_model, evaluate_ood
+    from .probing.evaluation import check_evaluation, check_evaluation_options, evaluate_model
+    from .probing.ood import evaluate_ood
 
     check_evaluation_options(arguments.baselines, arguments.max_rows, arguments.seed)
     options = {"max_rows": arguments.max_rows, "seed": arguments.seed, "progress": not arguments.quiet}
@@ -136,7 +137,7 @@ def _evaluate(arguments: argparse.Namespace) -> int:
 
 
 def _evaluate_protocol(arguments: argparse.Namespace) -> int:
-    from .protocols import evaluate_protocol
+    from .probing.protocols import evaluate_protocol
 
     for zoo in arguments.zoo:
         out = Path(arguments.out) / _zoo_label(zoo) if len(arguments.zoo) > 1 else Path(arguments.out)
@@ -159,8 +160,8 @@ def _zoo_label(zoo: str) -> str:
 
 def _predict(arguments: argparse.Namespace) -> int:
     _set_threads(arguments.threads)
-    from .hub import check_model_source
-    from .pipelines import predict_networks
+    from .hub.publish import check_model_source
+    from .models.hyperrep.pipelines import predict_networks
 
     check_model_source(arguments.model)  # another library's repo, a newer format, offline without a cache: say so
     predictions = predict_networks(arguments.model, arguments.networks, zoo=arguments.zoo)
@@ -169,7 +170,7 @@ def _predict(arguments: argparse.Namespace) -> int:
 
 
 def _push(arguments: argparse.Namespace) -> int:
-    from .hub import push
+    from .hub.publish import push
 
     result = push(
         arguments.folder,
@@ -306,10 +307,10 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hyperrep`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    from .hub import PushError
+    from .hub.publish import PushError
 
     try:
-        if argv[:1] == ["train"]:  # every training field is an option: parsed by hyperrep_hf.training
+        if argv[:1] == ["train"]:  # every training field is an option: parsed by hyperrep_hf.training.trainer
             return _train(argparse.Namespace(), argv[1:])
         arguments = make_parser().parse_args(argv)
         return arguments.handler(arguments)

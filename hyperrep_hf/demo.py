@@ -19,9 +19,9 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from .networks import NetworkSpec, unflatten_vector
-from .recipes import BuildOptions, load_recipe
-from .zoo import build_zoo, load_zoo
+from .zoo.folder import build_zoo, load_zoo
+from .zoo.networks import NetworkSpec, unflatten_vector
+from .zoo.recipes import BuildOptions, load_recipe
 
 DEMO_BASELINES = ("W", "s(W)", "pca_linear", "pca_cosine", "pca_rbf")
 QUICK_ZOO = BuildOptions(num_models=60, epochs=15)
@@ -40,9 +40,9 @@ def run_demo(out: str | os.PathLike = "demo_output", quick: bool = False) -> dic
 
     Every step is resumable: re-running continues a killed build or training and skips finished steps.
     """
-    from .evaluation import evaluate_model
-    from .pipelines import predict_networks
-    from .training import make_train_config, train
+    from .models.hyperrep.pipelines import predict_networks
+    from .probing.evaluation import evaluate_model
+    from .training.trainer import make_train_config, train
 
     out = Path(out)
     zoo_folder, model_dir = out / "zoos", out / "model"

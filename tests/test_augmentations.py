@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_processing import network_specs
 
-from hyperrep_hf.augmentations import (
+from hyperrep_hf.models.hyperrep.augmentations import (
     GaussianNoise,
     NeuronPermutation,
     NeuronSignFlip,
@@ -20,8 +20,8 @@ from hyperrep_hf.augmentations import (
     make_permutation_indices,
     sign_flip_layers,
 )
-from hyperrep_hf.networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, make_module
-from hyperrep_hf.processing_hyperrep import NeuronTokenProcessor
+from hyperrep_hf.models.hyperrep.processing_hyperrep import NeuronTokenProcessor
+from hyperrep_hf.zoo.networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, make_module
 
 MLP_WITH_DROPOUT = NetworkSpec.parse(
     (12,), ["linear:7", "dropout", "act", "linear:6", "act", "dropout", "linear:5", "act", "linear:3"], "mlp_dropout"

@@ -17,10 +17,10 @@ from safetensors.torch import load_file, save_file
 from hyperrep_hf import HyperRepConfig, HyperRepModel, NetworkPropertyPredictionPipeline, NeuronTokenProcessor
 from hyperrep_hf import checks as checks_module
 from hyperrep_hf.cli import main
-from hyperrep_hf.evaluation import evaluate_model, load_zoo_arrays
-from hyperrep_hf.networks import TETRIS_MLP, unflatten_vector
-from hyperrep_hf.pipelines import predict_networks
-from hyperrep_hf.probe_heads import (
+from hyperrep_hf.models.hyperrep.pipelines import predict_networks
+from hyperrep_hf.models.hyperrep.weight_statistics import clip_to_range, compute_statistics, distribution_warnings
+from hyperrep_hf.probing.evaluation import evaluate_model, load_zoo_arrays
+from hyperrep_hf.probing.probe_heads import (
     ProbeIndexError,
     ProbesExistError,
     ProbesNotFoundError,
@@ -29,9 +29,9 @@ from hyperrep_hf.probe_heads import (
     read_probe_index,
     zoo_key,
 )
-from hyperrep_hf.recipes import BuildOptions, load_recipe
-from hyperrep_hf.weight_statistics import clip_to_range, compute_statistics, distribution_warnings
-from hyperrep_hf.zoo import build_zoo
+from hyperrep_hf.zoo.folder import build_zoo
+from hyperrep_hf.zoo.networks import TETRIS_MLP, unflatten_vector
+from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
 
 TINY = BuildOptions(num_models=16, epochs=2, subset=120)
 QUIET = {"baselines": [], "plots": False, "progress": False}
@@ -434,7 +434,7 @@ def test_hostile_arguments_of_every_subcommand_exit_2_without_traceback(evaluate
 
 
 def test_other_os_errors_are_one_line_naming_the_file(evaluated, networks, capsys, monkeypatch):
-    import hyperrep_hf.pipelines as pipelines_module
+    import hyperrep_hf.models.hyperrep.pipelines as pipelines_module
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device", "/data/predictions.json")

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from hyperrep_hf.baselines import (
+from hyperrep_hf.probing.baselines import (
     BASELINE_NAMES,
     compute_baseline_features,
     kernel_pca_features,
@@ -15,8 +15,8 @@ from hyperrep_hf.baselines import (
     unterthiner_statistics,
     weight_statistics,
 )
-from hyperrep_hf.networks import MNIST_CNN, TETRIS_MLP
-from hyperrep_hf.probing import probe_targets
+from hyperrep_hf.probing.probes import probe_targets
+from hyperrep_hf.zoo.networks import MNIST_CNN, TETRIS_MLP
 
 # Layer 0: weight (2, 2) and bias (2,); layer 2: weight (1, 2), no bias. Flat order: w0, b0, w2.
 TWO_LAYERS = {
@@ -153,7 +153,7 @@ def test_umap_features_are_fitted_on_train_rows_only(vectors_by_split):
 @pytest.mark.slow
 def test_umap_embeds_at_most_max_transform_rows_per_split(vectors_by_split):
     pytest.importorskip("umap")
-    from hyperrep_hf.baselines import umap_features
+    from hyperrep_hf.probing.baselines import umap_features
 
     features = umap_features(vectors_by_split, num_components=2, max_transform_rows=15, seed=0)
     embedded = {split: np.isfinite(values).all(axis=1) for split, values in features.items()}

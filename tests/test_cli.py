@@ -18,7 +18,7 @@ def test_train_rejects_unknown_field(capsys):
 
 def test_predict_without_probes_says_to_evaluate_first(tmp_path, capsys):
     from hyperrep_hf import HyperRepConfig, HyperRepModel, NeuronTokenProcessor
-    from hyperrep_hf.networks import TETRIS_MLP
+    from hyperrep_hf.zoo.networks import TETRIS_MLP
 
     processor = NeuronTokenProcessor(TETRIS_MLP)
     HyperRepModel(
@@ -30,7 +30,7 @@ def test_predict_without_probes_says_to_evaluate_first(tmp_path, capsys):
     network = tmp_path / "net.safetensors"
     from safetensors.torch import save_file
 
-    from hyperrep_hf.networks import make_module
+    from hyperrep_hf.zoo.networks import make_module
 
     save_file(make_module(TETRIS_MLP).state_dict(), network)
     assert main(["predict", str(tmp_path / "model"), str(network)]) == 2

@@ -1,4 +1,4 @@
-"""Tests of hyperrep_hf.data: offline, fast, every cache in tmp_path, the network never touched."""
+"""Tests of hyperrep_hf.zoo.image_data: offline, fast, every cache in tmp_path, the network never touched."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from hyperrep_hf import data
-from hyperrep_hf.data import (
+from hyperrep_hf.zoo import image_data as data
+from hyperrep_hf.zoo.image_data import (
     DATASET_NAMES,
     SPLITS,
     DatasetNotAvailableError,

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from hyperrep_hf import HyperRepConfig, HyperRepModel, NeuronTokenProcessor
-from hyperrep_hf.embeddings import SymmetryTransforms, symmetry_transforms
-from hyperrep_hf.evaluation import compute_embeddings
-from hyperrep_hf.networks import TETRIS_MLP, make_module
+from hyperrep_hf.models.hyperrep.embeddings import SymmetryTransforms, symmetry_transforms
+from hyperrep_hf.probing.evaluation import compute_embeddings
+from hyperrep_hf.zoo.networks import TETRIS_MLP, make_module
 
 
 def tetris_model(**fields):

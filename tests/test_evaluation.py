@@ -10,20 +10,20 @@ import torch
 from huggingface_hub import ModelCard
 
 from hyperrep_hf import HyperRepConfig, HyperRepModel, NeuronTokenProcessor
-from hyperrep_hf import evaluation as evaluation_module
-from hyperrep_hf.evaluation import (
-    PAPER_RESULTS,
+from hyperrep_hf.probing import evaluation as evaluation_module
+from hyperrep_hf.probing.evaluation import (
     compute_embeddings,
     evaluate_model,
-    evaluate_ood,
     load_zoo_arrays,
     parse_zoo_argument,
     select_targets,
     subsample_by_model,
 )
-from hyperrep_hf.probe_heads import read_probe_index
-from hyperrep_hf.recipes import BuildOptions, load_recipe
-from hyperrep_hf.zoo import build_zoo
+from hyperrep_hf.probing.ood import evaluate_ood
+from hyperrep_hf.probing.probe_heads import read_probe_index
+from hyperrep_hf.probing.report import PAPER_RESULTS
+from hyperrep_hf.zoo.folder import build_zoo
+from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
 
 TINY = BuildOptions(num_models=12, epochs=3, subset=120)
 

@@ -26,8 +26,8 @@ from transformers import pipeline
 
 from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, NeuronTokenProcessor
 from hyperrep_hf.cli import main as cli_main
-from hyperrep_hf.hub import PushError, check_model_source, folder_kind, push
-from hyperrep_hf.recipes import BuildOptions
+from hyperrep_hf.hub.publish import PushError, check_model_source, folder_kind, push
+from hyperrep_hf.zoo.recipes import BuildOptions
 
 TOKEN = "hf_test_write_token"
 MODEL_REPO = "org/tiny-hyperrep"
@@ -136,8 +136,8 @@ def test_another_librarys_model_is_named_when_pulled(tmp_path):
 
 
 def test_dataset_card_licences_are_spdx_ids():
-    from hyperrep_hf.cards import _license_id
-    from hyperrep_hf.data import LICENSES
+    from hyperrep_hf.hub.cards import _license_id
+    from hyperrep_hf.zoo.image_data import LICENSES
 
     expected = {"tetris": "cc0-1.0", "digits": "cc-by-4.0", "mnist": "cc-by-sa-3.0", "fashion_mnist": "mit"}
     assert {name: _license_id({"name": name, "license": LICENSES[name]}) for name in LICENSES} == expected
@@ -322,9 +322,9 @@ def test_pulling_another_librarys_repo_names_what_was_found(local_hub, tmp_path,
 ZOO_CHECK = """
 import json, sys
 import datasets
-from hyperrep_hf.evaluation import load_zoo_arrays
-from hyperrep_hf.training import load_zoo_tensors, make_train_config
-from hyperrep_hf.zoo import load_zoo
+from hyperrep_hf.probing.evaluation import load_zoo_arrays
+from hyperrep_hf.training.trainer import load_zoo_tensors, make_train_config
+from hyperrep_hf.zoo.folder import load_zoo
 
 repo, out = sys.argv[1], sys.argv[2]
 report = {"configs": sorted(datasets.get_dataset_config_names(repo))}

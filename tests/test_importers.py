@@ -16,7 +16,8 @@ from torch import nn
 
 from hyperrep_hf import NeuronTokenProcessor
 from hyperrep_hf.cli import main as cli_main
-from hyperrep_hf.importers import (
+from hyperrep_hf.zoo.folder import load_zoo
+from hyperrep_hf.zoo.importers import (
     ImportFormatError,
     import_model_zoos,
     import_small_cnn_zoo,
@@ -25,8 +26,7 @@ from hyperrep_hf.importers import (
     small_cnn_zoo_spec,
     write_small_cnn_zoo_source,
 )
-from hyperrep_hf.networks import MNIST_CNN, SMALL_CNN_ZOO, make_module, unflatten_vector
-from hyperrep_hf.zoo import load_zoo
+from hyperrep_hf.zoo.networks import MNIST_CNN, SMALL_CNN_ZOO, make_module, unflatten_vector
 
 STEPS = (0, 1, 2, 3, 20, 86)
 
@@ -363,7 +363,7 @@ def test_parquet_shards_have_one_schema(small_cnn):
 
 
 def test_an_import_that_fails_midway_leaves_no_shard_and_no_zoo_info(tmp_path, monkeypatch):
-    import hyperrep_hf.importers as importers
+    import hyperrep_hf.zoo.importers as importers
 
     make_small_cnn_source(tmp_path / "src", num_models=6)
     original, calls = importers._write_rows, []

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from hyperrep_hf import HyperRepConfig, HyperRepModel, NeuronTokenProcessor
-from hyperrep_hf.augmentations import NeuronPermutation, NeuronSignFlip, sign_flip_layers
-from hyperrep_hf.embeddings import SymmetryTransforms, embed_vectors
-from hyperrep_hf.evaluation import bootstrap_difference, last_epoch_rows
-from hyperrep_hf.networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, make_module
+from hyperrep_hf.models.hyperrep.augmentations import NeuronPermutation, NeuronSignFlip, sign_flip_layers
+from hyperrep_hf.models.hyperrep.embeddings import SymmetryTransforms, embed_vectors
+from hyperrep_hf.probing.report import bootstrap_difference, last_epoch_rows
+from hyperrep_hf.zoo.networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, make_module
 
 DROPOUT_CNN = NetworkSpec.parse(
     (1, 12, 12),
@@ -222,9 +222,9 @@ def test_canonical_options_travel_in_the_processor_config(tmp_path):
 @pytest.fixture(scope="module")
 def canonical_model(tmp_path_factory):
     """A tiny canonical Tetris encoder with probes fitted (hyperrep evaluate, with s(W)) on a tiny TETRIS-SEED zoo."""
-    from hyperrep_hf.evaluation import evaluate_model, load_zoo_arrays
-    from hyperrep_hf.recipes import BuildOptions, load_recipe
-    from hyperrep_hf.zoo import build_zoo
+    from hyperrep_hf.probing.evaluation import evaluate_model, load_zoo_arrays
+    from hyperrep_hf.zoo.folder import build_zoo
+    from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
 
     zoo_dir = tmp_path_factory.mktemp("zoo")
     build_zoo(load_recipe("tetris_seed"), zoo_dir, BuildOptions(num_models=30, epochs=3, subset=120), progress=False)
@@ -239,7 +239,7 @@ def canonical_model(tmp_path_factory):
 
 @pytest.mark.slow
 def test_pipeline_predictions_do_not_move_under_symmetries(canonical_model):
-    from hyperrep_hf.pipelines import make_prediction_pipeline
+    from hyperrep_hf.models.hyperrep.pipelines import make_prediction_pipeline
 
     model_dir, zoo, _, _, _ = canonical_model
     predictor = make_prediction_pipeline(model_dir, device=-1)
@@ -293,7 +293,7 @@ def test_bootstrap_difference_separates_signal_from_noise():
 
 @pytest.mark.slow
 def test_training_with_canonical_sees_canonical_rows_and_saves_a_canonical_processor(canonical_model, tmp_path):
-    from hyperrep_hf.training import TrainConfig, load_zoo_tensors, make_model_config
+    from hyperrep_hf.training.trainer import TrainConfig, load_zoo_tensors, make_model_config
 
     zoo_dir = canonical_model[4]
     config = TrainConfig(zoo=str(zoo_dir), output_dir=str(tmp_path), canonical=True, permute=False)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, reconstruction_r2
-from hyperrep_hf.modeling_hyperrep import masked_mse_loss, nt_xent_loss, positive_pair_loss
+from hyperrep_hf.models.hyperrep.modeling_hyperrep import masked_mse_loss, nt_xent_loss, positive_pair_loss
 
 
 def test_nt_xent_on_two_orthogonal_pairs_by_hand():
@@ -70,8 +70,8 @@ def test_one_r2_for_weight_vectors_tokens_and_probes(seed):
     from sklearn.metrics import r2_score as sklearn_r2_score
 
     from hyperrep_hf import NeuronTokenProcessor, make_value_mask
-    from hyperrep_hf.networks import MNIST_CNN, TETRIS_MLP
-    from hyperrep_hf.probing import r2_score
+    from hyperrep_hf.probing.probes import r2_score
+    from hyperrep_hf.zoo.networks import MNIST_CNN, TETRIS_MLP
 
     generator = torch.Generator().manual_seed(seed)
     spec = (TETRIS_MLP, MNIST_CNN)[seed % 2]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from hyperrep_hf.probe_heads import HyperRepProbeModel, load_probe_heads, read_probe_index, save_probe_heads
-from hyperrep_hf.probing import MLPProbe, RidgeProbe, SoftmaxProbe, fit_mlp_probes
+from hyperrep_hf.probing.probe_heads import HyperRepProbeModel, load_probe_heads, read_probe_index, save_probe_heads
+from hyperrep_hf.probing.probes import MLPProbe, RidgeProbe, SoftmaxProbe, fit_mlp_probes
 
 
 def planted(seed, num_rows=600, num_features=6):

@@ -10,12 +10,12 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 import hyperrep_hf
 from hyperrep_hf import HyperRepConfig, HyperRepModel, NetworkPropertyPredictionPipeline, NeuronTokenProcessor
-from hyperrep_hf.embeddings import SymmetryTransforms
-from hyperrep_hf.evaluation import evaluate_model, load_zoo_arrays
-from hyperrep_hf.pipelines import TASK, predict_networks
-from hyperrep_hf.probe_heads import ProbesNotFoundError
-from hyperrep_hf.recipes import BuildOptions, load_recipe
-from hyperrep_hf.zoo import build_zoo
+from hyperrep_hf.models.hyperrep.embeddings import SymmetryTransforms
+from hyperrep_hf.models.hyperrep.pipelines import TASK, predict_networks
+from hyperrep_hf.probing.evaluation import evaluate_model, load_zoo_arrays
+from hyperrep_hf.probing.probe_heads import ProbesNotFoundError
+from hyperrep_hf.zoo.folder import build_zoo
+from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_probes_of_another_encoder_are_refused(evaluated_model):
     model_dir, _, _ = evaluated_model
     model = HyperRepModel.from_pretrained(model_dir)
     config = HyperRepConfig(**{**model.config.to_dict(), "latent_dim": 4})
-    probes = hyperrep_hf.probe_heads.load_probe_heads(model_dir)[1]
+    probes = hyperrep_hf.probing.probe_heads.load_probe_heads(model_dir)[1]
     processor = NeuronTokenProcessor.from_pretrained(model_dir)
     with pytest.raises(ValueError, match="another encoder"):
         NetworkPropertyPredictionPipeline(model=HyperRepModel(config), feature_extractor=processor, probes=probes)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from hyperrep_hf.networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, flatten_state_dict
-from hyperrep_hf.population import ENGINES, NetworkConfig, Population, default_engine, train_alone
+from hyperrep_hf.zoo.networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, flatten_state_dict
+from hyperrep_hf.zoo.population import ENGINES, NetworkConfig, Population, default_engine, train_alone
 
 CONV_ENGINES = [engine for engine in ENGINES if engine != "auto"]
 # A CNN with every layer kind the engines lay out differently: padding, stride, both poolings, dropout after conv

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 import hyperrep_hf  # noqa: F401 (registers hyperrep_probe)
-from hyperrep_hf.probe_heads import (
+from hyperrep_hf.probing.probe_heads import (
     HyperRepProbeConfig,
     HyperRepProbeModel,
     ProbesNotFoundError,
@@ -16,7 +16,7 @@ from hyperrep_hf.probe_heads import (
     read_probe_index,
     save_probe_heads,
 )
-from hyperrep_hf.probing import RidgeProbe, SoftmaxProbe, fit_probes
+from hyperrep_hf.probing.probes import RidgeProbe, SoftmaxProbe, fit_probes
 
 
 def planted(seed=0, num_rows=300, num_features=6):

@@ -13,7 +13,7 @@ import pytest
 from scipy.stats import kendalltau
 from sklearn.linear_model import Ridge
 
-from hyperrep_hf.probing import (
+from hyperrep_hf.probing.probes import (
     ALPHA_GRID,
     METRIC_NAMES,
     ProbeResult,
@@ -352,7 +352,7 @@ def test_evaluate_modules_load_offline_by_path(tmp_path):
         f"""
         import json, sys
         import evaluate
-        from hyperrep_hf.probing import metric_path
+        from hyperrep_hf.probing.probes import metric_path
         r2 = evaluate.load(str(metric_path("r2")))
         tau = evaluate.load(str(metric_path("kendall_tau")))
         print(json.dumps([

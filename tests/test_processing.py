@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 from transformers import AutoFeatureExtractor
 
 import hyperrep_hf
-from hyperrep_hf.networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, make_module
-from hyperrep_hf.processing_hyperrep import NeuronTokenProcessor
+from hyperrep_hf.models.hyperrep.processing_hyperrep import NeuronTokenProcessor
+from hyperrep_hf.zoo.networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, make_module
 
 LAYOUTS = [("per_layer", None), ("padded", 32), ("padded", 7), ("weight", None)]
 
@@ -266,7 +266,7 @@ def test_save_and_load_with_auto_feature_extractor(tmp_path):
 
 def test_remote_code_file_is_self_contained(tmp_path):
     """The processing file travels to the Hub: only third-party, stdlib and single-dot sibling imports."""
-    source = open(hyperrep_hf.processing_hyperrep.__file__, encoding="utf-8").read()
+    source = open(hyperrep_hf.models.hyperrep.processing_hyperrep.__file__, encoding="utf-8").read()
     allowed = {"torch", "numpy", "transformers", "safetensors", "json", "math", "os", "collections", "typing"}
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):

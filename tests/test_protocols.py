@@ -8,15 +8,15 @@ import torch
 from test_importers import make_small_cnn_source
 
 from hyperrep_hf import HyperRepConfig, HyperRepModel, NeuronTokenProcessor
-from hyperrep_hf.baselines import unterthiner_statistics
 from hyperrep_hf.cli import main as cli_main
-from hyperrep_hf.evaluation import compute_embeddings, load_encoder
-from hyperrep_hf.importers import import_small_cnn_zoo
-from hyperrep_hf.networks import NetworkSpec, unflatten_vector
-from hyperrep_hf.pipelines import make_prediction_pipeline
-from hyperrep_hf.probe_heads import load_probe_heads, read_probe_index, save_probe_heads
-from hyperrep_hf.probing import RidgeProbe, kendall_tau
-from hyperrep_hf.protocols import evaluate_protocol, load_final_checkpoints, protocol_rows, read_split_file
+from hyperrep_hf.models.hyperrep.pipelines import make_prediction_pipeline
+from hyperrep_hf.probing.baselines import unterthiner_statistics
+from hyperrep_hf.probing.evaluation import compute_embeddings, load_encoder
+from hyperrep_hf.probing.probe_heads import load_probe_heads, read_probe_index, save_probe_heads
+from hyperrep_hf.probing.probes import RidgeProbe, kendall_tau
+from hyperrep_hf.probing.protocols import evaluate_protocol, load_final_checkpoints, protocol_rows, read_split_file
+from hyperrep_hf.zoo.importers import import_small_cnn_zoo
+from hyperrep_hf.zoo.networks import NetworkSpec, unflatten_vector
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

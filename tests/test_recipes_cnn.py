@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from hyperrep_hf.networks import MNIST_CNN, init_parameters, make_module
-from hyperrep_hf.recipes import load_recipe
+from hyperrep_hf.zoo.networks import MNIST_CNN, init_parameters, make_module
+from hyperrep_hf.zoo.recipes import load_recipe
 
 
 def _mnist_like_images(num_images: int, seed: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from tiny_models import make_evaluated_model, make_zoo
 
 from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining
-from hyperrep_hf.hub import remote_code_files
+from hyperrep_hf.hub.publish import remote_code_files
 
 USER_STORY = Path(__file__).with_name("user_story.py")
 ALLOWED_IMPORTS = {

@@ -15,8 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoFeatureExtractor, AutoModel
 
 from hyperrep_hf import HyperRepForPreTraining, HyperRepModel, NeuronTokenProcessor
-from hyperrep_hf.recipes import BuildOptions, load_recipe
-from hyperrep_hf.training import (
+from hyperrep_hf.training.trainer import (
     CHOICES,
     TrainConfig,
     Trainer,
@@ -28,7 +27,8 @@ from hyperrep_hf.training import (
     split_zoo_argument,
     zoo_activation,
 )
-from hyperrep_hf.zoo import build_zoo, load_zoo
+from hyperrep_hf.zoo.folder import build_zoo, load_zoo
+from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = REPOSITORY / "training" / "train.py"
@@ -262,8 +262,8 @@ def test_processor_of_another_architecture_is_refused(tiny_zoo, tmp_path):
 
 
 def test_sign_flips_need_one_odd_activation(tiny_zoo, tmp_path):
-    from hyperrep_hf.augmentations import NeuronSignFlip, make_augmentations
-    from hyperrep_hf.networks import TETRIS_MLP
+    from hyperrep_hf.models.hyperrep.augmentations import NeuronSignFlip, make_augmentations
+    from hyperrep_hf.zoo.networks import TETRIS_MLP
 
     model = {"d_model": 16, "num_attention_heads": 2, "intermediate_size": 32, "latent_dim": 8, "projection_dim": 4}
     run = {"zoo": str(tiny_zoo), "output_dir": str(tmp_path / "run"), "sign_flip": True}

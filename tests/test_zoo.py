@@ -7,8 +7,8 @@ import torch
 import yaml
 
 from hyperrep_hf.cli import main
-from hyperrep_hf.recipes import BuildOptions, ZooRecipe, list_recipes, load_recipe, select_networks
-from hyperrep_hf.zoo import ZooExistsError, build_zoo, load_zoo, split_by_model
+from hyperrep_hf.zoo.folder import ZooExistsError, build_zoo, load_zoo, split_by_model
+from hyperrep_hf.zoo.recipes import BuildOptions, ZooRecipe, list_recipes, load_recipe, select_networks
 
 TINY = BuildOptions(num_models=12, epochs=3, subset=120, seed=0)
 
@@ -78,7 +78,7 @@ def test_zoo_info_and_card(tiny_zoo):
 
 
 def test_epoch_zero_is_the_initialisation(tiny_zoo):
-    from hyperrep_hf.networks import TETRIS_MLP, flatten_state_dict, init_parameters
+    from hyperrep_hf.zoo.networks import TETRIS_MLP, flatten_state_dict, init_parameters
 
     dataset, _ = load_zoo(tiny_zoo, "tetris_seed")
     row = dataset["train"].filter(lambda r: r["epoch"] == 0)[0]
@@ -205,8 +205,8 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, capsys):
 
 
 def test_missing_data_is_a_clear_error_and_writes_nothing(tmp_path, monkeypatch, capsys):
-    import hyperrep_hf.zoo as zoo_module
-    from hyperrep_hf.data import DatasetNotAvailableError
+    import hyperrep_hf.zoo.folder as zoo_module
+    from hyperrep_hf.zoo.image_data import DatasetNotAvailableError
 
     def missing(*args, **kwargs):
         raise DatasetNotAvailableError("Fashion-MNIST not found: apt-get install dataset-fashion-mnist")

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from hyperrep_hf.cli import main
-from hyperrep_hf.data import zoo_data_version
-from hyperrep_hf.recipes import BuildOptions, ZooRecipe, load_recipe
-from hyperrep_hf.zoo import build_zoo, load_zoo
-from hyperrep_hf.zoo_filter import never_trained
+from hyperrep_hf.zoo.filter import never_trained
+from hyperrep_hf.zoo.folder import build_zoo, load_zoo
+from hyperrep_hf.zoo.image_data import zoo_data_version
+from hyperrep_hf.zoo.recipes import BuildOptions, ZooRecipe, load_recipe
 
 SMALL = BuildOptions(epochs=4, subset=80)
 

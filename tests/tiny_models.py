@@ -5,9 +5,9 @@ from pathlib import Path
 import torch
 
 from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, NeuronTokenProcessor
-from hyperrep_hf.evaluation import evaluate_model
-from hyperrep_hf.recipes import BuildOptions, load_recipe
-from hyperrep_hf.zoo import build_zoo
+from hyperrep_hf.probing.evaluation import evaluate_model
+from hyperrep_hf.zoo.folder import build_zoo
+from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
 
 TINY_HYP = BuildOptions(num_models=30, epochs=2, subset=120)
 

@@ -1,0 +1,1 @@
+"""The models, one folder each, in the transformers layout (configuration, modeling, processing)."""

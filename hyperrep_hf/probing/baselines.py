@@ -1,0 +1,350 @@
+"""Baseline representations of flat weight vectors, probed exactly like the hyper-representation (paper §5).
+
+```
+ vectors (rows, num_parameters) ──► W                 raw weights
+                                ├─► s(W)              per layer: mean, variance, percentiles 1/25/50/75/99 of weights
+                                ├─► s(W)_unterthiner  per layer, weights and biases apart: percentiles 0/25/50/75/100,
+                                │                     mean, std (Unterthiner et al. 2020)
+                                ├─► pca_{linear,cosine,rbf}  kernel PCA fitted on train rows
+                                └─► umap              UMAP (n_neighbors 25, min_dist 0.001) fitted on train rows
+```
+
+Every function maps ``vectors_by_split`` (split → (num_rows, num_parameters)) to ``features_by_split`` (split →
+(num_rows, num_features)) for :func:`hyperrep_hf.probing.probes.probe_targets`. Fitted baselines (PCA, UMAP) only ever
+see train rows. To keep them fast on big zoos the fit uses at most ``max_fit_rows`` train rows (3000 by default),
+drawn without replacement with a seeded generator; every row of every split is then transformed. Rows with
+non-finite weights are left out of the fit and get NaN features, which the probes drop and count.
+
+The per-layer slicing comes from the architecture record (``NetworkSpec.to_dict()`` or
+``zoo_info["architecture"]``): its ordered ``parameters`` list of ``{"name", "shape"}`` in flat-vector order,
+each layer's weight followed by its bias (a name ending in ``.bias``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+logger = logging.getLogger("hyperrep_hf")
+
+BASELINE_NAMES: tuple[str, ...] = ("W", "s(W)", "s(W)_unterthiner", "pca_linear", "pca_cosine", "pca_rbf", "umap")
+REFERENCE_PERCENTILES: tuple[float, ...] = (1, 25, 50, 75, 99)
+UNTERTHINER_PERCENTILES: tuple[float, ...] = (0, 25, 50, 75, 100)
+UMAP_NEIGHBORS = 25
+UMAP_MIN_DIST = 0.001
+_TRANSFORM_BLOCK_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class LayerSlices:
+    """Where one layer's parameters sit in the flat vector.
+
+    Attributes:
+        name: Layer name: the parameter name without ``.weight``/``.bias`` (e.g. ``"layers.1"``).
+        weight: Slice of the weight (start, stop) in the flat vector.
+        bias: Slice of the bias, or None for a layer without bias.
+    """
+
+    name: str
+    weight: slice
+    bias: slice | None = None
+
+
+def layer_slices(architecture: Mapping) -> list[LayerSlices]:
+    """Groups the architecture's parameters into layers: each weight, followed by its optional bias.
+
+    Args:
+        architecture: Dict with ``parameters``: ordered ``[{"name": "layers.1.weight", "shape": [5, 16]}, ...]``.
+
+    Returns:
+        One :class:`LayerSlices` per weight tensor, in flat order.
+
+    Raises:
+        ValueError: No parameter list, or a bias that does not follow its layer's weight.
+    """
+    parameters = architecture.get("parameters") if isinstance(architecture, Mapping) else None
+    if not parameters:
+        raise ValueError("The architecture record needs a non-empty 'parameters' list of {name, shape}.")
+    layers: list[LayerSlices] = []
+    start = 0
+    for parameter in parameters:
+        name, size = parameter["name"], math.prod(parameter["shape"])
+        span = slice(start, start + size)
+        start += size
+        if not name.endswith(".bias"):
+            layers.append(LayerSlices(name.removesuffix(".weight"), span))
+            continue
+        layer_name = name.removesuffix(".bias")
+        if not layers or layers[-1].name != layer_name or layers[-1].bias is not None:
+            raise ValueError(f"Bias {name!r} does not directly follow the weight of layer {layer_name!r}.")
+        layers[-1] = LayerSlices(layer_name, layers[-1].weight, span)
+    return layers
+
+
+def _num_parameters(layers: list[LayerSlices]) -> int:
+    last = layers[-1]
+    return (last.bias or last.weight).stop
+
+
+def _check_vectors(vectors: np.ndarray, layers: list[LayerSlices]) -> np.ndarray:
+    vectors = np.asarray(vectors)
+    expected = _num_parameters(layers)
+    if vectors.ndim != 2 or vectors.shape[1] != expected:
+        raise ValueError(
+            f"Expected weight vectors of shape (num_rows, {expected}) from the architecture, got {vectors.shape}."
+        )
+    return vectors
+
+
+def _tensor_statistics(values: np.ndarray, statistics: tuple[str, ...], percentiles: tuple[float, ...]) -> np.ndarray:
+    """Statistics of each row: values (num_rows, size) → (num_rows, len(statistics) + extra percentiles).
+
+    Names: ``mean``, ``variance`` and ``std`` (ddof 0), and ``percentile`` (all of ``percentiles`` at that
+    position, numpy's linear interpolation).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    columns = []
+    for statistic in statistics:
+        if statistic == "mean":
+            columns.append(values.mean(axis=1, keepdims=True))
+        elif statistic == "variance":
+            columns.append(values.var(axis=1, keepdims=True))
+        elif statistic == "std":
+            columns.append(values.std(axis=1, keepdims=True))
+        else:
+            columns.append(np.percentile(values, percentiles, axis=1).T)
+    return np.concatenate(columns, axis=1)
+
+
+_REFERENCE_ORDER = ("mean", "variance", "percentile")
+_UNTERTHINER_ORDER = ("percentile", "mean", "std")
+
+
+def weight_statistics(vectors: np.ndarray, architecture: Mapping) -> np.ndarray:
+    """s(W), the reference variant: per layer, statistics of the weight tensor (biases not used).
+
+    Per layer, in order: mean, variance, percentiles 1, 25, 50, 75, 99.
+
+    Args:
+        vectors: (num_rows, num_parameters) flat weight vectors.
+        architecture: Architecture record (see :func:`layer_slices`).
+
+    Returns:
+        (num_rows, 7 · num_layers) float64.
+    """
+    layers = layer_slices(architecture)
+    vectors = _check_vectors(vectors, layers)
+    blocks = [
+        _tensor_statistics(vectors[:, layer.weight], _REFERENCE_ORDER, REFERENCE_PERCENTILES) for layer in layers
+    ]
+    return np.concatenate(blocks, axis=1)
+
+
+def unterthiner_statistics(vectors: np.ndarray, architecture: Mapping) -> np.ndarray:
+    """s(W), Unterthiner et al.'s variant: per layer, weights and biases separately.
+
+    Per tensor, in order: percentiles 0, 25, 50, 75, 100, mean, std. Layers are taken in flat order, each
+    layer's weight statistics followed by its bias statistics when it has a bias.
+
+    Args:
+        vectors: (num_rows, num_parameters) flat weight vectors.
+        architecture: Architecture record (see :func:`layer_slices`).
+
+    Returns:
+        (num_rows, 7 · (num_layers + num_layers_with_bias)) float64.
+    """
+    layers = layer_slices(architecture)
+    vectors = _check_vectors(vectors, layers)
+    blocks = []
+    for layer in layers:
+        for span in (layer.weight, layer.bias):
+            if span is not None:
+                blocks.append(_tensor_statistics(vectors[:, span], _UNTERTHINER_ORDER, UNTERTHINER_PERCENTILES))
+    return np.concatenate(blocks, axis=1)
+
+
+def statistics_feature_names(architecture: Mapping, variant: str = "reference") -> list[str]:
+    """Column names of :func:`weight_statistics` (``"reference"``) or :func:`unterthiner_statistics`.
+
+    Returns:
+        Names such as ``"layers.1.weight.p25"`` or ``"layers.1.bias.std"``.
+    """
+    if variant not in ("reference", "unterthiner"):
+        raise ValueError(f"variant must be 'reference' or 'unterthiner', got {variant!r}.")
+    reference = variant == "reference"
+    order, percentiles = (
+        (_REFERENCE_ORDER, REFERENCE_PERCENTILES) if reference else (_UNTERTHINER_ORDER, UNTERTHINER_PERCENTILES)
+    )
+    names = []
+    for layer in layer_slices(architecture):
+        tensors = [("weight", layer.weight)] + ([] if reference else [("bias", layer.bias)])
+        for tensor, span in tensors:
+            if span is None:
+                continue
+            for statistic in order:
+                suffixes = (
+                    [f"p{percentile:g}" for percentile in percentiles] if statistic == "percentile" else [statistic]
+                )
+                names.extend(f"{layer.name}.{tensor}.{suffix}" for suffix in suffixes)
+    return names
+
+
+def _fit_rows(train: np.ndarray, max_fit_rows: int, seed: int) -> np.ndarray:
+    """The train rows a fitted baseline learns from: finite ones, at most ``max_fit_rows``, seeded draw."""
+    finite = np.flatnonzero(np.isfinite(train).all(axis=1))
+    if finite.size == 0:
+        raise ValueError("No train row has finite weights: nothing to fit the baseline on.")
+    if finite.size > max_fit_rows:
+        finite = np.sort(np.random.default_rng(seed).choice(finite, size=max_fit_rows, replace=False))
+    return train[finite]
+
+
+def _transform_finite(transform, vectors: np.ndarray, num_components: int) -> np.ndarray:
+    """Applies ``transform`` to the finite rows; rows with NaN/inf weights get NaN features (the probes drop them).
+
+    Rows go through in blocks: a kernel transform builds a (rows, fit rows) kernel matrix, which for a whole
+    zoo split would take gigabytes.
+    """
+    features = np.full((vectors.shape[0], num_components), np.nan)
+    finite_rows = np.flatnonzero(np.isfinite(vectors).all(axis=1))
+    for start in range(0, finite_rows.size, _TRANSFORM_BLOCK_ROWS):
+        block = finite_rows[start : start + _TRANSFORM_BLOCK_ROWS]
+        features[block] = transform(vectors[block])
+    return features
+
+
+def _require_train(vectors_by_split: Mapping[str, np.ndarray]) -> np.ndarray:
+    if "train" not in vectors_by_split:
+        raise ValueError(f"A fitted baseline needs a 'train' split (splits: {list(vectors_by_split)}).")
+    return np.asarray(vectors_by_split["train"], dtype=np.float64)
+
+
+def kernel_pca_features(
+    vectors_by_split: Mapping[str, np.ndarray],
+    kernel: str,
+    num_components: int = 50,
+    max_fit_rows: int = 3000,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Kernel PCA (scikit-learn ``KernelPCA``, default kernel parameters) fitted on train rows only.
+
+    Args:
+        vectors_by_split: Split → (num_rows, num_parameters); needs ``"train"``.
+        kernel: ``"linear"``, ``"cosine"`` or ``"rbf"`` (γ = 1 / num_parameters).
+        num_components: Output dimension, capped by the number of fit rows.
+        max_fit_rows: At most this many train rows (seeded draw) are used to fit.
+        seed: Seed of the row draw and of the randomized eigensolver.
+
+    Returns:
+        Split → (num_rows, num_components) float64.
+    """
+    from sklearn.decomposition import KernelPCA  # lazy: keeps `import hyperrep_hf.probing.baselines` light
+
+    fit_rows = _fit_rows(_require_train(vectors_by_split), max_fit_rows, seed)
+    num_components = min(num_components, fit_rows.shape[0])
+    # ARPACK finds the leading eigenvectors of the (≤ max_fit_rows)² kernel matrix ~10× faster than the dense
+    # solver scikit-learn picks for 50 components; it needs fewer components than rows.
+    eigen_solver = "arpack" if num_components < fit_rows.shape[0] - 1 else "dense"
+    model = KernelPCA(n_components=num_components, kernel=kernel, eigen_solver=eigen_solver, random_state=seed)
+    model.fit(fit_rows)
+    return {
+        split: _transform_finite(model.transform, np.asarray(vectors, dtype=np.float64), num_components)
+        for split, vectors in vectors_by_split.items()
+    }
+
+
+def umap_features(
+    vectors_by_split: Mapping[str, np.ndarray],
+    num_components: int = 50,
+    num_neighbors: int = UMAP_NEIGHBORS,
+    min_dist: float = UMAP_MIN_DIST,
+    max_fit_rows: int = 3000,
+    max_transform_rows: int | None = 3000,
+    seed: int = 0,
+) -> dict[str, np.ndarray] | None:
+    """UMAP fitted on train rows; every split (train included) goes through ``transform`` for consistency.
+
+    ``transform`` optimises each new point's embedding (about 1 ms per row and component), so on a whole zoo
+    (76,000 rows for TETRIS-SEED) it would run for hours: at most ``max_transform_rows`` rows per split (a seeded
+    draw) are embedded and the others get NaN features, which the probes drop and count (``results.md`` lists them).
+    umap-learn is optional (``pip install umap-learn``); without it this logs a warning and returns None.
+
+    Args:
+        vectors_by_split: Split → (num_rows, num_parameters); needs ``"train"``.
+        num_components: Output dimension.
+        num_neighbors: UMAP ``n_neighbors`` (25 in the paper), capped at fit rows − 1.
+        min_dist: UMAP ``min_dist`` (0.001 in the paper).
+        max_fit_rows: At most this many train rows (seeded draw) are used to fit.
+        max_transform_rows: At most this many rows per split are embedded (``None``: all).
+        seed: Seed of the row draws and of UMAP (seeding makes UMAP single-threaded).
+
+    Returns:
+        Split → (num_rows, num_components) float64, or None when umap-learn is not installed.
+    """
+    try:
+        import umap
+    except ImportError:
+        logger.warning("Skipping the UMAP baseline: umap-learn is not installed (pip install umap-learn).")
+        return None
+    fit_rows = _fit_rows(_require_train(vectors_by_split), max_fit_rows, seed)
+    if fit_rows.shape[0] < num_components + 2:
+        raise ValueError(f"UMAP with {num_components} components needs more than {fit_rows.shape[0]} train rows.")
+    model = umap.UMAP(
+        n_components=num_components,
+        n_neighbors=min(num_neighbors, fit_rows.shape[0] - 1),
+        min_dist=min_dist,
+        random_state=seed,
+        n_jobs=1,  # a seeded UMAP runs single-threaded anyway; saying so silences its warning
+    ).fit(fit_rows)
+    features = {}
+    for split, vectors in vectors_by_split.items():
+        vectors = np.asarray(vectors, dtype=np.float64)
+        rows = np.arange(vectors.shape[0])
+        if max_transform_rows is not None and rows.size > max_transform_rows:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_transform_rows, replace=False))
+        features[split] = np.full((vectors.shape[0], num_components), np.nan)
+        features[split][rows] = _transform_finite(model.transform, vectors[rows], num_components)
+    return features
+
+
+def compute_baseline_features(
+    name: str,
+    vectors_by_split: Mapping[str, np.ndarray],
+    architecture: Mapping | None = None,
+    *,
+    num_components: int = 50,
+    max_fit_rows: int = 3000,
+    seed: int = 0,
+) -> dict[str, np.ndarray] | None:
+    """Features of one baseline for every split, ready for :func:`hyperrep_hf.probing.probes.probe_targets`.
+
+    Args:
+        name: One of :data:`BASELINE_NAMES`: ``W``, ``s(W)``, ``s(W)_unterthiner``, ``pca_linear``,
+            ``pca_cosine``, ``pca_rbf``, ``umap``.
+        vectors_by_split: Split → (num_rows, num_parameters) flat weight vectors.
+        architecture: Architecture record; required by ``s(W)`` and ``s(W)_unterthiner``.
+        num_components: Output dimension of PCA and UMAP (e.g. the hyper-representation's latent size).
+        max_fit_rows: Cap on train rows used to fit PCA and UMAP.
+        seed: Seed for the fitted baselines.
+
+    Returns:
+        Split → (num_rows, num_features); None when the baseline is unavailable (``umap`` without umap-learn,
+        logged).
+    """
+    if name not in BASELINE_NAMES:
+        raise ValueError(f"Unknown baseline {name!r}; choose from {list(BASELINE_NAMES)}.")
+    if name == "W":
+        return {split: np.asarray(vectors) for split, vectors in vectors_by_split.items()}
+    if name in ("s(W)", "s(W)_unterthiner"):
+        if architecture is None:
+            raise ValueError(f"Baseline {name!r} needs the architecture record (its 'parameters' list).")
+        statistics = weight_statistics if name == "s(W)" else unterthiner_statistics
+        return {split: statistics(vectors, architecture) for split, vectors in vectors_by_split.items()}
+    if name == "umap":
+        return umap_features(vectors_by_split, num_components, max_fit_rows=max_fit_rows, seed=seed)
+    kernel = name.removeprefix("pca_")
+    return kernel_pca_features(vectors_by_split, kernel, num_components, max_fit_rows, seed)

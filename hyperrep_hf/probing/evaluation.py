@@ -1,0 +1,771 @@
+"""Evaluating a hyper-representation on a zoo: linear probes on z against the baselines (paper §5, Tables 2–7).
+
+```
+ model folder ──► processor → HyperRepModel (eval mode, batches) ──► z of the un-augmented weights ─┐
+ zoo (train / validation / test, by model) ──► W, s(W), kernel PCA ×3, UMAP ───────────────────────┤
+                                                                                                 ▼
+                   the same linear probes (ridge α / softmax C chosen on validation) per target and method
+                                                                                                 │
+ out_dir: results.json  results.md  embedding_map.png  hyperrep_predictions.png ◄──────────────────┤
+ model folder: probes/<zoo>/<target>/  probes/index.json  eval/results.json  eval/*.png  README.md ◄┘
+```
+
+:func:`evaluate_model` is the library side of ``hyperrep evaluate MODEL_DIR --zoo ZOO_DIR[:CONFIG] --out DIR``;
+``ood.evaluate_ood`` fits probes on one zoo and scores them on others (Kendall τ of test accuracy, Table 7);
+the report (``report``) and the plots (``plots``) have modules of their own.
+Targets are the zoo's metrics (epoch, test accuracy, generalisation gap, per-class F1) and every hyper-parameter
+that varies in the zoo; numbers are test R² (accuracy for categorical targets), Kendall τ beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..models.hyperrep.embeddings import embed_vectors, symmetry_transforms
+from .baselines import compute_baseline_features
+from .plots import write_plots
+from .probes import ProbeReport, ProbeResult, fit_probes
+from .report import (
+    BASELINES,
+    CATEGORICAL_HYPERPARAMETERS,
+    HYPERREP_METHOD,
+    METRIC_TARGETS,
+    NUMERIC_HYPERPARAMETERS,
+    RESULTS_FORMAT_VERSION,
+    _format_value,
+    _json_default,
+    _results_document,
+    _write_results,
+    compare_final_checkpoints,
+    results_table,
+)
+
+logger = logging.getLogger("hyperrep_hf")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading: zoo arrays, encoder, embeddings
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ZooArrays:
+    """The rows of one zoo as numpy arrays.
+
+    Attributes:
+        name: Display name (the zoo's config name).
+        source: The zoo folder or Hub repo it was read from.
+        config: Config name inside it.
+        info: ``zoo_info.json``.
+        vectors: Split → (num_rows, num_parameters) float32 flat weights.
+        columns: Split → column name → (num_rows,) values (float64 for numbers, object for labels).
+        model_ids: Split → (num_rows,) int64.
+        total_rows: Split → rows before subsampling.
+    """
+
+    name: str
+    source: str
+    config: str
+    info: dict
+    vectors: dict[str, np.ndarray]
+    columns: dict[str, dict[str, np.ndarray]]
+    model_ids: dict[str, np.ndarray]
+    total_rows: dict[str, int]
+
+
+def parse_zoo_argument(zoo: str | os.PathLike) -> tuple[str, str | None]:
+    """Splits ``ZOO_DIR[:CONFIG]`` (or ``org/repo[:CONFIG]``) into (path or repo, config or None)."""
+    text = os.fspath(zoo)
+    head, separator, tail = text.rpartition(":")
+    if separator and head and tail and "/" not in tail and "\\" not in tail:
+        return head, tail
+    return text, None
+
+
+def subsample_by_model(model_ids: np.ndarray, max_rows: int | None, seed: int = 0) -> np.ndarray:
+    """Row indices of whole models drawn at random until ``max_rows`` rows (at least one model).
+
+    Args:
+        model_ids: (num_rows,) the model of each row.
+        max_rows: Row budget; None keeps every row.
+        seed: Seed of the draw.
+
+    Returns:
+        Sorted (num_kept,) int64 indices; every row of a drawn model is kept.
+    """
+    model_ids = np.asarray(model_ids)
+    if max_rows is None or model_ids.size <= max_rows:
+        return np.arange(model_ids.size)
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be a positive integer, got {max_rows!r}.")
+    models, counts = np.unique(model_ids, return_counts=True)
+    order = np.random.default_rng(seed).permutation(models.size)
+    budget = np.cumsum(counts[order])
+    keep = order[: max(1, int(np.searchsorted(budget, max_rows, side="right")))]
+    return np.flatnonzero(np.isin(model_ids, models[keep]))
+
+
+def _column_array(values: Any) -> np.ndarray:
+    array = np.asarray(values)
+    if array.dtype.kind in "biuf":
+        return array.astype(np.float64)
+    return np.asarray([None if value is None else value for value in array.tolist()], dtype=object)
+
+
+def _weights_array(column: Any) -> np.ndarray:
+    """A fixed-size-list Arrow column → (num_rows, num_parameters) float32, without Python objects per row."""
+    import pyarrow as pa
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(array) == 0:
+        return np.zeros((0, array.type.list_size), dtype=np.float32)
+    values = array.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return values.reshape(len(array), -1)
+
+
+def load_zoo_arrays(zoo: str | os.PathLike, max_rows: int | None = None, seed: int = 0) -> ZooArrays:
+    """Reads a zoo (``DIR[:CONFIG]`` or ``REPO[:CONFIG]``) into numpy arrays, optionally subsampled by model.
+
+    Args:
+        zoo: The zoo argument of ``hyperrep evaluate``.
+        max_rows: Keep at most this many rows per split, whole models drawn at random (see
+            :func:`subsample_by_model`); None keeps everything.
+        seed: Seed of the subsampling.
+    """
+    from ..zoo.folder import load_zoo
+
+    source, config = parse_zoo_argument(zoo)
+    dataset, info = load_zoo(source, config)
+    config = config or info["name"]
+    vectors, columns, model_ids, total_rows = {}, {}, {}, {}
+    for split, rows in dataset.items():
+        table = rows.with_format("arrow")[:]  # the rows (a selected view too) as Arrow: columns straight to numpy
+        model_ids[split] = table.column("model_id").to_numpy()
+        keep = subsample_by_model(model_ids[split], max_rows, seed)
+        model_ids[split] = model_ids[split][keep]
+        total_rows[split] = len(rows)
+        vectors[split] = _weights_array(table.column("weights"))[keep]
+        columns[split] = {
+            name: _column_array(table.column(name).to_numpy(zero_copy_only=False))[keep]
+            for name in table.column_names
+            if name != "weights"
+        }
+    return ZooArrays(config, str(source), config, info, vectors, columns, model_ids, total_rows)
+
+
+MODEL_FILES = ("config.json", "preprocessor_config.json")
+
+
+def check_model_folder(model_dir: str | os.PathLike) -> None:
+    """Refuses a local path that is not a trained model folder (a file, or a folder without its files).
+
+    A path that does not exist is left to :func:`load_encoder` (it may be a Hub repo id).
+
+    Raises:
+        ValueError: ``model_dir`` is a file.
+        FileNotFoundError: A folder without ``config.json``, ``preprocessor_config.json`` or the weights.
+    """
+    local = Path(model_dir)
+    if not local.exists():
+        return
+    if not local.is_dir():
+        raise ValueError(f"Model {local} is a file; pass a model folder (config.json, model.safetensors, …).")
+    missing = [name for name in MODEL_FILES if not (local / name).is_file()]
+    if not any((local / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+        missing.append("model.safetensors")
+    if missing:
+        raise FileNotFoundError(
+            f"{local} is not a trained model folder: it has no {', '.join(missing)}. Pass the folder `hyperrep "
+            "train` wrote (its --output-dir, or one of its checkpoints/<step>/pretrained_model/)."
+        )
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def load_encoder(model_dir: str | os.PathLike) -> tuple[torch.nn.Module, Any]:
+    """The encoder (``HyperRepModel``, eval mode) and its ``NeuronTokenProcessor`` from a model folder or repo.
+
+    Raises:
+        FileNotFoundError: No such folder, and no Hub repo of that name could be read (``NotInCacheError``: not in
+            the cache with ``HF_HUB_OFFLINE=1``).
+        NotAHyperRepRepoError: Another library's model, or a newer model format (naming what was found).
+        ValueError: A folder whose files are damaged or not a hyper-representation encoder (naming the folder).
+    """
+    from safetensors import SafetensorError
+
+    from ..hub.publish import check_model_source
+    from ..models.hyperrep.modeling_hyperrep import HyperRepModel
+    from ..models.hyperrep.processing_hyperrep import NeuronTokenProcessor
+
+    check_model_folder(model_dir)
+    check_model_source(model_dir)  # another library's repo, a newer format, a damaged config.json: say so
+    try:
+        model = HyperRepModel.from_pretrained(os.fspath(model_dir)).eval()
+        processor = NeuronTokenProcessor.from_pretrained(os.fspath(model_dir))
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as error:
+        if not Path(model_dir).exists():
+            raise FileNotFoundError(
+                f"No model folder {model_dir}, and it could not be read as a Hub model repo either "
+                f"({type(error).__name__}: {_one_line(error)}). Pass the folder `hyperrep train` wrote."
+            ) from None
+        raise ValueError(
+            f"Cannot load the encoder from {model_dir} ({type(error).__name__}: {_one_line(error)}). The folder is "
+            "damaged or "
+            "not a hyperrep model: re-download it, or take it again from the training run's checkpoints."
+        ) from None
+    return model, processor
+
+
+@torch.inference_mode()
+def compute_embeddings(
+    model: torch.nn.Module,
+    processor: Any,
+    vectors: np.ndarray,
+    batch_size: int = 1024,
+    symmetry_samples: int | None = None,
+) -> np.ndarray:
+    """Hyper-representations of flat weight vectors, in batches, with the model in eval mode.
+
+    Each is z averaged over the network and its symmetric copies (:mod:`hyperrep_hf.models.hyperrep.embeddings`; K from
+    ``model.config.embedding_symmetry_samples`` unless ``symmetry_samples`` is given). Rows with a NaN/inf weight
+    get NaN embeddings (the probes drop and count them) instead of failing.
+
+    Args:
+        model: ``HyperRepModel`` (or anything returning ``.embeddings``).
+        processor: Its ``NeuronTokenProcessor``.
+        vectors: (num_rows, num_parameters) flat weights.
+        batch_size: Networks per forward pass.
+        symmetry_samples: K, overriding the model config's (1: plain z).
+
+    Returns:
+        (num_rows, latent_dim) float64.
+    """
+    model.eval()
+    transforms = symmetry_transforms(model.config, processor.architecture, symmetry_samples)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    finite = np.flatnonzero(np.isfinite(vectors).all(axis=1))
+    latent_dim = int(model.config.latent_dim)
+    embeddings = np.full((vectors.shape[0], latent_dim), np.nan)
+    for start in range(0, finite.size, batch_size):
+        rows = finite[start : start + batch_size]
+        batch = embed_vectors(model, processor, torch.from_numpy(vectors[rows]), transforms)
+        embeddings[rows] = batch.double().cpu().numpy()
+    return embeddings
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Targets
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def select_targets(zoo: ZooArrays) -> tuple[list[str], set[str]]:
+    """The probe targets of a zoo: metrics, per-class F1, and the hyper-parameters that vary.
+
+    Returns:
+        (target names in table order, the categorical ones).
+    """
+    train_columns = zoo.columns.get("train", next(iter(zoo.columns.values())))
+    present = set(train_columns)
+    f1_targets = sorted(
+        (name for name in present if name.startswith("f1_class_")), key=lambda name: int(name.rsplit("_", 1)[1])
+    )
+    varying = zoo.info.get("hyperparameters", {})
+
+    def varies(name: str) -> bool:
+        values = varying.get(name)
+        if values is not None:
+            return len(values) > 1
+        column = train_columns[name]
+        return len({str(value) for value in column}) > 1
+
+    hyperparameters = [
+        name for name in (*NUMERIC_HYPERPARAMETERS, *CATEGORICAL_HYPERPARAMETERS) if name in present and varies(name)
+    ]
+    targets = [name for name in METRIC_TARGETS if name in present] + f1_targets + hyperparameters
+    return targets, {name for name in hyperparameters if name in CATEGORICAL_HYPERPARAMETERS}
+
+
+def _targets_by_split(zoo: ZooArrays, targets: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    return {split: {name: columns[name] for name in targets} for split, columns in zoo.columns.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationReport:
+    """What :func:`evaluate_model` produced.
+
+    Attributes:
+        document: The ``results.json`` document.
+        reports: Method → its :class:`~hyperrep_hf.probing.probes.ProbeReport` (fitted probes included).
+        paths: Every file written.
+    """
+
+    document: dict
+    reports: dict[str, ProbeReport]
+    paths: list[Path] = field(default_factory=list)
+
+    @property
+    def results(self) -> list[ProbeResult]:
+        """Every result of every method."""
+        return [result for report in self.reports.values() for result in report.results]
+
+
+class _Stages:
+    """A tqdm bar over the evaluation's stages, one summary line per finished stage."""
+
+    def __init__(self, total: int, progress: bool, prefix: str) -> None:
+        self.bar = tqdm(total=total, desc=prefix, unit="stage", disable=None if progress else True)
+        self.progress, self.prefix, self.started = progress, prefix, time.perf_counter()
+
+    def done(self, message: str) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.bar.update(1)
+        if self.progress:
+            self.bar.write(f"[{self.prefix}] {message} ({elapsed:.1f} s)")
+        self.started = time.perf_counter()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _check_splits(zoo: ZooArrays, validation_fallback: str | None) -> None:
+    if "train" not in zoo.vectors:
+        raise ValueError(f"Zoo {zoo.name!r} has no train split (splits: {list(zoo.vectors)}); probes need one.")
+    if "validation" not in zoo.vectors and validation_fallback is None:
+        raise ValueError(
+            f"Zoo {zoo.name!r} has no validation split (splits: {list(zoo.vectors)}) to choose the probes' "
+            "regularisation. Pass validation_fallback='train' (CLI: --validation-fallback train) to choose it on "
+            "the train split instead; the report then says so."
+        )
+
+
+def check_evaluation_options(
+    baselines: Sequence[str] | None = None, max_rows: int | None = None, seed: int = 0
+) -> list[str]:
+    """Checks the options of an evaluation before any work; returns the chosen baselines.
+
+    Raises:
+        ValueError: An unknown baseline, a ``max_rows`` below 1 or a negative ``seed`` (naming the option).
+    """
+    if max_rows is not None and (not isinstance(max_rows, int) or max_rows < 1):
+        raise ValueError(f"--max-rows (max_rows) must be a positive integer, got {max_rows!r}.")
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must be an integer in [0, 2**32), got {seed!r}.")
+    return _choose_baselines(baselines)
+
+
+def _choose_baselines(baselines: Sequence[str] | None) -> list[str]:
+    from .baselines import BASELINE_NAMES
+
+    chosen = list(BASELINES if baselines is None else baselines)
+    unknown = [name for name in chosen if name not in BASELINE_NAMES]
+    if unknown:
+        raise ValueError(f"Unknown baselines {unknown}; choose from {list(BASELINE_NAMES)}.")
+    return chosen
+
+
+def evaluate_model(
+    model_dir: str | os.PathLike,
+    zoo: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    baselines: Sequence[str] | None = None,
+    max_rows: int | None = None,
+    max_fit_rows: int = 3000,
+    seed: int = 0,
+    batch_size: int = 1024,
+    validation_fallback: str | None = None,
+    save_to_model: bool = True,
+    plots: bool = True,
+    map_method: str = "auto",
+    progress: bool = True,
+    overwrite: bool = False,
+) -> EvaluationReport:
+    """Probes the hyper-representation and the baselines on a zoo; writes the results, plots and probe heads.
+
+    Each zoo's probes go into the model folder under the zoo's key (``probes/<config>-<fingerprint>/``, see
+    :func:`hyperrep_hf.probing.probe_heads.zoo_key`) beside other zoos' probes, and become the default for predictions.
+    Every input is checked before anything is written: the model folder, the zoo, the output folders, and
+    whether this zoo's probes exist already (then ``overwrite`` is needed).
+
+    Args:
+        model_dir: Model folder (encoder + processor; a Hub repo id is read, but nothing is saved into it).
+        zoo: ``ZOO_DIR[:CONFIG]`` or ``REPO[:CONFIG]``.
+        out_dir: Where ``results.json``, ``results.md`` and the plots go.
+        baselines: Subset of :data:`BASELINES` (plus ``"s(W)_unterthiner"``); default all. UMAP is skipped
+            with a message when umap-learn is missing.
+        max_rows: Keep at most this many rows per split (whole models, seeded) — for speed.
+        max_fit_rows: Train rows the kernel PCA / UMAP baselines are fitted on.
+        seed: Seed of subsampling and of the fitted baselines.
+        batch_size: Networks per encoder forward pass.
+        validation_fallback: None: a zoo without validation split is an error; ``"train"``: choose the probes'
+            regularisation on train (optimistic; stated in ``results.md``).
+        save_to_model: Save probe heads, ``eval/`` and the model card into ``model_dir``.
+        plots: Draw the PNG plots (matplotlib).
+        map_method: 2-D map of the embeddings: ``"umap"``, ``"pca"`` or ``"auto"`` (UMAP when installed).
+        progress: Progress bar and one line per stage.
+        overwrite: Replace probes (and the ``eval/`` entry) that the model folder already holds for this zoo.
+
+    Returns:
+        An :class:`EvaluationReport`.
+
+    Raises:
+        ProbesExistError: The model folder has probes for this zoo and ``overwrite`` is false.
+    """
+    from ..checks import check_output_folder
+
+    chosen_baselines = check_evaluation_options(baselines, max_rows, seed)
+    check_model_folder(model_dir)
+    check_output_folder(out_dir)
+    save_to_model = save_to_model and Path(model_dir).is_dir()
+    if save_to_model:
+        check_output_folder(model_dir, "model folder")
+    stages = _Stages(4 + len(chosen_baselines) + int(plots) + 2 * int(save_to_model), progress, "evaluate")
+    try:
+        zoo_arrays = load_zoo_arrays(zoo, max_rows, seed)
+        _check_splits(zoo_arrays, validation_fallback)
+        if save_to_model:
+            _refuse_existing_probes(Path(model_dir), zoo_arrays, overwrite)
+        targets, categorical = select_targets(zoo_arrays)
+        stages.done(f"zoo {zoo_arrays.name}: {_rows_text(zoo_arrays)}; targets {', '.join(targets)}")
+        model, processor = load_encoder(model_dir)
+        _check_architecture(processor, zoo_arrays)
+        stages.done(f"encoder {model_dir}: latent_dim {model.config.latent_dim}, {processor.num_tokens} tokens")
+        started = time.perf_counter()
+        embeddings = {
+            split: compute_embeddings(model, processor, vectors, batch_size)
+            for split, vectors in zoo_arrays.vectors.items()
+        }
+        num_networks = sum(values.shape[0] for values in embeddings.values())
+        rate = num_networks / max(time.perf_counter() - started, 1e-9)
+        stages.done(f"embeddings of {num_networks} networks ({rate:,.0f} networks/s)")
+        targets_by_split = _targets_by_split(zoo_arrays, targets)
+        probe = _probe_runner(targets_by_split, categorical, validation_fallback)
+        reports: dict[str, ProbeReport] = {}
+        unavailable: dict[str, str] = {}
+        features_by_method: dict[str, Mapping[str, np.ndarray]] = {HYPERREP_METHOD: embeddings}
+        for name in chosen_baselines:
+            features = compute_baseline_features(
+                name,
+                zoo_arrays.vectors,
+                zoo_arrays.info["architecture"],
+                num_components=int(model.config.latent_dim),
+                max_fit_rows=max_fit_rows,
+                seed=seed,
+            )
+            if features is None:
+                unavailable[name] = "umap-learn is not installed (pip install umap-learn)"
+                stages.done(f"{name}: skipped, {unavailable[name]}")
+                continue
+            reports[name] = probe(features, name)
+            features_by_method[name] = features
+            stages.done(f"{name}: {_headline(reports[name])}")
+        reports[HYPERREP_METHOD] = probe(embeddings, HYPERREP_METHOD)
+        stages.done(f"{HYPERREP_METHOD}: {_headline(reports[HYPERREP_METHOD])}")
+        document = _results_document(
+            model_dir, zoo_arrays, targets, categorical, reports, unavailable, validation_fallback
+        )
+        document["final_checkpoints"] = compare_final_checkpoints(
+            zoo_arrays, reports, features_by_method, categorical, seed=seed
+        )
+        paths = _write_results(Path(out_dir), document)
+        if plots:
+            paths += write_plots(
+                Path(out_dir), zoo_arrays, embeddings, reports[HYPERREP_METHOD], targets, map_method, seed
+            )
+            stages.done(f"plots: {', '.join(path.name for path in paths if path.suffix == '.png')}")
+        if save_to_model:
+            paths += _save_probes(Path(model_dir), zoo_arrays, reports[HYPERREP_METHOD], targets_by_split)
+            stages.done(f"probe heads: {len(reports[HYPERREP_METHOD].probes)} saved in {Path(model_dir) / 'probes'}")
+            paths += write_model_evaluation(Path(model_dir), document, [p for p in paths if p.suffix == ".png"])
+            stages.done(f"model card and eval/ written into {model_dir}")
+    finally:
+        stages.close()
+    if progress:
+        for path in paths:
+            print(f"wrote {path}", flush=True)
+    return EvaluationReport(document, reports, paths)
+
+
+def _check_architecture(processor: Any, zoo: ZooArrays) -> None:
+    """Refuses a zoo whose networks the encoder was not trained on, naming the first differing parameter."""
+    expected = [(p["name"], list(p["shape"])) for p in processor.architecture["parameters"]]
+    found = [(p["name"], list(p["shape"])) for p in zoo.info["architecture"]["parameters"]]
+    if expected == found:
+        return
+    for (name, shape), (zoo_name, zoo_shape) in zip(expected, found, strict=False):
+        if (name, shape) != (zoo_name, zoo_shape):
+            raise ValueError(
+                f"Zoo {zoo.name!r} does not match the encoder's architecture: parameter {zoo_name!r} has shape "
+                f"{zoo_shape}, the encoder expects {name!r} with shape {shape}."
+            )
+    raise ValueError(
+        f"Zoo {zoo.name!r} has {len(found)} parameter tensors, the encoder's architecture has {len(expected)}."
+    )
+
+
+def _rows_text(zoo: ZooArrays) -> str:
+    parts = []
+    for split, vectors in zoo.vectors.items():
+        total = zoo.total_rows[split]
+        kept = vectors.shape[0]
+        parts.append(f"{split} {kept}" + (f"/{total}" if kept != total else "") + " rows")
+    return ", ".join(parts)
+
+
+def _probe_runner(
+    targets_by_split: Mapping[str, Mapping[str, np.ndarray]], categorical: set[str], validation_fallback: str | None
+) -> Callable[[Mapping[str, np.ndarray], str], ProbeReport]:
+    def run(features_by_split: Mapping[str, np.ndarray], method: str) -> ProbeReport:
+        return fit_probes(
+            features_by_split, targets_by_split, categorical, method=method, validation_fallback=validation_fallback
+        )
+
+    return run
+
+
+def _headline(report: ProbeReport) -> str:
+    """'test R² acc 0.912, epoch 0.97, …' for the summary line."""
+    values = [
+        f"{result.target} {_format_value(result.value, 3)}"
+        for result in report.results
+        if result.split == "test" and result.metric in ("r2", "accuracy")
+    ]
+    return "test " + (", ".join(values) if values else "no results")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Into the model folder: probe heads, eval/, model card
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def check_evaluation(
+    model_dir: str | os.PathLike, zoo: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False
+) -> None:
+    """What :func:`evaluate_model` checks before it writes anything, without fitting anything.
+
+    The CLI runs it for every ``--zoo`` before evaluating the first: the model folder, the output folders, the
+    zoo's name and info, and existing probes for this zoo.
+
+    Raises:
+        ValueError, FileNotFoundError, ProbesExistError: naming the problem.
+    """
+    from ..checks import check_output_folder
+    from ..zoo.folder import load_zoo
+
+    check_model_folder(model_dir)
+    check_output_folder(out_dir)
+    if not Path(model_dir).is_dir():
+        return
+    check_output_folder(model_dir, "model folder")
+    source, config = parse_zoo_argument(zoo)
+    _, info = load_zoo(source, config)
+    arrays = ZooArrays(config or info["name"], str(source), config or info["name"], info, {}, {}, {}, {})
+    _refuse_existing_probes(Path(model_dir), arrays, overwrite)
+
+
+def _refuse_existing_probes(model_dir: Path, zoo: ZooArrays, overwrite: bool) -> None:
+    """Raises ProbesExistError when the model folder holds probes or an eval/ entry for this zoo's key."""
+    from .probe_heads import PROBES_FOLDER, ProbesExistError, probe_zoos, read_probe_index, zoo_key
+
+    key = zoo_key(zoo.config, zoo.info)
+    index_path = model_dir / PROBES_FOLDER / "index.json"
+    # A damaged index is reported here, before any work, rather than after the probes are fitted.
+    known = probe_zoos(read_probe_index(model_dir)) if index_path.is_file() else {}
+    evaluated = {_document_key(document) for document in _read_evaluations(model_dir / "eval" / "results.json")}
+    if overwrite or (key not in known and key not in evaluated and not (model_dir / PROBES_FOLDER / key).exists()):
+        return
+    source = (known.get(key) or {}).get("zoo_source") or "an earlier evaluation"
+    raise ProbesExistError(
+        f"{model_dir} already has probes for zoo {key} (config {zoo.config}, fitted on {source}) in "
+        f"{model_dir / PROBES_FOLDER / key}. Pass --overwrite (overwrite=True) to replace them and their eval/ "
+        "entry; probes of other zoos are kept either way."
+    )
+
+
+def _save_probes(
+    model_dir: Path, zoo: ZooArrays, report: ProbeReport, targets_by_split: Mapping[str, Mapping[str, np.ndarray]]
+) -> list[Path]:
+    from ..models.hyperrep.weight_statistics import compute_statistics
+    from .probe_heads import save_probe_heads, zoo_fingerprint, zoo_key
+
+    key = zoo_key(zoo.config, zoo.info)
+    regression = {target for target, probe in report.probes.items() if getattr(probe, "labels", None) is None}
+    target_values = {
+        target: np.concatenate([np.asarray(values[target], dtype=np.float64) for values in targets_by_split.values()])
+        for target in regression
+    }
+    vectors = np.concatenate(list(zoo.vectors.values()))
+    statistics = compute_statistics(vectors, zoo.info["architecture"]["parameters"], target_values, key)
+    index = save_probe_heads(
+        model_dir,
+        key,
+        report.probes,
+        report.results,
+        config=zoo.config,
+        source=zoo.source,
+        fingerprint=zoo_fingerprint(zoo.info),
+        statistics=statistics,
+    )
+    return [index, model_dir / "probes" / key / "statistics.json"]
+
+
+def write_model_evaluation(model_dir: Path, document: dict, plots: Sequence[Path]) -> list[Path]:
+    """Merges the evaluation into ``eval/results.json``, copies the plots to ``eval/`` and rewrites README.md.
+
+    ``eval/results.json`` holds one document per zoo key (a re-evaluation of the same zoo replaces its document;
+    zoos of one config name built differently are kept apart); plots go to ``eval/<zoo key>/<plot>.png``.
+    """
+    from ..atomic import write_text_atomic
+
+    eval_dir = model_dir / "eval"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    results_path = eval_dir / "results.json"
+    evaluations = _read_evaluations(results_path)
+    key = _document_key(document)
+    evaluations = [entry for entry in evaluations if _document_key(entry) != key] + [document]
+    plots_dir = eval_dir / key
+    plots_dir.mkdir(exist_ok=True)
+    written = []
+    for plot in plots:
+        target = plots_dir / plot.name
+        target.write_bytes(plot.read_bytes())
+        written.append(target)
+    document_text = json.dumps(
+        {"format_version": RESULTS_FORMAT_VERSION, "evaluations": evaluations}, indent=2, default=_json_default
+    )
+    written.insert(0, write_text_atomic(results_path, document_text + "\n"))
+    card_path = write_text_atomic(model_dir / "README.md", render_model_card(model_dir, evaluations))
+    return [*written, card_path]
+
+
+def _document_key(document: dict) -> str:
+    """The zoo key of an evaluation document (documents written before zoo keys: the config name)."""
+    return document.get("zoo_key") or document["config"]
+
+
+def _read_evaluations(results_path: Path) -> list[dict]:
+    if not results_path.is_file():
+        return []
+    try:
+        evaluations = json.loads(results_path.read_text())["evaluations"]
+        if not isinstance(evaluations, list) or not all(isinstance(entry, dict) for entry in evaluations):
+            raise TypeError("'evaluations' is not a list of documents")
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{results_path} is damaged ({error}); move it away (its evaluations are rewritten from this run on)."
+        ) from None
+    return evaluations
+
+
+def _eval_results(evaluations: Sequence[dict], dataset_ids: Mapping[str, str] | None = None) -> list:
+    """``EvalResult``s of the hyper-representation's test scores (→ the card's ``model-index``)."""
+    from huggingface_hub import EvalResult
+
+    results = []
+    for document in evaluations:
+        dataset_id = (dataset_ids or {}).get(document["zoo"])
+        local = dataset_id is None
+        for record in document["results"]:
+            if record["method"] != HYPERREP_METHOD or record["split"] != "test" or record["value"] is None:
+                continue
+            results.append(
+                EvalResult(
+                    task_type="network-property-prediction",
+                    task_name="Network property prediction",
+                    dataset_type=document["config"] if local else dataset_id,
+                    dataset_name=f"model zoo {document['config']}",
+                    dataset_config=document["config"],
+                    dataset_split="test",
+                    metric_type=record["metric"],
+                    metric_name=f"{record['target']} ({record['metric']})",
+                    metric_value=round(float(record["value"]), 4),
+                )
+            )
+    return results
+
+
+def render_model_card(
+    model_dir: Path,
+    evaluations: Sequence[dict],
+    dataset_ids: Mapping[str, str] | None = None,
+    repo_id: str | None = None,
+) -> str:
+    """The model card (README.md) from ``cards/model_card.md``, with ``model-index`` from the evaluations.
+
+    Args:
+        model_dir: The model folder.
+        evaluations: The documents of ``eval/results.json``.
+        dataset_ids: Zoo source (as in the documents) → the Hub dataset id it was published as (``hyperrep push``).
+        repo_id: The model's own Hub id, for the usage snippets (default: "<this folder or repo>").
+    """
+    from importlib import resources
+
+    from huggingface_hub import ModelCard, ModelCardData
+
+    config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+    training = model_dir / "train_config.json"
+    dataset_ids = dict(dataset_ids or {})
+    for document in evaluations:  # a zoo read from the Hub is already named by its id
+        if not Path(document["zoo"]).exists():
+            dataset_ids.setdefault(document["zoo"], document["zoo"])
+    card_data = ModelCardData(
+        model_name=model_dir.resolve().name,
+        library_name="transformers",
+        pipeline_tag="feature-extraction",
+        license="mit",
+        tags=[
+            "hyper-representations",
+            "weight-space-learning",
+            "model-zoo",
+            "hyperrep_hf",
+            "network-property-prediction",
+        ],
+        datasets=sorted(set(dataset_ids.values())) or None,
+        eval_results=_eval_results(evaluations, dataset_ids) or None,
+    )
+    sections = [
+        {
+            "document": document,
+            "table": results_table(document),
+            "plots": _card_plots(model_dir / "eval", document),
+        }
+        for document in evaluations
+    ]
+    template = resources.files("hyperrep_hf.card_templates").joinpath("model_card.md").read_text()
+    card = ModelCard.from_template(
+        card_data,
+        template_str=template,
+        model_title=model_dir.resolve().name,
+        repo_id=repo_id or "<this folder or repo>",
+        encoder=config,
+        training_config=json.loads(training.read_text()) if training.is_file() else None,
+        evaluations=sections,
+        probe_zoos=[_document_key(document) for document in evaluations],
+    )
+    return str(card)
+
+
+def _card_plots(eval_dir: Path, document: dict) -> list[str]:
+    """The plots of one evaluation, as paths relative to ``eval/`` (older folders: ``<config>_<plot>.png``)."""
+    key = _document_key(document)
+    if (eval_dir / key).is_dir():
+        return sorted(f"{key}/{path.name}" for path in (eval_dir / key).glob("*.png"))
+    return sorted(path.name for path in eval_dir.glob(f"{document['config']}_*.png"))

@@ -1,0 +1,202 @@
+"""Out of distribution (paper Table 7): probes fitted on one zoo, scored on the others (Kendall τ)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .baselines import compute_baseline_features
+from .evaluation import (
+    ZooArrays,
+    _check_architecture,
+    _check_splits,
+    _choose_baselines,
+    _Stages,
+    compute_embeddings,
+    load_encoder,
+    load_zoo_arrays,
+)
+from .probes import fit_probes
+from .report import HYPERREP_METHOD, METHOD_TITLES, RESULTS_FORMAT_VERSION, _format_value, _json_default
+
+logger = logging.getLogger("hyperrep_hf")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Out of distribution (paper Table 7)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+OOD_METHODS: tuple[str, ...] = ("W", "s(W)", HYPERREP_METHOD)
+
+
+def evaluate_ood(
+    model_dir: str | os.PathLike,
+    zoos: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    target: str = "test_accuracy",
+    methods: Sequence[str] = OOD_METHODS,
+    max_rows: int | None = None,
+    max_fit_rows: int = 3000,
+    seed: int = 0,
+    batch_size: int = 1024,
+    progress: bool = True,
+) -> dict:
+    """Kendall τ when the probe fitted on one zoo predicts another: a matrix per method (paper Table 7).
+
+    For each source zoo A and method, the probe is fitted on A's train split (α chosen on A's validation split)
+    and scored on the test split of every zoo B; the diagonal is the ordinary in-distribution test τ. Fitted
+    baselines (PCA, UMAP) are fitted on A's train rows too.
+
+    Args:
+        model_dir: Model folder (encoder + processor).
+        zoos: ``DIR[:CONFIG]`` of two or more zoos of the encoder's architecture.
+        out_dir: Where ``ood.json`` and ``ood.md`` go.
+        target: The regression target ranked (default test accuracy).
+        methods: Representations compared: ``hyperrep`` and any baseline name.
+        max_rows: Rows per split per zoo (whole models, seeded).
+        max_fit_rows: Train rows the fitted baselines use.
+        seed: Seed of subsampling and fitted baselines.
+        batch_size: Networks per encoder forward pass.
+        progress: Progress bar and one line per stage.
+
+    Returns:
+        The ``ood.json`` document: ``matrices[method][metric]`` is a (len(zoos), len(zoos)) nested list, rows =
+        the zoo the probe was fitted on, columns = the zoo it was scored on.
+    """
+    if len(zoos) < 2:
+        raise ValueError(f"Out-of-distribution evaluation needs at least two zoos, got {len(zoos)}.")
+    for method in methods:
+        if method != HYPERREP_METHOD:
+            _choose_baselines([method])
+    from ..checks import check_output_folder
+
+    check_output_folder(out_dir)
+    stages = _Stages(2 + len(zoos), progress, "ood")
+    try:
+        model, processor = load_encoder(model_dir)
+        loaded = [load_zoo_arrays(zoo, max_rows, seed) for zoo in zoos]
+        names = _unique_names(loaded)
+        for zoo_arrays in loaded:
+            _check_splits(zoo_arrays, None)
+            _check_architecture(processor, zoo_arrays)
+            if target not in zoo_arrays.columns["train"]:
+                raise ValueError(f"Zoo {zoo_arrays.name!r} has no column {target!r}.")
+        stages.done(f"encoder and {len(loaded)} zoos: {', '.join(names)}")
+        embeddings = [
+            {split: compute_embeddings(model, processor, v, batch_size) for split, v in z.vectors.items()}
+            for z in loaded
+        ]
+        stages.done(f"embeddings of {sum(v.shape[0] for z in loaded for v in z.vectors.values())} networks")
+        records = []
+        for source_index in range(len(loaded)):
+            records += _ood_from_source(
+                source_index, loaded, names, embeddings, methods, target, model, max_fit_rows, seed
+            )
+            stages.done(f"probes fitted on {names[source_index]}")
+    finally:
+        stages.close()
+    document = _ood_document(model_dir, zoos, names, methods, target, records)
+    out_path = Path(out_dir)
+    out_path.mkdir(parents=True, exist_ok=True)
+    (out_path / "ood.json").write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
+    (out_path / "ood.md").write_text(render_ood_markdown(document))
+    if progress:
+        print(f"wrote {out_path / 'ood.json'}\nwrote {out_path / 'ood.md'}", flush=True)
+    return document
+
+
+def _unique_names(loaded: Sequence[ZooArrays]) -> list[str]:
+    names = [zoo.name for zoo in loaded]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{Path(zoo.source).name}:{zoo.name}" for zoo in loaded]
+
+
+def _ood_from_source(source_index, loaded, names, embeddings, methods, target, model, max_fit_rows, seed) -> list:
+    """Records of the probes fitted on zoo ``source_index``, scored on every zoo's test split."""
+    source = loaded[source_index]
+
+    def splits_for(values_by_zoo: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        splits = {
+            "train": values_by_zoo[source_index]["train"],
+            "validation": values_by_zoo[source_index]["validation"],
+        }
+        splits.update({f"test@{index}": values["test"] for index, values in enumerate(values_by_zoo)})
+        return splits
+
+    targets = {
+        "train": {target: source.columns["train"][target]},
+        "validation": {target: source.columns["validation"][target]},
+    }
+    targets.update({f"test@{index}": {target: zoo.columns["test"][target]} for index, zoo in enumerate(loaded)})
+    records = []
+    for method in methods:
+        if method == HYPERREP_METHOD:
+            features = splits_for(embeddings)
+        else:
+            features = compute_baseline_features(
+                method,
+                splits_for([zoo.vectors for zoo in loaded]),
+                source.info["architecture"],
+                num_components=int(model.config.latent_dim),
+                max_fit_rows=max_fit_rows,
+                seed=seed,
+            )
+            if features is None:
+                continue
+        report = fit_probes(features, targets, (), method=method)
+        for result in report.results:
+            if not result.split.startswith("test@"):
+                continue
+            record = result.to_dict()
+            record["train_zoo"] = names[source_index]
+            record["test_zoo"] = names[int(result.split.removeprefix("test@"))]
+            record["split"] = "test"
+            records.append(record)
+    return records
+
+
+def _ood_document(model_dir, zoos, names, methods, target, records) -> dict:
+    matrices: dict[str, dict[str, list[list[float | None]]]] = {}
+    position = {name: index for index, name in enumerate(names)}
+    for record in records:
+        method_matrices = matrices.setdefault(record["method"], {})
+        matrix = method_matrices.setdefault(record["metric"], [[None] * len(names) for _ in names])
+        matrix[position[record["train_zoo"]]][position[record["test_zoo"]]] = record["value"]
+    return {
+        "format_version": RESULTS_FORMAT_VERSION,
+        "model": os.fspath(model_dir),
+        "zoos": [os.fspath(zoo) for zoo in zoos],
+        "names": names,
+        "target": target,
+        "methods": [method for method in methods if method in matrices],
+        "matrices": matrices,
+        "results": records,
+    }
+
+
+def render_ood_markdown(document: dict) -> str:
+    """``ood.md``: per method, Kendall τ of ``target`` (rows: probe fitted on, columns: scored on)."""
+    names = document["names"]
+    lines = [
+        f"# Out-of-distribution: `{document['model']}`",
+        "",
+        f"Kendall τ of {document['target']} on each zoo's test split; rows = the zoo the probe was fitted on "
+        "(train, α chosen on its validation split), columns = the zoo it predicts. The diagonal is in-distribution.",
+    ]
+    for method in document["methods"]:
+        matrix = document["matrices"][method].get("kendall_tau")
+        if matrix is None:
+            continue
+        lines += ["", f"## {METHOD_TITLES.get(method, method)}", ""]
+        lines += ["| fitted on ↓ / predicts → | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+        for name, row in zip(names, matrix, strict=True):
+            lines.append(f"| {name} | " + " | ".join(_format_value(value, 3) for value in row) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,188 @@
+"""Probe heads published with the encoder: each fitted linear probe as a small transformers model.
+
+A probe fitted by :func:`hyperrep_hf.probing.fit_probes` on the hyper-representations z is an affine map; here it
+becomes ``HyperRepProbeModel`` (one ``nn.Linear`` on z, the train standardisation folded into its weights) with a
+``HyperRepProbeConfig`` that records what it predicts and how well it did on the validation split. They live in
+the model folder next to the encoder::
+
+    probes/index.json                       every probe: zoo key, config, source, target, metric, score, path
+    probes/<zoo>/<target>/config.json       HyperRepProbeConfig (model_type "hyperrep_probe")
+    probes/<zoo>/<target>/model.safetensors the Linear
+    probes/<zoo>/statistics.json            the zoo's weight-norm distribution and target ranges (predict checks)
+
+``<zoo>`` is the zoo's key: its config name and a short fingerprint of its ``zoo_info.json``
+(``tetris_seed-1a2b3c4d``), so two zoos of one config name built differently (another seed, size, folder) keep
+their probes side by side. Wherever a zoo is asked for, its key or (when unambiguous) its config name will do.
+
+The classes and the reading side (:func:`load_probe_heads`, :func:`read_probe_index`, :func:`resolve_probe_zoo`,
+:func:`load_probe_statistics`) live in the flat remote-code file
+:mod:`hyperrep_hf.models.hyperrep.modeling_hyperrep_probe` and are re-exported here; fitting and saving
+(:func:`save_probe_heads`, :func:`zoo_key`) live here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from ..atomic import write_text_atomic
+from ..models.hyperrep.modeling_hyperrep_probe import (
+    INDEX_FILE,
+    PROBE_INDEX_FORMAT_VERSION,
+    PROBES_FOLDER,
+    TASKS,
+    HyperRepProbeConfig,
+    HyperRepProbeModel,
+    HyperRepProbeOutput,
+    ProbeIndexError,
+    ProbesNotFoundError,
+    _finite_or_none,
+    _safe_name,
+    load_probe_heads,
+    load_probe_statistics,
+    probe_zoos,
+    quiet_progress,
+    read_probe_index,
+    resolve_probe_zoo,
+)
+from .probes import MLPProbe, ProbeResult, RidgeProbe, SoftmaxProbe
+
+
+class ProbesExistError(FileExistsError):
+    """Probes for this zoo are already in the model folder (replacing them needs ``overwrite``)."""
+
+
+def zoo_fingerprint(info: dict) -> str:
+    """A content fingerprint of a zoo: SHA-256 of its ``zoo_info.json`` (canonical JSON), hex.
+
+    ``zoo_info.json`` records the recipe, the build options (seed, sizes), the split, the counts and the
+    architecture, so two builds differ in it whenever their rows can differ.
+    """
+    canonical = json.dumps(info, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def zoo_key(config: str, info: dict) -> str:
+    """The folder name of a zoo's probes: ``<config>-<first 8 hex digits of its fingerprint>``."""
+    return f"{_safe_name(config)}-{zoo_fingerprint(info)[:8]}"
+
+
+__all__ = [
+    "INDEX_FILE",
+    "PROBES_FOLDER",
+    "PROBE_INDEX_FORMAT_VERSION",
+    "TASKS",
+    "HyperRepProbeConfig",
+    "HyperRepProbeModel",
+    "HyperRepProbeOutput",
+    "ProbeIndexError",
+    "ProbesExistError",
+    "ProbesNotFoundError",
+    "load_probe_heads",
+    "load_probe_statistics",
+    "probe_zoos",
+    "read_probe_index",
+    "register_probe_heads",
+    "resolve_probe_zoo",
+    "save_probe_heads",
+    "zoo_fingerprint",
+    "zoo_key",
+]
+
+
+def save_probe_heads(
+    model_dir: str | os.PathLike,
+    zoo: str,
+    probes: dict[str, RidgeProbe | SoftmaxProbe | MLPProbe],
+    results: list[ProbeResult] | None = None,
+    *,
+    make_default: bool = True,
+    config: str | None = None,
+    source: str | None = None,
+    fingerprint: str | None = None,
+    statistics: dict | None = None,
+) -> Path:
+    """Saves every fitted probe of one zoo under ``probes/<zoo>/<target>/`` and updates ``probes/index.json``.
+
+    The zoo's previous probes are replaced (a target that is no longer probed leaves no stale head behind);
+    other zoos' probes are kept. The new heads are written into a temporary folder first and swapped in, so a
+    crash leaves the old probes or the new ones, never a mix. The zoo becomes the index's ``default_zoo`` (the
+    one predictions use). :func:`hyperrep_hf.probing.evaluation.evaluate_model` refuses to get here over existing
+    probes unless told to overwrite.
+
+    Args:
+        model_dir: The model folder (encoder + processor).
+        zoo: The zoo's key (:func:`zoo_key`; any folder-safe name for probes fitted outside ``evaluate``).
+        probes: Target → fitted probe (``ProbeReport.probes``).
+        results: The probes' results; adds each probe's test score to the index when present.
+        config: The zoo's config name (default: ``zoo``).
+        source: The zoo folder or Hub repo the probes were fitted on.
+        fingerprint: The zoo's :func:`zoo_fingerprint`.
+        statistics: The zoo's weight / target statistics (:mod:`hyperrep_hf.models.hyperrep.weight_statistics`),
+            saved as ``probes/<zoo>/statistics.json``.
+        make_default: Make this zoo the index's ``default_zoo`` (False keeps the current default, e.g. for the
+            final-checkpoint probes of ``hyperrep evaluate --protocol``).
+
+    Returns:
+        Path of ``probes/index.json``.
+    """
+    probes_dir = Path(model_dir) / PROBES_FOLDER
+    zoo_dir = probes_dir / _safe_name(zoo)
+    index = read_probe_index(model_dir) if (probes_dir / INDEX_FILE).is_file() else {"probes": []}
+    staging = probes_dir / f".{zoo_dir.name}.tmp"
+    retired = probes_dir / f".{zoo_dir.name}.old"
+    for leftover in (staging, retired):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging.mkdir(parents=True)
+    selection_splits = {result.target: result.selection_split for result in results or []}
+    test_scores = {
+        result.target: result.value
+        for result in results or []
+        if result.split == "test" and result.metric in ("r2", "accuracy")
+    }
+    described = {"config": config or zoo, "zoo_source": source, "zoo_fingerprint": fingerprint}
+    entries = []
+    for target, probe in probes.items():
+        head = HyperRepProbeModel.from_probe(probe, target, zoo, selection_splits.get(target, "validation"))
+        with quiet_progress():
+            head.save_pretrained(staging / _safe_name(target))
+        entries.append(
+            {
+                "zoo": zoo,
+                **described,
+                "target": target,
+                "task": head.config.task,
+                "metric": head.config.metric,
+                "validation_score": head.config.validation_score,
+                "test_score": _finite_or_none(test_scores.get(target)),
+                "selection_split": head.config.selection_split,
+                "path": (zoo_dir / target).relative_to(model_dir).as_posix(),
+            }
+        )
+    if statistics is not None:
+        from ..models.hyperrep.weight_statistics import STATISTICS_FILE
+
+        write_text_atomic(staging / STATISTICS_FILE, json.dumps(statistics, indent=2) + "\n")
+    if zoo_dir.exists():
+        os.replace(zoo_dir, retired)
+    os.replace(staging, zoo_dir)
+    kept = [entry for entry in index["probes"] if entry["zoo"] != zoo]
+    default_zoo = zoo if make_default or not index.get("default_zoo") else index["default_zoo"]
+    index = {"format_version": PROBE_INDEX_FORMAT_VERSION, "default_zoo": default_zoo, "probes": kept + entries}
+    index_path = write_text_atomic(probes_dir / INDEX_FILE, json.dumps(index, indent=2) + "\n")
+    shutil.rmtree(retired, ignore_errors=True)
+    from ..hub.publish import write_remote_code
+
+    write_remote_code(model_dir)  # with probes the folder serves the pipeline: its code goes next to the encoder
+    return index_path
+
+
+def register_probe_heads() -> None:
+    """Registers ``HyperRepProbeConfig`` (model_type ``"hyperrep_probe"``) and its model with the Auto classes."""
+    from transformers import AutoConfig, AutoModel
+
+    AutoConfig.register(HyperRepProbeConfig.model_type, HyperRepProbeConfig, exist_ok=True)
+    AutoModel.register(HyperRepProbeConfig, HyperRepProbeModel, exist_ok=True)

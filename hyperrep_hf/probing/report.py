@@ -1,0 +1,390 @@
+"""What an evaluation reports: ``results.json``, ``results.md`` and the final-checkpoint comparison.
+
+The results document, its Markdown, the final checkpoints against all epochs with bootstrap intervals over test
+models, and the names they use: methods, target groups, the paper's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .probes import ProbeReport
+
+if TYPE_CHECKING:
+    from .evaluation import ZooArrays
+
+logger = logging.getLogger("hyperrep_hf")
+
+RESULTS_FORMAT_VERSION = 1
+HYPERREP_METHOD = "hyperrep"
+BASELINES: tuple[str, ...] = ("W", "s(W)", "pca_linear", "pca_cosine", "pca_rbf", "umap")
+"""Baselines of ``hyperrep evaluate``, in table order (``s(W)_unterthiner`` may be asked for explicitly)."""
+METRIC_TARGETS: tuple[str, ...] = ("epoch", "test_accuracy", "generalization_gap")
+NUMERIC_HYPERPARAMETERS: tuple[str, ...] = ("learning_rate", "weight_decay", "dropout", "train_fraction")
+CATEGORICAL_HYPERPARAMETERS: tuple[str, ...] = ("activation", "init", "optimizer")
+METHOD_TITLES = {
+    "W": "W",
+    "s(W)": "s(W)",
+    "s(W)_unterthiner": "s(W) Unterthiner",
+    "pca_linear": "PCA linear",
+    "pca_cosine": "PCA cosine",
+    "pca_rbf": "PCA rbf",
+    "umap": "UMAP",
+    HYPERREP_METHOD: "hyperrep",
+}
+
+# Paper §6 (test R² in %; accuracy in % for categorical targets), keyed by zoo_info["recipe"]["name"].
+PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
+    "tetris_seed": {
+        "W": dict(zip(("epoch", "test_accuracy", "generalization_gap", "f1_class_0", "f1_class_1", "f1_class_2",
+                       "f1_class_3"), (55.4, 49.1, 43.9, 26.6, 41.4, 41.5, 53.9), strict=True)),
+        "s(W)": dict(zip(("epoch", "test_accuracy", "generalization_gap", "f1_class_0", "f1_class_1", "f1_class_2",
+                          "f1_class_3"), (96.4, 86.9, 81.0, 62.5, 63.1, 60.9, 75.2), strict=True)),
+        "EcD": dict(zip(("epoch", "test_accuracy", "generalization_gap", "f1_class_0", "f1_class_1", "f1_class_2",
+                         "f1_class_3"), (97.0, 90.2, 81.9, 70.7, 75.9, 69.4, 86.6), strict=True)),
+    },
+    "tetris_hyp": {
+        "W": {"epoch": 2.8, "test_accuracy": 11.0, "generalization_gap": 12.9, "learning_rate": -4.7,
+              "activation": 74.7, "init": 38.5},
+        "s(W)": {"epoch": 16.3, "test_accuracy": 80.2, "generalization_gap": 79.2, "learning_rate": 53.4,
+                 "activation": 73.6, "init": 46.6},
+        "EcD": {"epoch": 16.7, "test_accuracy": 83.7, "generalization_gap": 81.6, "learning_rate": 51.1,
+                "activation": 86.9, "init": 47.1},
+    },
+    "mnist_seed": {
+        "W": {"epoch": 84.5, "test_accuracy": 91.3, "generalization_gap": 56.9},
+        "s(W)": {"epoch": 97.7, "test_accuracy": 98.7, "generalization_gap": 66.2},
+        "Ec+D": {"epoch": 97.3, "test_accuracy": 98.9, "generalization_gap": 66.7},
+    },
+}  # fmt: skip
+
+
+def _format_value(value: float | None, digits: int = 1, scale: float = 1.0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value * scale:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# results.json and results.md
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _results_document(
+    model_dir: str | os.PathLike,
+    zoo: ZooArrays,
+    targets: list[str],
+    categorical: set[str],
+    reports: Mapping[str, ProbeReport],
+    unavailable: Mapping[str, str],
+    validation_fallback: str | None,
+) -> dict:
+    from .probe_heads import zoo_fingerprint, zoo_key
+
+    recipe = zoo.info.get("recipe", {}).get("name")
+    return {
+        "format_version": RESULTS_FORMAT_VERSION,
+        "model": os.fspath(model_dir),
+        "zoo": zoo.source,
+        "config": zoo.config,
+        "zoo_key": zoo_key(zoo.config, zoo.info),
+        "zoo_fingerprint": zoo_fingerprint(zoo.info),
+        "recipe": recipe,
+        "rows": {split: vectors.shape[0] for split, vectors in zoo.vectors.items()},
+        "total_rows": zoo.total_rows,
+        "models": {split: int(np.unique(ids).size) for split, ids in zoo.model_ids.items()},
+        "selection_split": "validation" if "validation" in zoo.vectors else validation_fallback,
+        "targets": targets,
+        "categorical_targets": sorted(categorical),
+        "methods": list(reports),
+        "unavailable_methods": dict(unavailable),
+        "skipped_targets": {method: report.skipped for method, report in reports.items() if report.skipped},
+        "paper": PAPER_RESULTS.get(recipe),
+        "results": [result.to_dict() for report in reports.values() for result in report.results],
+    }
+
+
+def _write_results(out_dir: Path, document: dict) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "results.json"
+    json_path.write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
+    markdown_path = out_dir / "results.md"
+    markdown_path.write_text(render_results_markdown(document))
+    return [json_path, markdown_path]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def _lookup(document: dict, split: str = "test") -> dict[tuple[str, str, str], dict]:
+    """(method, target, metric) → result record of ``split``."""
+    return {
+        (record["method"], record["target"], record["metric"]): record
+        for record in document["results"]
+        if record["split"] == split
+    }
+
+
+def _main_metric(document: dict, target: str) -> str:
+    return "accuracy" if target in document["categorical_targets"] else "r2"
+
+
+def results_table(document: dict, metric: str | None = None, scale: float = 100.0, digits: int = 1) -> str:
+    """Markdown table: rows = targets, columns = methods (+ the paper's numbers for the paper's zoos).
+
+    Args:
+        document: A ``results.json`` document.
+        metric: ``None``: test R² (accuracy for categorical targets); else one metric (e.g. ``"kendall_tau"``).
+        scale: Multiplier of the values (100 → %).
+        digits: Decimals.
+    """
+    records = _lookup(document)
+    methods = document["methods"]
+    paper = (document.get("paper") or {}) if metric is None else {}
+    header = ["target", *(METHOD_TITLES.get(method, method) for method in methods)]
+    header += [f"paper {name}" for name in paper]
+    show_difference = metric is None and "s(W)" in methods and HYPERREP_METHOD in methods
+    if show_difference:
+        header.append("hyperrep − s(W)")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for target in document["targets"]:
+        target_metric = metric or _main_metric(document, target)
+        if metric is not None and target in document["categorical_targets"]:
+            continue
+        cells = [f"{target}{' (acc.)' if target_metric == 'accuracy' and metric is None else ''}"]
+        values = {method: records.get((method, target, target_metric), {}).get("value") for method in methods}
+        cells += [_format_value(values[method], digits, scale) for method in methods]
+        cells += [_format_value(paper[name].get(target), 1) for name in paper]
+        if show_difference:
+            both = values["s(W)"] is not None and values[HYPERREP_METHOD] is not None
+            cells.append(_format_value(values[HYPERREP_METHOD] - values["s(W)"], digits, scale) if both else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _dropped_lines(document: dict) -> list[str]:
+    """One line per (method, target, split) with dropped rows (NaN/inf features or missing targets)."""
+    lines = []
+    for record in document["results"]:
+        if record["num_dropped"] and record["metric"] in ("r2", "accuracy"):
+            lines.append(
+                f"- {METHOD_TITLES.get(record['method'], record['method'])} · {record['target']} · "
+                f"{record['split']}: {record['num_dropped']} rows dropped, {record['num_rows']} used"
+            )
+    return lines
+
+
+def render_results_markdown(document: dict) -> str:
+    """``results.md``: the main table (test R² / accuracy in %), Kendall τ, and what was dropped or skipped."""
+    rows = ", ".join(f"{split} {count}" for split, count in document["rows"].items())
+    total = document.get("total_rows", {})
+    subsampled = any(total.get(split, count) != count for split, count in document["rows"].items())
+    lines = [
+        f"# Evaluation: `{document['model']}` on zoo `{document['config']}`",
+        "",
+        f"Zoo `{document['zoo']}` (config `{document['config']}`, recipe `{document['recipe']}`); rows {rows}"
+        + (" (subsampled by model: " + ", ".join(f"{s} of {n}" for s, n in total.items()) + ")" if subsampled else "")
+        + ".",
+        "",
+        "Linear probes on each representation: ridge regression (α from the paper's grid) or a softmax classifier, "
+        f"fitted on train, regularisation chosen on **{document['selection_split']}**, scored on test. "
+        "Values: test R² in % (accuracy in % for categorical targets).",
+    ]
+    if document["selection_split"] != "validation":
+        lines += [
+            "",
+            "> **Note:** this zoo has no validation split; the regularisation was chosen on the train split "
+            "(optimistic selection).",
+        ]
+    lines += ["", results_table(document)]
+    if document.get("paper"):
+        lines += [
+            "",
+            f"Paper columns: Schürholt et al. (NeurIPS 2021), §6, zoo `{document['recipe']}` (their zoo, their "
+            "encoder; ours are rebuilt).",
+        ]
+    lines += ["", "## Kendall τ (test)", "", results_table(document, "kendall_tau", scale=1.0, digits=3)]
+    notes = []
+    for method, reason in document.get("unavailable_methods", {}).items():
+        notes.append(f"- {METHOD_TITLES.get(method, method)} skipped: {reason}.")
+    for method, skipped in document.get("skipped_targets", {}).items():
+        for target, reason in skipped.items():
+            notes.append(f"- {METHOD_TITLES.get(method, method)}: target `{target}` skipped ({reason}).")
+    if document.get("final_checkpoints"):
+        lines += ["", render_final_checkpoints_markdown(document["final_checkpoints"])]
+    dropped = _dropped_lines(document)
+    lines += ["", "## Dropped rows and skipped targets", ""]
+    lines += notes + dropped if notes or dropped else ["None: every row had finite features and targets."]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Final checkpoints vs all epochs, with bootstrap intervals over test models
+# ----------------------------------------------------------------------------------------------------------------
+
+FINAL_METRICS = ("r2", "kendall_tau")
+
+
+def last_epoch_rows(model_ids: np.ndarray, epochs: np.ndarray) -> np.ndarray:
+    """Indices of each model's last-epoch row (its final checkpoint), in row order."""
+    model_ids, epochs = np.asarray(model_ids), np.asarray(epochs, dtype=np.float64)
+    order = np.lexsort((epochs, model_ids))  # by model, then epoch: the last of each model's run is its final row
+    last = np.r_[model_ids[order][1:] != model_ids[order][:-1], True]
+    return np.sort(order[last])
+
+
+def _metric(name: str, truth: np.ndarray, predicted: np.ndarray) -> float:
+    from .probes import kendall_tau, r2_score
+
+    return r2_score(truth, predicted) if name == "r2" else kendall_tau(truth, predicted)
+
+
+def bootstrap_difference(
+    metric: str,
+    truth: np.ndarray,
+    predicted: np.ndarray,
+    baseline_predicted: np.ndarray,
+    groups: np.ndarray,
+    num_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """metric(predicted) − metric(baseline) with a percentile bootstrap interval, resampling whole groups (models).
+
+    Every resample draws the test models with replacement and keeps all their rows, for both methods at once (a
+    paired comparison). Returns ``{"difference", "low", "high", "num_groups", "num_resamples"}``.
+    """
+    truth, predicted = np.asarray(truth, np.float64), np.asarray(predicted, np.float64)
+    baseline_predicted = np.asarray(baseline_predicted, np.float64)
+    unique, group_index = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(group_index == g) for g in range(unique.size)]
+    rng = np.random.default_rng(seed)
+    differences = np.empty(num_resamples)
+    for draw in range(num_resamples):
+        rows = np.concatenate([members[g] for g in rng.integers(0, unique.size, unique.size)])
+        differences[draw] = _metric(metric, truth[rows], predicted[rows]) - _metric(
+            metric, truth[rows], baseline_predicted[rows]
+        )
+    tail = (1 - level) / 2
+    finite = differences[np.isfinite(differences)]  # a resample with a constant target has no τ / R²
+    return {
+        "difference": _metric(metric, truth, predicted) - _metric(metric, truth, baseline_predicted),
+        "low": float(np.quantile(finite, tail)) if finite.size else math.nan,
+        "high": float(np.quantile(finite, 1 - tail)) if finite.size else math.nan,
+        "num_groups": int(unique.size),
+        "num_resamples": num_resamples,
+    }
+
+
+def compare_final_checkpoints(
+    zoo: ZooArrays,
+    reports: Mapping[str, ProbeReport],
+    features_by_method: Mapping[str, Mapping[str, np.ndarray]],
+    categorical: set[str],
+    *,
+    split: str = "test",
+    baseline: str = "s(W)",
+    num_resamples: int = 1000,
+    seed: int = 0,
+) -> dict | None:
+    """Per regression target: R² and Kendall τ on all rows and on each model's last epoch, and vs ``baseline``.
+
+    The probes are the ones of the all-epochs table (fitted on every train epoch; the published probe heads),
+    scored once on every ``split`` row and once on each model's final checkpoint (the peers' protocol: what a user
+    asks about a trained network). The difference to ``baseline`` gets a 95 % bootstrap interval over ``split``'s
+    models (:func:`bootstrap_difference`); ``significant`` when the interval excludes 0. None when the zoo has no
+    epoch column or the baseline was not run.
+    """
+    columns = zoo.columns.get(split, {})
+    if "epoch" not in columns or baseline not in reports or HYPERREP_METHOD not in reports:
+        return None
+    model_ids = zoo.model_ids[split]
+    subsets = {
+        "all_epochs": np.arange(model_ids.size),
+        "final_checkpoint": last_epoch_rows(model_ids, columns["epoch"]),
+    }
+    records = []
+    for target in reports[HYPERREP_METHOD].probes:
+        if target in categorical or target not in reports[baseline].probes or target not in columns:
+            continue
+        truth_all = np.asarray(columns[target], dtype=np.float64)
+        predictions = {}
+        for method in (HYPERREP_METHOD, baseline):
+            features = np.asarray(features_by_method[method][split], dtype=np.float64)
+            finite = np.isfinite(features).all(axis=1)
+            values = np.full(truth_all.shape, np.nan)
+            values[finite] = reports[method].probes[target].predict(features[finite])
+            predictions[method] = values
+        for subset, rows in subsets.items():
+            keep = rows[np.isfinite(truth_all[rows]) & np.isfinite(predictions[HYPERREP_METHOD][rows])]
+            keep = keep[np.isfinite(predictions[baseline][keep])]
+            if keep.size < 3 or np.ptp(truth_all[keep]) == 0:  # e.g. the epoch of final checkpoints: one value
+                continue
+            truth = truth_all[keep]
+            for metric in FINAL_METRICS:
+                values = {method: _metric(metric, truth, predictions[method][keep]) for method in predictions}
+                interval = bootstrap_difference(
+                    metric,
+                    truth,
+                    predictions[HYPERREP_METHOD][keep],
+                    predictions[baseline][keep],
+                    model_ids[keep],
+                    num_resamples,
+                    seed,
+                )
+                records.append(
+                    {
+                        "target": target,
+                        "subset": subset,
+                        "metric": metric,
+                        "num_rows": int(keep.size),
+                        "hyperrep": values[HYPERREP_METHOD],
+                        "baseline": values[baseline],
+                        **interval,
+                        "significant": bool(interval["low"] > 0 or interval["high"] < 0),
+                    }
+                )
+                records[-1] = {
+                    k: None if isinstance(v, float) and math.isnan(v) else v for k, v in records[-1].items()
+                }
+    return {"split": split, "baseline": baseline, "level": 0.95, "results": records}
+
+
+def render_final_checkpoints_markdown(comparison: dict) -> str:
+    """The final-checkpoint / all-epochs table with the bootstrap intervals of the difference to the baseline."""
+    baseline = METHOD_TITLES.get(comparison["baseline"], comparison["baseline"])
+    lines = [
+        f"## Final checkpoints and all epochs ({comparison['split']}), hyperrep vs {baseline}",
+        "",
+        "The probes of the table above, scored on every test row (all epochs) and on each test model's last epoch "
+        f"(final checkpoint). Δ = hyperrep − {baseline} with a {comparison['level']:.0%} bootstrap interval over "
+        "test models (paired); **bold**: the interval excludes 0. R² in %, τ as is.",
+        "",
+        f"| target | rows | metric | hyperrep | {baseline} | Δ [interval] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for record in comparison["results"]:
+        scale, digits = (100.0, 1) if record["metric"] == "r2" else (1.0, 3)
+        delta = (
+            f"{_format_value(record['difference'], digits, scale)} [{_format_value(record['low'], digits, scale)}, "
+            f"{_format_value(record['high'], digits, scale)}]"
+        )
+        lines.append(
+            f"| {record['target']} | {record['subset'].replace('_', ' ')} ({record['num_rows']}) | "
+            f"{'R²' if record['metric'] == 'r2' else 'τ'} | {_format_value(record['hyperrep'], digits, scale)} | "
+            f"{_format_value(record['baseline'], digits, scale)} | "
+            + (f"**{delta}**" if record["significant"] else delta)
+            + " |"
+        )
+    return "\n".join(lines)
