@@ -11,7 +11,7 @@ from hub_server import start_hub
 from test_hub import TOKEN, hub_environment, online, push_to, run_python  # noqa: F401  (fixtures)
 from tiny_models import make_evaluated_model, make_zoo
 
-from hyperrep_hf.recipes import BuildOptions
+from hyperrep_hf.zoo.recipes import BuildOptions
 
 MODEL_REPO = "org/evaluated-from-the-hub"
 ZOO_REPO = "org/zoos-for-commands"
