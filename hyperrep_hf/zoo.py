@@ -960,6 +960,11 @@ def load_zoo(path_or_repo: str | os.PathLike, config: str | None = None, **load_
 def _local_config(local: Path, config: str | None) -> str:
     available = sorted(p.parent.name for p in local.glob("*/zoo_info.json"))
     if config is None:
+        if not available and (local / "zoo_info.json").is_file():
+            raise FileNotFoundError(
+                f"{local} is one zoo's own folder; pass the folder that holds it and the zoo's name: "
+                f"load_zoo({str(local.parent)!r}, {local.name!r}), or --zoo {local.parent}:{local.name}."
+            )
         if not available:
             raise FileNotFoundError(
                 f"no zoo at {local}: it holds no complete zoo (no <zoo>/zoo_info.json); build one with "

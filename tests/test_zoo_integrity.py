@@ -472,3 +472,11 @@ def test_a_damaged_complete_zoo_is_named_by_build_and_rebuilt_by_the_advised_ove
     _build(tmp_path, num_models=6, overwrite=True)
     assert target.read_bytes() == original  # the same build again, byte for byte
     assert sum(len(rows) for rows in _files_rows(zoo_dir).values()) == 6 * 3
+
+
+def test_a_zoos_own_folder_is_refused_naming_its_parent_and_name(tmp_path):
+    zoo_dir = _build(tmp_path / "zoos", num_models=6)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"--zoo {zoo_dir.parent}:tetris_seed")):
+        load_zoo(zoo_dir)
+    dataset, info = load_zoo(zoo_dir.parent, "tetris_seed")  # the advice works
+    assert info["counts"]["rows"] == sum(split.num_rows for split in dataset.values())
