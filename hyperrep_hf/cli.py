@@ -116,7 +116,7 @@ def _evaluate(arguments: argparse.Namespace) -> int:
     check_evaluation_options(arguments.baselines, arguments.max_rows, arguments.seed)
     options = {"max_rows": arguments.max_rows, "seed": arguments.seed, "progress": not arguments.quiet}
     outs = [
-        Path(arguments.out) / _zoo_label(zoo) if len(arguments.zoo) > 1 else Path(arguments.out)
+        Path(arguments.out) / _zoo_label(zoo, arguments.zoo) if len(arguments.zoo) > 1 else Path(arguments.out)
         for zoo in arguments.zoo
     ]
     for zoo, out in zip(arguments.zoo, outs, strict=True):  # every zoo checked before the first is evaluated
@@ -140,7 +140,7 @@ def _evaluate_protocol(arguments: argparse.Namespace) -> int:
     from .probing.protocols import evaluate_protocol
 
     for zoo in arguments.zoo:
-        out = Path(arguments.out) / _zoo_label(zoo) if len(arguments.zoo) > 1 else Path(arguments.out)
+        out = Path(arguments.out) / _zoo_label(zoo, arguments.zoo) if len(arguments.zoo) > 1 else Path(arguments.out)
         evaluate_protocol(
             arguments.model_dir,
             zoo,
@@ -153,9 +153,20 @@ def _evaluate_protocol(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _zoo_label(zoo: str) -> str:
-    folder, _, config = zoo.partition(":")
-    return config or Path(folder).name
+def _zoo_label(zoo: str, zoos: list[str]) -> str:
+    """One zoo's results sub-folder: its config name, with its folder's name when zoos share it (two seeds)."""
+
+    def plain(z: str) -> str:
+        folder, _, config = z.partition(":")
+        return config or Path(folder).name
+
+    def full(z: str) -> str:
+        folder, _, config = z.partition(":")
+        return "-".join(part for part in (Path(folder).name, config) if part)
+
+    if [plain(z) for z in zoos].count(plain(zoo)) == 1:
+        return plain(zoo)
+    return full(zoo) if [full(z) for z in zoos].count(full(zoo)) == 1 else f"{zoos.index(zoo) + 1}-{full(zoo)}"
 
 
 def _predict(arguments: argparse.Namespace) -> int:

@@ -245,6 +245,8 @@ def test_zoo_networks_are_never_flagged_and_rescaled_ones_are(zoos):
     decades = rng.choice([-1, 1], 50) * rng.uniform(2.0, 20.0, 50)  # ×/÷ 100 … 1e20
     warnings = distribution_warnings(rows * (10.0**decades)[:, None], parameters, statistics)
     assert all(warning and "far outside" in warning for warning in warnings)
+    zero = distribution_warnings(np.zeros((1, vectors.shape[1])), parameters, statistics)[0]
+    assert f"{parameters[0]['name']} norm 0 (zoo: " in zero and "e-30" not in zero  # not the log floor
     # Another zoo (other seed) of the same recipe is in distribution for the most part.
     other = np.concatenate(list(load_zoo_arrays(zoos[1]).vectors.values()))
     assert np.mean([w is None for w in distribution_warnings(other, parameters, statistics)]) > 0.9

@@ -47,3 +47,16 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     assert {"W", "s(W)", "hyperrep"} <= methods
     assert (tmp_path / "model" / "probes" / "index.json").is_file()
     assert (tmp_path / "zoos" / "README.md").is_file()
+
+
+def test_zoos_sharing_a_config_name_get_their_own_results_folders():
+    from hyperrep_hf.cli import _zoo_label
+
+    assert [_zoo_label(z, ["a/Z:tetris_seed", "Z3:tetris_hyp"]) for z in ("a/Z:tetris_seed", "Z3:tetris_hyp")] == [
+        "tetris_seed",
+        "tetris_hyp",
+    ]
+    zoos = ["zoos/seed0:tetris_seed", "zoos/seed3:tetris_seed", "x/seed3:tetris_seed", "org/repo"]
+    labels = [_zoo_label(z, zoos) for z in zoos]
+    assert labels == ["seed0-tetris_seed", "2-seed3-tetris_seed", "3-seed3-tetris_seed", "repo"]
+    assert len(set(labels)) == len(zoos)

@@ -171,6 +171,16 @@ def test_model_push_is_one_commit_without_training_state(local_hub, model_dir, o
     assert set(local_hub.files("model", "org/one-commit")) == files
 
 
+def test_a_push_to_an_unreachable_hub_is_named_without_a_traceback(model_dir, online):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    with pytest.raises(PushError, match=rf"Cannot reach the Hub at {endpoint} \(ConnectError.*nothing was published"):
+        push(model_dir, "org/unreachable", endpoint=endpoint, token=TOKEN, progress=False)
+
+
 @pytest.mark.parametrize("failure", ["server error", "token revoked mid-push"])
 def test_a_failed_push_publishes_nothing(local_hub, model_dir, online, failure):
     repo_id = f"org/failing-{failure.split()[0]}"

@@ -391,3 +391,13 @@ def test_a_metrics_row_without_step_is_a_clear_error(tmp_path):
     with pytest.raises(ImportFormatError, match="data row 4 has no step or no modeldir"):
         import_small_cnn_zoo(tmp_path / "src", tmp_path / "zoo", progress=False)
     assert _no_zoo_written(tmp_path / "zoo")
+
+
+@pytest.mark.parametrize("importer", [import_small_cnn_zoo, import_model_zoos])
+def test_a_missing_source_folder_or_a_file_is_named_with_what_to_pass(tmp_path, importer):
+    with pytest.raises(ImportFormatError, match=rf"{tmp_path / 'missing'} does not exist: pass the"):
+        importer(tmp_path / "missing", tmp_path / "out")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ImportFormatError, match=r"file is a file, not a folder: pass the"):
+        importer(tmp_path / "file", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -10,6 +10,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
+from torch import nn
 from transformers import AutoFeatureExtractor
 
 import hyperrep_hf
@@ -291,3 +292,22 @@ def test_position_ids_count_tokens_within_layers():
     assert positions[:, 1].tolist() == [0] * 80 + [1] * 20
     assert positions[80:, 2].tolist() == list(range(20))
     assert math.prod(processor(torch.zeros(4, 100))["position_ids"].shape) == 4 * 100 * 3
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_plain_sequential_or_a_wrapped_module_is_read_under_the_architectures_names(seed):
+    torch.manual_seed(seed)
+    processor = NeuronTokenProcessor(TETRIS_MLP)
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(16, 5, bias=False), nn.Tanh(), nn.Linear(5, 4, bias=False))
+    ours = make_module(TETRIS_MLP)
+    ours.load_state_dict({"layers.1.weight": plain[1].weight, "layers.3.weight": plain[3].weight})
+    wrapped = nn.ModuleDict({"net": ours})
+    expected = processor(ours)["input_tokens"]
+    assert torch.equal(processor(plain)["input_tokens"], expected)
+    assert torch.equal(processor(wrapped)["input_tokens"], expected)
+    shifted = nn.Sequential(nn.Linear(16, 5, bias=False), nn.Tanh(), nn.Linear(5, 4, bias=False))  # '0.', '2.'
+    with pytest.raises(ValueError, match=r"missing parameter 'layers.1.weight'.*unexpected parameter '0.weight'"):
+        processor(shifted)
+    extra = dict(plain.state_dict(), **{"5.weight": torch.zeros(2)})
+    with pytest.raises(ValueError, match=r"unexpected parameter '1.weight'"):
+        processor(extra)

@@ -74,6 +74,7 @@ def test_zoo_info_and_card(tiny_zoo):
     assert metadata["configs"][0]["config_name"] == "tetris_seed"
     assert {f["split"] for f in metadata["configs"][0]["data_files"]} == {"train", "validation", "test"}
     assert "Final test accuracy" in card and "Split policy" in card
+    assert "**This build** (options below): 12 networks × 3 epochs." in card  # not only the recipe's 1000 × 75
     assert not (tiny_zoo / "tetris_seed" / ".build").exists()
 
 

@@ -461,3 +461,26 @@ def test_zoos_still_load_with_plain_load_dataset(tmp_path):
     )
     with pytest.raises(ZooExistsError):
         _build(tmp_path / "zoos", num_models=7)
+
+
+def test_a_damaged_complete_zoo_is_named_by_build_and_rebuilt_by_the_advised_overwrite(tmp_path):
+    zoo_dir = _build(tmp_path, num_models=6)
+    target = zoo_dir / "train-00000-of-00001.parquet"
+    original = target.read_bytes()
+    _flip_bit(target, len(original) // 2, 3)
+    with pytest.raises(ZooIntegrityError, match=r"--num-models 6 --epochs 2 --subset 100 --overwrite") as error:
+        load_zoo(tmp_path, "tetris_seed")
+    with pytest.raises(ZooIntegrityError, match=re.escape(f"{target.name} is damaged")):
+        _build(tmp_path, num_models=6)  # not "already complete"
+    assert "--overwrite" in str(error.value)
+    _build(tmp_path, num_models=6, overwrite=True)
+    assert target.read_bytes() == original  # the same build again, byte for byte
+    assert sum(len(rows) for rows in _files_rows(zoo_dir).values()) == 6 * 3
+
+
+def test_a_zoos_own_folder_is_refused_naming_its_parent_and_name(tmp_path):
+    zoo_dir = _build(tmp_path / "zoos", num_models=6)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"--zoo {zoo_dir.parent}:tetris_seed")):
+        load_zoo(zoo_dir)
+    dataset, info = load_zoo(zoo_dir.parent, "tetris_seed")  # the advice works
+    assert info["counts"]["rows"] == sum(split.num_rows for split in dataset.values())

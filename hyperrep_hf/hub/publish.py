@@ -357,6 +357,7 @@ def push(
 
 
 def _push(folder, repo_id, private, revision, include_checkpoints, token, endpoint, progress) -> PushResult:
+    from httpx2 import TransportError
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import HfHubHTTPError
     from tqdm.auto import tqdm
@@ -410,6 +411,11 @@ def _push(folder, repo_id, private, revision, include_checkpoints, token, endpoi
             f"The Hub at {api.endpoint} refused the push of {folder} to {repo_id} (HTTP {status}): "
             f"{str(error).splitlines()[0]}. Nothing was published: a push is one commit. "
             + ("Check HF_TOKEN (it may be revoked or lack write access). " if status in (401, 403) else "")
+        ) from error
+    except TransportError as error:  # no answer at all: DNS, connection refused, timeout
+        raise PushError(
+            f"Cannot reach the Hub at {api.endpoint} ({type(error).__name__}: {error}); nothing was published. "
+            "Check the network, or set HF_ENDPOINT to the Hub you mean."
         ) from error
     except RuntimeError as error:  # huggingface_hub wraps failed LFS uploads in RuntimeError
         if isinstance(error, PushError):

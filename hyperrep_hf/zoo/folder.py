@@ -473,6 +473,14 @@ def _check_existing(zoo_dir: Path, identity: dict, overwrite: bool) -> str:
         record = _read_json(record_path, "delete it, or pass --overwrite to rebuild the zoo")
         recorded = {key: record.get(key) for key in identity}
         if recorded == identity:
+            if state == "complete" and overwrite:
+                try:  # a damaged complete zoo is rebuilt by --overwrite, as its load error advises
+                    _verified_files(zoo_dir, record)
+                except ZooIntegrityError:
+                    shutil.rmtree(zoo_dir)
+                    return "new"
+            elif state == "complete":
+                _verified_files(zoo_dir, record)  # never "already complete" over a damaged file
             return state
         if not overwrite:
             differing = sorted(
@@ -952,6 +960,11 @@ def load_zoo(path_or_repo: str | os.PathLike, config: str | None = None, **load_
 def _local_config(local: Path, config: str | None) -> str:
     available = sorted(p.parent.name for p in local.glob("*/zoo_info.json"))
     if config is None:
+        if not available and (local / "zoo_info.json").is_file():
+            raise FileNotFoundError(
+                f"{local} is one zoo's own folder; pass the folder that holds it and the zoo's name: "
+                f"load_zoo({str(local.parent)!r}, {local.name!r}), or --zoo {local.parent}:{local.name}."
+            )
         if not available:
             raise FileNotFoundError(
                 f"no zoo at {local}: it holds no complete zoo (no <zoo>/zoo_info.json); build one with "
@@ -986,7 +999,12 @@ def _names(data_files: dict[str, list[str]]) -> list[str]:
 def _verified_files(zoo_dir: Path, info: dict) -> dict[str, list[str]]:
     """The zoo's Parquet files by split, checked against ``zoo_info.json``'s records (when it has them)."""
     name = info.get("name", zoo_dir.name)
-    rebuild = f"rebuild the zoo with `hyperrep zoo build {name} --out {zoo_dir.parent} --overwrite`"
+    flags = {"num_models": "--num-models", "epochs": "--epochs", "subset": "--subset", "seed": "--seed"}
+    options = info.get("options") or {}
+    given = "".join(f" {flag} {options[key]}" for key, flag in flags.items() if options.get(key))
+    if info.get("recipe", {}).get("data_version", 1) != 1:
+        given += f" --data-version {info['recipe']['data_version']}"
+    rebuild = f"rebuild the zoo with `hyperrep zoo build {name} --out {zoo_dir.parent}{given} --overwrite`"
     present = sorted(zoo_dir.glob("*.parquet"))
     records = info.get("files")
     if records is not None:

@@ -402,6 +402,13 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", newline="") if path.suffix == ".gz" else path.open(newline="")
 
 
+def _source_folder(source: str | os.PathLike, what: str) -> Path:
+    if not Path(source).is_dir():
+        state = "is a file, not a folder" if Path(source).exists() else "does not exist"
+        raise ImportFormatError(f"{source} {state}: pass {what}, downloaded and unpacked.")
+    return Path(source)
+
+
 def _load_weights(path: Path) -> np.ndarray:
     if not path.is_file():
         raise ImportFormatError(f"{path.parent} holds no weights.npy.")
@@ -522,7 +529,7 @@ def import_small_cnn_zoo(
         ImportFormatError: A missing or truncated file, a metrics.csv whose rows do not match weights.npy, or a
             layout.csv that does not describe a Small CNN Zoo network — before anything is written.
     """
-    source = Path(source)
+    source = _source_folder(source, "the Small CNN Zoo folder (weights.npy, metrics.csv[.gz], layout.csv)")
     weights = _load_weights(source / "weights.npy")
     metrics_path = _metrics_path(source)
     if not (source / "layout.csv").is_file():
@@ -832,7 +839,7 @@ def import_model_zoos(
     Raises:
         ImportFormatError: No model folder, unreadable result.json, or weights that match no supported network.
     """
-    source = Path(source)
+    source = _source_folder(source, "the folder of model folders (result.json, checkpoint_*)")
     folders = _model_directories(source)
     found = _ResultColumns()
     plans = [_plan_model(folder, result_offset, found) for folder in folders]

@@ -446,6 +446,14 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
         return self._check_vectors(vector[None], first=position)[0]
 
     def _state_dict_to_vector(self, state_dict: Mapping[str, Any], position: int) -> torch.Tensor:
+        # A plain nn.Sequential's keys ('1.weight') or a wrapper's ('net.layers.1.weight') are read under the
+        # architecture's names ('layers.1.weight') when each name ends, or is the end of, exactly one key.
+        def matches(name: str, key: str) -> bool:
+            return name == key or name.endswith("." + key) or key.endswith("." + name)
+
+        keys = {name: [key for key in state_dict if matches(name, key)] for name in self._parameter_shapes}
+        if all(len(found) == 1 for found in keys.values()) and len({f[0] for f in keys.values()}) == len(state_dict):
+            state_dict = {name: state_dict[found[0]] for name, found in keys.items()}
         problems = []
         for name, shape in self._parameter_shapes.items():
             if name not in state_dict:

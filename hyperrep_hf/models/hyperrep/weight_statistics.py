@@ -166,7 +166,8 @@ def distribution_warnings(
                 problems.append(f"{parameter['name']} has a non-finite norm")
             elif not low <= value <= high:
                 problems.append(
-                    f"{parameter['name']} norm {10**value:.3g} (zoo: {10 ** entry['min']:.3g}–"
+                    f"{parameter['name']} norm {10**value if value > np.log10(_TINY) else 0:.3g} (zoo: "
+                    f"{10 ** entry['min']:.3g}–"
                     f"{10 ** entry['max']:.3g}, flagged outside {10**low:.3g}–{10**high:.3g})"
                 )
         warnings.append(
