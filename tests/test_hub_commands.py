@@ -7,28 +7,18 @@ runs it after `hyperrep push`.
 import json
 
 import pytest
-from hub_server import start_hub
-from test_hub import TOKEN, hub_environment, online, push_to, run_python  # noqa: F401  (fixtures)
+from test_hub import hub_environment, local_hub, online, push_to, run_python  # noqa: F401  (fixtures)
+from test_training import TINY_MODEL
 from tiny_models import make_evaluated_model, make_zoo
 
 from hyperrep_hf.zoo.recipes import BuildOptions
 
 MODEL_REPO = "org/evaluated-from-the-hub"
 ZOO_REPO = "org/zoos-for-commands"
-TINY_MODEL = ["--d-model", "16", "--num-attention-heads", "2", "--intermediate-size", "32", "--latent-dim", "8"]
-TINY_MODEL += ["--projection-dim", "4", "--num-threads", "1", "--eval-batch-size", "3", "--progress", "false"]
-
-
-@pytest.fixture(scope="module")
-def local_hub(tmp_path_factory):
-    hub, server = start_hub(tmp_path_factory.mktemp("hub"))
-    yield hub
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.mark.slow
-def test_train_and_evaluate_read_repo_ids(local_hub, tmp_path, online):  # noqa: F811
+def test_train_and_evaluate_read_repo_ids(local_hub, tmp_path, online):  # noqa: F811  (fixtures of test_hub)
     zoo_dir = make_zoo(tmp_path / "zoos", "tetris_seed", BuildOptions(num_models=12, epochs=2, subset=120))
     model_dir = make_evaluated_model(tmp_path / "model", zoo_dir, tmp_path / "eval_local")
     push_to(local_hub, zoo_dir, ZOO_REPO)
