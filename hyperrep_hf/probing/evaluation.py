@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from ..models.hyperrep.embeddings import embed_vectors, symmetry_transforms
 from .baselines import compute_baseline_features
 from .plots import write_plots
@@ -44,7 +45,6 @@ from .report import (
     NUMERIC_HYPERPARAMETERS,
     RESULTS_FORMAT_VERSION,
     _format_value,
-    _json_default,
     _results_document,
     _write_results,
     compare_final_checkpoints,
@@ -633,8 +633,6 @@ def write_model_evaluation(model_dir: Path, document: dict, plots: Sequence[Path
     ``eval/results.json`` holds one document per zoo key (a re-evaluation of the same zoo replaces its document;
     zoos of one config name built differently are kept apart); plots go to ``eval/<zoo key>/<plot>.png``.
     """
-    from ..atomic import write_text_atomic
-
     eval_dir = model_dir / "eval"
     eval_dir.mkdir(parents=True, exist_ok=True)
     results_path = eval_dir / "results.json"
@@ -646,12 +644,10 @@ def write_model_evaluation(model_dir: Path, document: dict, plots: Sequence[Path
     written = []
     for plot in plots:
         target = plots_dir / plot.name
-        target.write_bytes(plot.read_bytes())
-        written.append(target)
-    document_text = json.dumps(
-        {"format_version": RESULTS_FORMAT_VERSION, "evaluations": evaluations}, indent=2, default=_json_default
+        written.append(write_bytes_atomic(target, plot.read_bytes()))
+    written.insert(
+        0, write_json_atomic(results_path, {"format_version": RESULTS_FORMAT_VERSION, "evaluations": evaluations})
     )
-    written.insert(0, write_text_atomic(results_path, document_text + "\n"))
     card_path = write_text_atomic(model_dir / "README.md", render_model_card(model_dir, evaluations))
     return [*written, card_path]
 

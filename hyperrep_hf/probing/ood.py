@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_json_atomic, write_text_atomic
 from .baselines import compute_baseline_features
 from .evaluation import (
     ZooArrays,
@@ -22,7 +22,7 @@ from .evaluation import (
     load_zoo_arrays,
 )
 from .probes import fit_probes
-from .report import HYPERREP_METHOD, METHOD_TITLES, RESULTS_FORMAT_VERSION, _format_value, _json_default
+from .report import HYPERREP_METHOD, METHOD_TITLES, RESULTS_FORMAT_VERSION, _format_value
 
 logger = logging.getLogger("hyperrep_hf")
 
@@ -105,8 +105,8 @@ def evaluate_ood(
     document = _ood_document(model_dir, zoos, names, methods, target, records)
     out_path = Path(out_dir)
     out_path.mkdir(parents=True, exist_ok=True)
-    (out_path / "ood.json").write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
-    (out_path / "ood.md").write_text(render_ood_markdown(document))
+    write_json_atomic(out_path / "ood.json", document)
+    write_text_atomic(out_path / "ood.md", render_ood_markdown(document))
     if progress:
         print(f"wrote {out_path / 'ood.json'}\nwrote {out_path / 'ood.md'}", flush=True)
     return document

@@ -23,7 +23,6 @@ The two linear/MLP heads on z are saved into the model folder as probe heads of 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text_atomic
+from ..atomic import write_json_atomic, write_text_atomic
 from .baselines import unterthiner_statistics
 from .probes import ProbeReport, fit_mlp_probes, fit_probes
 
@@ -263,7 +262,7 @@ def evaluate_protocol(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [
-        write_text_atomic(out_dir / "protocol_results.json", json.dumps(document, indent=2) + "\n"),
+        write_json_atomic(out_dir / "protocol_results.json", document),
         write_text_atomic(out_dir / "protocol_results.md", render_protocol_markdown(document)),
     ]
     if save_to_model and Path(model_dir).is_dir():

@@ -52,7 +52,7 @@ import torch
 import yaml
 from transformers import HfArgumentParser
 
-from ..atomic import write_text_atomic
+from ..atomic import remove_path, replace_path, temporary_sibling, write_json_atomic, write_text_atomic
 from ..models.hyperrep.augmentations import augment_with_target, make_augmentations, split_augmentations
 from ..models.hyperrep.configuration_hyperrep import LOSS_TYPES, TOKEN_LAYOUTS, VARIANTS, HyperRepConfig
 from ..models.hyperrep.modeling_hyperrep import HyperRepForPreTraining
@@ -727,7 +727,7 @@ class Trainer:
             self._resume()
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.output_dir / "train_config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+            write_json_atomic(self.output_dir / "train_config.json", config.to_dict())
             if config.report_to != "none":
                 accelerator.init_trackers("hyperrep", config={k: str(v) for k, v in config.to_dict().items()})
 
@@ -920,19 +920,19 @@ class Trainer:
         accelerator, is_main = self.accelerator, self.accelerator.is_main_process
         checkpoints_dir = self.output_dir / "checkpoints"
         final = checkpoints_dir / f"{self.step:06d}"
-        temporary = checkpoints_dir / f".{final.name}.tmp"
+        temporary = temporary_sibling(final)  # the same name in every process: all of them write into it
         if is_main:
-            shutil.rmtree(temporary, ignore_errors=True)
+            remove_path(temporary)
             temporary.mkdir(parents=True)
         accelerator.wait_for_everyone()
         accelerator.save_state(temporary / "training_state")
         self.save_pretrained(temporary / "pretrained_model")
         if is_main:
             state = {"epoch": self.epoch, "step": self.step, "elapsed_seconds": self.elapsed}
-            (temporary / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
-            (temporary / "train_config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(temporary, final)
+            write_json_atomic(temporary / "trainer_state.json", state)
+            write_json_atomic(temporary / "train_config.json", self.config.to_dict())
+            remove_path(final)
+            replace_path(temporary, final)
             write_text_atomic(checkpoints_dir / "last", final.name + "\n")
             complete = sorted((p for p in checkpoints_dir.glob("[0-9]*") if p.is_dir()), key=lambda p: int(p.name))
             for old in complete[: -self.config.keep_checkpoints]:
