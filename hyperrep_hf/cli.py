@@ -155,13 +155,14 @@ def _evaluate_protocol(arguments: argparse.Namespace) -> int:
 
 def _zoo_label(zoo: str, zoos: list[str]) -> str:
     """One zoo's results sub-folder: its config name, with its folder's name when zoos share it (two seeds)."""
+    from .zoo.folder import parse_zoo_argument
 
     def plain(z: str) -> str:
-        folder, _, config = z.partition(":")
+        folder, config = parse_zoo_argument(z)
         return config or Path(folder).name
 
     def full(z: str) -> str:
-        folder, _, config = z.partition(":")
+        folder, config = parse_zoo_argument(z)
         return "-".join(part for part in (Path(folder).name, config) if part)
 
     if [plain(z) for z in zoos].count(plain(zoo)) == 1:

@@ -14,14 +14,13 @@ from .baselines import compute_baseline_features
 from .evaluation import (
     ZooArrays,
     _check_architecture,
-    _check_splits,
     _choose_baselines,
     _Stages,
     compute_embeddings,
     load_encoder,
     load_zoo_arrays,
 )
-from .probes import fit_probes
+from .probes import check_probe_splits, fit_probes
 from .report import HYPERREP_METHOD, METHOD_TITLES, RESULTS_FORMAT_VERSION, _format_value
 
 logger = logging.getLogger("hyperrep_hf")
@@ -84,7 +83,7 @@ def evaluate_ood(
         loaded = [load_zoo_arrays(zoo, max_rows, seed) for zoo in zoos]
         names = _unique_names(loaded)
         for zoo_arrays in loaded:
-            _check_splits(zoo_arrays, None)
+            check_probe_splits(list(zoo_arrays.vectors), None, f"Zoo {zoo_arrays.name!r}")
             _check_architecture(processor, zoo_arrays)
             if target not in zoo_arrays.columns["train"]:
                 raise ValueError(f"Zoo {zoo_arrays.name!r} has no column {target!r}.")

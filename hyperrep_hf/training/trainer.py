@@ -448,14 +448,6 @@ class ZooTensors:
     zoo_info: dict
 
 
-def split_zoo_argument(zoo: str) -> tuple[str, str | None]:
-    """``DIR[:CONFIG]`` or ``org/name[:CONFIG]`` → (path or repo id, config name or None)."""
-    path, separator, config = zoo.rpartition(":")
-    if not separator or not config or "/" in config or Path(zoo).exists():
-        return zoo, None
-    return path, config
-
-
 def check_processor_matches(processor: NeuronTokenProcessor, architecture: dict) -> None:
     """Raises a ValueError naming the parameters on which a processor and a zoo's architecture disagree."""
     ours = {p["name"]: list(p["shape"]) for p in processor.architecture["parameters"]}
@@ -474,9 +466,9 @@ def check_processor_matches(processor: NeuronTokenProcessor, architecture: dict)
 
 def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
     """Reads the zoo (folder or Hub), keeps ``epochs_to_use`` of train, makes (or loads and checks) the processor."""
-    from ..zoo.folder import load_zoo
+    from ..zoo.folder import load_zoo, parse_zoo_argument
 
-    path, zoo_config = split_zoo_argument(config.zoo)
+    path, zoo_config = parse_zoo_argument(config.zoo)
     dataset, zoo_info = load_zoo(path, zoo_config)
     if config.processor is not None:
         processor = NeuronTokenProcessor.from_pretrained(config.processor)
@@ -756,7 +748,14 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- training
     def train(self) -> dict[str, float]:
-        """Runs the remaining epochs, then the final evaluation and save; returns the final metrics."""
+        """Runs the remaining epochs, then the final evaluation and save; returns the final metrics.
+
+        The steps: 1. one pass over the train split per remaining epoch (:meth:`train_epoch`); 2. every
+        ``eval_every`` epochs (and after the last) the evaluation (:meth:`evaluate`); 3. one line into
+        ``metrics.jsonl`` per epoch (:meth:`_log`); 4. every ``checkpoint_every`` epochs a checkpoint
+        (:meth:`save_checkpoint`); 5. after the last epoch the final evaluation, logged, and the model and processor
+        saved into the output folder (:meth:`save_pretrained`).
+        """
         from tqdm.auto import tqdm
 
         config, accelerator = self.config, self.accelerator

@@ -49,13 +49,13 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_path, write_json_atomic, write_text_atomic
+from ..checks import say
 from ..hub.cards import ACCURACY_PLOT, render_dataset_card, write_accuracy_plot
-from .image_data import load_image_dataset
+from .image_data import SPLITS, load_image_dataset
 from .population import NetworkConfig, Population
 from .recipes import BuildOptions, ZooRecipe, select_networks
 
 ZOO_FORMAT_VERSION = 1
-SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 
 
@@ -185,10 +185,10 @@ def build_zoo(
         state = group.on_rank_zero(lambda: _prepare(lock, zoo_dir, identity, overwrite, shards, progress))
         if state == "complete":
             group.on_rank_zero(lambda: write_card(Path(out_dir)))  # repairs a card lost to a crash
-            _say(progress and group.rank == 0, f"[{recipe.name}] already complete in {zoo_dir}: nothing to train.")
+            say(progress and group.rank == 0, f"[{recipe.name}] already complete in {zoo_dir}: nothing to train.")
             return zoo_dir
         if group.world_size > 1:
-            _say(
+            say(
                 progress,
                 f"[{recipe.name}] process {group.rank + 1}/{group.world_size}: shards "
                 f"{[i + 1 for i in range(len(shards)) if i % group.world_size == group.rank]} of {len(shards)} "
@@ -226,7 +226,7 @@ def build_zoo(
         if group.rank == 0:
             lock.release()
         group.close()
-    _say(progress and group.rank == 0, _summary(recipe.name, zoo_dir, info, Path(out_dir)))
+    say(progress and group.rank == 0, _summary(recipe.name, zoo_dir, info, Path(out_dir)))
     return zoo_dir
 
 
@@ -246,7 +246,7 @@ def _prepare(lock, zoo_dir: Path, identity: dict, overwrite: bool, shards: list[
         )
     build_dir = zoo_dir / ".build"
     if (build_dir / "build.json").is_file():
-        _say(progress, f"[{zoo_dir.name}] resuming the interrupted build in {build_dir}")
+        say(progress, f"[{zoo_dir.name}] resuming the interrupted build in {build_dir}")
     build_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(build_dir / "build.json", identity, trailing_newline=False)
     return "build"
@@ -878,9 +878,17 @@ def _read_json(path: Path, advice: str) -> dict:
     return data
 
 
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        print(message, flush=True)
+def parse_zoo_argument(zoo: str | os.PathLike) -> tuple[str, str | None]:
+    """Splits how a user names a zoo, ``DIR[:CONFIG]`` or ``org/repo[:CONFIG]``, into (folder or repo, config or None).
+
+    The text after the last colon is the config name unless it is empty, holds a path separator (``C:/zoos``), has
+    nothing before it, or the whole text is an existing path (a folder whose name holds a colon).
+    """
+    text = os.fspath(zoo)
+    head, separator, tail = text.rpartition(":")
+    if separator and head and tail and "/" not in tail and "\\" not in tail and not Path(text).exists():
+        return head, tail
+    return text, None
 
 
 def load_zoo(path_or_repo: str | os.PathLike, config: str | None = None, **load_dataset_kwargs):
