@@ -5,6 +5,8 @@ remote code.)
 
 Each raises a ``ValueError`` (or ``FileNotFoundError``) whose message names the value and says what to do, so
 that the command line prints one clear line and exits ≠ 0 instead of a traceback after a half-written folder.
+
+``say`` prints the one-line progress messages of the library's long jobs.
 """
 
 from __future__ import annotations
@@ -85,3 +87,9 @@ def check_device(device: str, option: str = "--device") -> None:
             )
     elif parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ValueError(f"{option} {device}: MPS (Apple GPU) is not available here. Use {option} cpu.")
+
+
+def say(progress: bool, message: str) -> None:
+    """Prints one progress line to stdout (flushed) when ``progress`` is on."""
+    if progress:
+        print(message, flush=True)

@@ -115,13 +115,10 @@ def _evaluate(arguments: argparse.Namespace) -> int:
 
     check_evaluation_options(arguments.baselines, arguments.max_rows, arguments.seed)
     options = {"max_rows": arguments.max_rows, "seed": arguments.seed, "progress": not arguments.quiet}
-    outs = [
-        Path(arguments.out) / _zoo_label(zoo, arguments.zoo) if len(arguments.zoo) > 1 else Path(arguments.out)
-        for zoo in arguments.zoo
-    ]
-    for zoo, out in zip(arguments.zoo, outs, strict=True):  # every zoo checked before the first is evaluated
+    outs = _zoo_outs(arguments)
+    for zoo, out in outs:  # every zoo checked before the first is evaluated
         check_evaluation(arguments.model_dir, zoo, out, overwrite=arguments.overwrite)
-    for zoo, out in zip(arguments.zoo, outs, strict=True):
+    for zoo, out in outs:
         evaluate_model(
             arguments.model_dir,
             zoo,
@@ -139,8 +136,7 @@ def _evaluate(arguments: argparse.Namespace) -> int:
 def _evaluate_protocol(arguments: argparse.Namespace) -> int:
     from .probing.protocols import evaluate_protocol
 
-    for zoo in arguments.zoo:
-        out = Path(arguments.out) / _zoo_label(zoo, arguments.zoo) if len(arguments.zoo) > 1 else Path(arguments.out)
+    for zoo, out in _zoo_outs(arguments):
         evaluate_protocol(
             arguments.model_dir,
             zoo,
@@ -153,15 +149,23 @@ def _evaluate_protocol(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_outs(arguments: argparse.Namespace) -> list[tuple[str, Path]]:
+    """(zoo, results folder) of each ``--zoo``: ``--out`` itself for one zoo, ``--out/<label>`` for several."""
+    if len(arguments.zoo) == 1:
+        return [(arguments.zoo[0], Path(arguments.out))]
+    return [(zoo, Path(arguments.out) / _zoo_label(zoo, arguments.zoo)) for zoo in arguments.zoo]
+
+
 def _zoo_label(zoo: str, zoos: list[str]) -> str:
     """One zoo's results sub-folder: its config name, with its folder's name when zoos share it (two seeds)."""
+    from .zoo.folder import parse_zoo_argument
 
     def plain(z: str) -> str:
-        folder, _, config = z.partition(":")
+        folder, config = parse_zoo_argument(z)
         return config or Path(folder).name
 
     def full(z: str) -> str:
-        folder, _, config = z.partition(":")
+        folder, config = parse_zoo_argument(z)
         return "-".join(part for part in (Path(folder).name, config) if part)
 
     if [plain(z) for z in zoos].count(plain(zoo)) == 1:

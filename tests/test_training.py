@@ -24,7 +24,6 @@ from hyperrep_hf.training.trainer import (
     make_lr_scheduler,
     make_train_config,
     parse_args,
-    split_zoo_argument,
     zoo_activation,
 )
 from hyperrep_hf.zoo.folder import build_zoo, load_zoo
@@ -190,10 +189,15 @@ def test_required_fields():
         make_train_config({})
 
 
-def test_zoo_argument():
-    assert split_zoo_argument("/data/zoos:tetris_seed") == ("/data/zoos", "tetris_seed")
-    assert split_zoo_argument("org/zoos") == ("org/zoos", None)
-    assert split_zoo_argument("org/zoos:mnist_seed") == ("org/zoos", "mnist_seed")
+def test_zoo_argument(tmp_path):
+    from hyperrep_hf.zoo import parse_zoo_argument
+
+    assert parse_zoo_argument("/data/zoos:tetris_seed") == ("/data/zoos", "tetris_seed")
+    assert parse_zoo_argument("org/zoos") == ("org/zoos", None)
+    assert parse_zoo_argument("org/zoos:mnist_seed") == ("org/zoos", "mnist_seed")
+    colon_folder = tmp_path / "zoos:v2"
+    colon_folder.mkdir()
+    assert parse_zoo_argument(colon_folder) == (str(colon_folder), None)  # an existing path is never split
 
 
 def _reference_factor(step, schedule, warmup_steps, total_steps, floor):

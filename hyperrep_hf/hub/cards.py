@@ -12,6 +12,8 @@ import statistics
 from importlib import resources
 from pathlib import Path
 
+from ..atomic import write_bytes_atomic
+
 ACCURACY_PLOT = "final_test_accuracy.png"
 # The Hub's licence ids (SPDX, lower case) of the image data sets the zoos are trained on.
 DATASET_LICENSES = {"tetris": "cc0-1.0", "digits": "cc-by-4.0", "mnist": "cc-by-sa-3.0", "fashion_mnist": "mit"}
@@ -78,9 +80,7 @@ def write_accuracy_plot(path: str | os.PathLike, values: list[float], title: str
     pyplot.close(figure)
     path = Path(path)
     if not path.is_file() or path.read_bytes() != buffer.getvalue():
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_bytes(buffer.getvalue())
-        os.replace(temporary, path)
+        write_bytes_atomic(path, buffer.getvalue())
     return path
 
 

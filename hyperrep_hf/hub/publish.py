@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_json_atomic
 from ..models.hyperrep.configuration_hyperrep import FORMAT_VERSION, HyperRepConfig
 
 MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
@@ -423,7 +424,7 @@ def _push(folder, repo_id, private, revision, include_checkpoints, token, endpoi
         raise PushError(f"Upload of {folder} to {repo_id} failed: {error}. Nothing was published.") from error
     if kind == "zoo":  # so that a model evaluated on this folder names the published dataset in its card
         record = {"endpoint": api.endpoint, "repo_id": repo_id, "zoos": zoos, "commit": commit.oid}
-        (folder / PUBLISHED_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        write_json_atomic(folder / PUBLISHED_RECORD, record)
     return PushResult(repo_id, repo_type, branch, commit.commit_url, commit.oid, sorted(files))
 
 

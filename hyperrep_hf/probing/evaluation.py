@@ -32,10 +32,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from ..models.hyperrep.embeddings import embed_vectors, symmetry_transforms
+from ..zoo.folder import parse_zoo_argument
 from .baselines import compute_baseline_features
 from .plots import write_plots
-from .probes import ProbeReport, ProbeResult, fit_probes
+from .probes import ProbeReport, ProbeResult, check_probe_splits, fit_probes
 from .report import (
     BASELINES,
     CATEGORICAL_HYPERPARAMETERS,
@@ -44,7 +46,6 @@ from .report import (
     NUMERIC_HYPERPARAMETERS,
     RESULTS_FORMAT_VERSION,
     _format_value,
-    _json_default,
     _results_document,
     _write_results,
     compare_final_checkpoints,
@@ -82,15 +83,6 @@ class ZooArrays:
     columns: dict[str, dict[str, np.ndarray]]
     model_ids: dict[str, np.ndarray]
     total_rows: dict[str, int]
-
-
-def parse_zoo_argument(zoo: str | os.PathLike) -> tuple[str, str | None]:
-    """Splits ``ZOO_DIR[:CONFIG]`` (or ``org/repo[:CONFIG]``) into (path or repo, config or None)."""
-    text = os.fspath(zoo)
-    head, separator, tail = text.rpartition(":")
-    if separator and head and tail and "/" not in tail and "\\" not in tail:
-        return head, tail
-    return text, None
 
 
 def subsample_by_model(model_ids: np.ndarray, max_rows: int | None, seed: int = 0) -> np.ndarray:
@@ -345,17 +337,6 @@ class _Stages:
         self.bar.close()
 
 
-def _check_splits(zoo: ZooArrays, validation_fallback: str | None) -> None:
-    if "train" not in zoo.vectors:
-        raise ValueError(f"Zoo {zoo.name!r} has no train split (splits: {list(zoo.vectors)}); probes need one.")
-    if "validation" not in zoo.vectors and validation_fallback is None:
-        raise ValueError(
-            f"Zoo {zoo.name!r} has no validation split (splits: {list(zoo.vectors)}) to choose the probes' "
-            "regularisation. Pass validation_fallback='train' (CLI: --validation-fallback train) to choose it on "
-            "the train split instead; the report then says so."
-        )
-
-
 def check_evaluation_options(
     baselines: Sequence[str] | None = None, max_rows: int | None = None, seed: int = 0
 ) -> list[str]:
@@ -426,9 +407,69 @@ def evaluate_model(
     Returns:
         An :class:`EvaluationReport`.
 
+    The steps:
+
+    1. check every input before anything is written (:func:`_check_inputs`);
+    2. load the zoo: rows, splits, targets; refuse probes that exist already (:func:`_load_zoo_for_probes`);
+    3. load the encoder and check that it was trained on this zoo's architecture;
+    4. embed every split: z̄ of each network (:func:`_embed_splits`);
+    5. probe the baselines, then z̄, with the same probes (:func:`_probe_methods`);
+    6. write ``results.json`` / ``results.md``, with the final-checkpoints comparison (:func:`_write_report`);
+    7. draw the plots (optional);
+    8. save the probe heads, ``eval/`` and the model card into the model folder (optional, :func:`_save_to_model`).
+
     Raises:
         ProbesExistError: The model folder has probes for this zoo and ``overwrite`` is false.
     """
+    chosen_baselines, save_to_model = _check_inputs(model_dir, out_dir, baselines, max_rows, seed, save_to_model)
+    stages = _Stages(4 + len(chosen_baselines) + int(plots) + 2 * int(save_to_model), progress, "evaluate")
+    try:
+        zoo_arrays, targets, categorical = _load_zoo_for_probes(
+            zoo, model_dir, max_rows, seed, validation_fallback, save_to_model, overwrite, stages
+        )
+        model, processor = load_encoder(model_dir)
+        _check_architecture(processor, zoo_arrays)
+        stages.done(f"encoder {model_dir}: latent_dim {model.config.latent_dim}, {processor.num_tokens} tokens")
+        embeddings = _embed_splits(model, processor, zoo_arrays, batch_size, stages)
+        targets_by_split = _targets_by_split(zoo_arrays, targets)
+        reports, unavailable, features_by_method = _probe_methods(
+            zoo_arrays,
+            embeddings,
+            chosen_baselines,
+            _probe_runner(targets_by_split, categorical, validation_fallback),
+            num_components=int(model.config.latent_dim),
+            max_fit_rows=max_fit_rows,
+            seed=seed,
+            stages=stages,
+        )
+        document = _results_document(
+            model_dir, zoo_arrays, targets, categorical, reports, unavailable, validation_fallback
+        )
+        paths = _write_report(Path(out_dir), document, zoo_arrays, reports, features_by_method, categorical, seed)
+        if plots:
+            paths += write_plots(
+                Path(out_dir), zoo_arrays, embeddings, reports[HYPERREP_METHOD], targets, map_method, seed
+            )
+            stages.done(f"plots: {', '.join(path.name for path in paths if path.suffix == '.png')}")
+        if save_to_model:
+            paths += _save_to_model(Path(model_dir), zoo_arrays, reports, targets_by_split, document, paths, stages)
+    finally:
+        stages.close()
+    if progress:
+        for path in paths:
+            print(f"wrote {path}", flush=True)
+    return EvaluationReport(document, reports, paths)
+
+
+def _check_inputs(
+    model_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    baselines: Sequence[str] | None,
+    max_rows: int | None,
+    seed: int,
+    save_to_model: bool,
+) -> tuple[list[str], bool]:
+    """Step 1: the options, the model folder and the output folders; returns (baselines, whether to save)."""
     from ..checks import check_output_folder
 
     chosen_baselines = check_evaluation_options(baselines, max_rows, seed)
@@ -437,71 +478,116 @@ def evaluate_model(
     save_to_model = save_to_model and Path(model_dir).is_dir()
     if save_to_model:
         check_output_folder(model_dir, "model folder")
-    stages = _Stages(4 + len(chosen_baselines) + int(plots) + 2 * int(save_to_model), progress, "evaluate")
-    try:
-        zoo_arrays = load_zoo_arrays(zoo, max_rows, seed)
-        _check_splits(zoo_arrays, validation_fallback)
-        if save_to_model:
-            _refuse_existing_probes(Path(model_dir), zoo_arrays, overwrite)
-        targets, categorical = select_targets(zoo_arrays)
-        stages.done(f"zoo {zoo_arrays.name}: {_rows_text(zoo_arrays)}; targets {', '.join(targets)}")
-        model, processor = load_encoder(model_dir)
-        _check_architecture(processor, zoo_arrays)
-        stages.done(f"encoder {model_dir}: latent_dim {model.config.latent_dim}, {processor.num_tokens} tokens")
-        started = time.perf_counter()
-        embeddings = {
-            split: compute_embeddings(model, processor, vectors, batch_size)
-            for split, vectors in zoo_arrays.vectors.items()
-        }
-        num_networks = sum(values.shape[0] for values in embeddings.values())
-        rate = num_networks / max(time.perf_counter() - started, 1e-9)
-        stages.done(f"embeddings of {num_networks} networks ({rate:,.0f} networks/s)")
-        targets_by_split = _targets_by_split(zoo_arrays, targets)
-        probe = _probe_runner(targets_by_split, categorical, validation_fallback)
-        reports: dict[str, ProbeReport] = {}
-        unavailable: dict[str, str] = {}
-        features_by_method: dict[str, Mapping[str, np.ndarray]] = {HYPERREP_METHOD: embeddings}
-        for name in chosen_baselines:
-            features = compute_baseline_features(
-                name,
-                zoo_arrays.vectors,
-                zoo_arrays.info["architecture"],
-                num_components=int(model.config.latent_dim),
-                max_fit_rows=max_fit_rows,
-                seed=seed,
-            )
-            if features is None:
-                unavailable[name] = "umap-learn is not installed (pip install umap-learn)"
-                stages.done(f"{name}: skipped, {unavailable[name]}")
-                continue
-            reports[name] = probe(features, name)
-            features_by_method[name] = features
-            stages.done(f"{name}: {_headline(reports[name])}")
-        reports[HYPERREP_METHOD] = probe(embeddings, HYPERREP_METHOD)
-        stages.done(f"{HYPERREP_METHOD}: {_headline(reports[HYPERREP_METHOD])}")
-        document = _results_document(
-            model_dir, zoo_arrays, targets, categorical, reports, unavailable, validation_fallback
+    return chosen_baselines, save_to_model
+
+
+def _load_zoo_for_probes(
+    zoo: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    max_rows: int | None,
+    seed: int,
+    validation_fallback: str | None,
+    save_to_model: bool,
+    overwrite: bool,
+    stages: _Stages,
+) -> tuple[ZooArrays, list[str], set[str]]:
+    """Step 2: the zoo's rows, its splits checked, existing probes refused; returns (zoo, targets, categorical)."""
+    zoo_arrays = load_zoo_arrays(zoo, max_rows, seed)
+    check_probe_splits(list(zoo_arrays.vectors), validation_fallback, f"Zoo {zoo_arrays.name!r}")
+    if save_to_model:
+        _refuse_existing_probes(Path(model_dir), zoo_arrays, overwrite)
+    targets, categorical = select_targets(zoo_arrays)
+    stages.done(f"zoo {zoo_arrays.name}: {_rows_text(zoo_arrays)}; targets {', '.join(targets)}")
+    return zoo_arrays, targets, categorical
+
+
+def _embed_splits(
+    model: torch.nn.Module, processor: Any, zoo_arrays: ZooArrays, batch_size: int, stages: _Stages
+) -> dict[str, np.ndarray]:
+    """Step 4: z̄ of every network of every split."""
+    started = time.perf_counter()
+    embeddings = {
+        split: compute_embeddings(model, processor, vectors, batch_size)
+        for split, vectors in zoo_arrays.vectors.items()
+    }
+    num_networks = sum(values.shape[0] for values in embeddings.values())
+    rate = num_networks / max(time.perf_counter() - started, 1e-9)
+    stages.done(f"embeddings of {num_networks} networks ({rate:,.0f} networks/s)")
+    return embeddings
+
+
+def _probe_methods(
+    zoo_arrays: ZooArrays,
+    embeddings: Mapping[str, np.ndarray],
+    chosen_baselines: Sequence[str],
+    probe: Callable[[Mapping[str, np.ndarray], str], ProbeReport],
+    *,
+    num_components: int,
+    max_fit_rows: int,
+    seed: int,
+    stages: _Stages,
+) -> tuple[dict[str, ProbeReport], dict[str, str], dict[str, Mapping[str, np.ndarray]]]:
+    """Step 5: each baseline's features, then z̄, through the same probes.
+
+    Returns:
+        (reports by method — baselines first, z̄ last —, unavailable baselines and why, features by method).
+    """
+    reports: dict[str, ProbeReport] = {}
+    unavailable: dict[str, str] = {}
+    features_by_method: dict[str, Mapping[str, np.ndarray]] = {HYPERREP_METHOD: embeddings}
+    for name in chosen_baselines:
+        features = compute_baseline_features(
+            name,
+            zoo_arrays.vectors,
+            zoo_arrays.info["architecture"],
+            num_components=num_components,
+            max_fit_rows=max_fit_rows,
+            seed=seed,
         )
-        document["final_checkpoints"] = compare_final_checkpoints(
-            zoo_arrays, reports, features_by_method, categorical, seed=seed
-        )
-        paths = _write_results(Path(out_dir), document)
-        if plots:
-            paths += write_plots(
-                Path(out_dir), zoo_arrays, embeddings, reports[HYPERREP_METHOD], targets, map_method, seed
-            )
-            stages.done(f"plots: {', '.join(path.name for path in paths if path.suffix == '.png')}")
-        if save_to_model:
-            paths += _save_probes(Path(model_dir), zoo_arrays, reports[HYPERREP_METHOD], targets_by_split)
-            stages.done(f"probe heads: {len(reports[HYPERREP_METHOD].probes)} saved in {Path(model_dir) / 'probes'}")
-            paths += write_model_evaluation(Path(model_dir), document, [p for p in paths if p.suffix == ".png"])
-            stages.done(f"model card and eval/ written into {model_dir}")
-    finally:
-        stages.close()
-    if progress:
-        for path in paths:
-            print(f"wrote {path}", flush=True)
-    return EvaluationReport(document, reports, paths)
+        if features is None:
+            unavailable[name] = "umap-learn is not installed (pip install umap-learn)"
+            stages.done(f"{name}: skipped, {unavailable[name]}")
+            continue
+        reports[name] = probe(features, name)
+        features_by_method[name] = features
+        stages.done(f"{name}: {_headline(reports[name])}")
+    reports[HYPERREP_METHOD] = probe(embeddings, HYPERREP_METHOD)
+    stages.done(f"{HYPERREP_METHOD}: {_headline(reports[HYPERREP_METHOD])}")
+    return reports, unavailable, features_by_method
+
+
+def _write_report(
+    out_dir: Path,
+    document: dict,
+    zoo_arrays: ZooArrays,
+    reports: Mapping[str, ProbeReport],
+    features_by_method: Mapping[str, Mapping[str, np.ndarray]],
+    categorical: set[str],
+    seed: int,
+) -> list[Path]:
+    """Step 6: adds the final-checkpoints comparison to ``document`` and writes ``results.json`` / ``results.md``."""
+    document["final_checkpoints"] = compare_final_checkpoints(
+        zoo_arrays, reports, features_by_method, categorical, seed=seed
+    )
+    return _write_results(out_dir, document)
+
+
+def _save_to_model(
+    model_dir: Path,
+    zoo_arrays: ZooArrays,
+    reports: Mapping[str, ProbeReport],
+    targets_by_split: Mapping[str, Mapping[str, np.ndarray]],
+    document: dict,
+    paths: Sequence[Path],
+    stages: _Stages,
+) -> list[Path]:
+    """Step 8: the probe heads of z̄, then ``eval/`` (with the plots among ``paths``) and the model card."""
+    written = _save_probes(model_dir, zoo_arrays, reports[HYPERREP_METHOD], targets_by_split)
+    stages.done(f"probe heads: {len(reports[HYPERREP_METHOD].probes)} saved in {model_dir / 'probes'}")
+    plots = [p for p in [*paths, *written] if p.suffix == ".png"]
+    written += write_model_evaluation(model_dir, document, plots)
+    stages.done(f"model card and eval/ written into {model_dir}")
+    return written
 
 
 def _check_architecture(processor: Any, zoo: ZooArrays) -> None:
@@ -633,8 +719,6 @@ def write_model_evaluation(model_dir: Path, document: dict, plots: Sequence[Path
     ``eval/results.json`` holds one document per zoo key (a re-evaluation of the same zoo replaces its document;
     zoos of one config name built differently are kept apart); plots go to ``eval/<zoo key>/<plot>.png``.
     """
-    from ..atomic import write_text_atomic
-
     eval_dir = model_dir / "eval"
     eval_dir.mkdir(parents=True, exist_ok=True)
     results_path = eval_dir / "results.json"
@@ -646,12 +730,10 @@ def write_model_evaluation(model_dir: Path, document: dict, plots: Sequence[Path
     written = []
     for plot in plots:
         target = plots_dir / plot.name
-        target.write_bytes(plot.read_bytes())
-        written.append(target)
-    document_text = json.dumps(
-        {"format_version": RESULTS_FORMAT_VERSION, "evaluations": evaluations}, indent=2, default=_json_default
+        written.append(write_bytes_atomic(target, plot.read_bytes()))
+    written.insert(
+        0, write_json_atomic(results_path, {"format_version": RESULTS_FORMAT_VERSION, "evaluations": evaluations})
     )
-    written.insert(0, write_text_atomic(results_path, document_text + "\n"))
     card_path = write_text_atomic(model_dir / "README.md", render_model_card(model_dir, evaluations))
     return [*written, card_path]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -10,19 +9,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_json_atomic, write_text_atomic
 from .baselines import compute_baseline_features
 from .evaluation import (
     ZooArrays,
     _check_architecture,
-    _check_splits,
     _choose_baselines,
     _Stages,
     compute_embeddings,
     load_encoder,
     load_zoo_arrays,
 )
-from .probes import fit_probes
-from .report import HYPERREP_METHOD, METHOD_TITLES, RESULTS_FORMAT_VERSION, _format_value, _json_default
+from .probes import check_probe_splits, fit_probes
+from .report import HYPERREP_METHOD, METHOD_TITLES, RESULTS_FORMAT_VERSION, _format_value
 
 logger = logging.getLogger("hyperrep_hf")
 
@@ -84,7 +83,7 @@ def evaluate_ood(
         loaded = [load_zoo_arrays(zoo, max_rows, seed) for zoo in zoos]
         names = _unique_names(loaded)
         for zoo_arrays in loaded:
-            _check_splits(zoo_arrays, None)
+            check_probe_splits(list(zoo_arrays.vectors), None, f"Zoo {zoo_arrays.name!r}")
             _check_architecture(processor, zoo_arrays)
             if target not in zoo_arrays.columns["train"]:
                 raise ValueError(f"Zoo {zoo_arrays.name!r} has no column {target!r}.")
@@ -105,8 +104,8 @@ def evaluate_ood(
     document = _ood_document(model_dir, zoos, names, methods, target, records)
     out_path = Path(out_dir)
     out_path.mkdir(parents=True, exist_ok=True)
-    (out_path / "ood.json").write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
-    (out_path / "ood.md").write_text(render_ood_markdown(document))
+    write_json_atomic(out_path / "ood.json", document)
+    write_text_atomic(out_path / "ood.md", render_ood_markdown(document))
     if progress:
         print(f"wrote {out_path / 'ood.json'}\nwrote {out_path / 'ood.md'}", flush=True)
     return document

@@ -28,7 +28,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..atomic import write_text_atomic
+from ..atomic import write_json_atomic
 from ..models.hyperrep.modeling_hyperrep_probe import (
     INDEX_FILE,
     PROBE_INDEX_FORMAT_VERSION,
@@ -165,14 +165,14 @@ def save_probe_heads(
     if statistics is not None:
         from ..models.hyperrep.weight_statistics import STATISTICS_FILE
 
-        write_text_atomic(staging / STATISTICS_FILE, json.dumps(statistics, indent=2) + "\n")
+        write_json_atomic(staging / STATISTICS_FILE, statistics)
     if zoo_dir.exists():
         os.replace(zoo_dir, retired)
     os.replace(staging, zoo_dir)
     kept = [entry for entry in index["probes"] if entry["zoo"] != zoo]
     default_zoo = zoo if make_default or not index.get("default_zoo") else index["default_zoo"]
     index = {"format_version": PROBE_INDEX_FORMAT_VERSION, "default_zoo": default_zoo, "probes": kept + entries}
-    index_path = write_text_atomic(probes_dir / INDEX_FILE, json.dumps(index, indent=2) + "\n")
+    index_path = write_json_atomic(probes_dir / INDEX_FILE, index)
     shutil.rmtree(retired, ignore_errors=True)
     from ..hub.publish import write_remote_code
 

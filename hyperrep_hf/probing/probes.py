@@ -657,20 +657,34 @@ class _SplitRows:
     num_dropped: int
 
 
+def check_probe_splits(
+    splits: Sequence[str], validation_fallback: str | None, where: str = "features_by_split"
+) -> None:
+    """The probes' rules on splits: a train split, and a validation split unless ``validation_fallback="train"``.
+
+    Args:
+        splits: The split names at hand.
+        validation_fallback: None, or "train" to choose the regularisation on the train split.
+        where: What holds the splits, for the message (``"Zoo 'tetris_seed'"``).
+    """
+    if validation_fallback not in (None, "train"):
+        raise ValueError(f"validation_fallback must be None or 'train', got {validation_fallback!r}.")
+    if "train" not in splits:
+        raise ValueError(f"{where} has no 'train' split (splits: {list(splits)}); probes need one.")
+    if "validation" not in splits and validation_fallback is None:
+        raise ValueError(
+            f"{where} has no validation split (splits: {list(splits)}) to choose the probes' regularisation. "
+            "Pass validation_fallback='train' (CLI: --validation-fallback train) to choose it on the train split "
+            "instead (optimistic); the report then says so."
+        )
+
+
 def _check_splits(
     features_by_split: Mapping[str, np.ndarray],
     targets_by_split: Mapping[str, Mapping[str, np.ndarray]],
     validation_fallback: str | None,
 ) -> None:
-    if validation_fallback not in (None, "train"):
-        raise ValueError(f"validation_fallback must be None or 'train', got {validation_fallback!r}.")
-    if "train" not in features_by_split:
-        raise ValueError(f"No 'train' split in features_by_split (splits: {list(features_by_split)}).")
-    if "validation" not in features_by_split and validation_fallback is None:
-        raise ValueError(
-            f"No 'validation' split to select the probe's regularisation (splits: {list(features_by_split)}). "
-            "Pass validation_fallback='train' to select on the train split instead (optimistic)."
-        )
+    check_probe_splits(list(features_by_split), validation_fallback)
     widths = {split: features.shape[1] for split, features in features_by_split.items()}
     if len(set(widths.values())) > 1:
         raise ValueError(f"Splits have different numbers of features: {widths}.")

@@ -23,7 +23,6 @@ The two linear/MLP heads on z are saved into the model folder as probe heads of 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -32,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text_atomic
+from ..atomic import write_json_atomic, write_text_atomic
+from ..checks import say
 from .baselines import unterthiner_statistics
 from .probes import ProbeReport, fit_mlp_probes, fit_probes
 
@@ -112,8 +112,8 @@ def load_final_checkpoints(zoo: str | os.PathLike) -> tuple[dict, np.ndarray, np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ..zoo.folder import load_zoo
-    from .evaluation import _weights_array, parse_zoo_argument
+    from ..zoo.folder import load_zoo, parse_zoo_argument
+    from .evaluation import _weights_array
 
     source, config = parse_zoo_argument(zoo)
     dataset, info = load_zoo(source, config)
@@ -210,7 +210,8 @@ def evaluate_protocol(
     Returns:
         The results document.
     """
-    from .evaluation import _check_architecture, compute_embeddings, load_encoder, parse_zoo_argument
+    from ..zoo.folder import parse_zoo_argument
+    from .evaluation import _check_architecture, compute_embeddings, load_encoder
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; known: {list(PROTOCOLS)}.")
@@ -224,7 +225,7 @@ def evaluate_protocol(
     model, processor = load_encoder(model_dir)
     zoo_name = parse_zoo_argument(zoo)[1] or info["name"]
     _check_architecture(processor, _ZooView(zoo_name, info))
-    _say(progress, f"[{zoo_name}] {_rows_text(rows)}")
+    say(progress, f"[{zoo_name}] {_rows_text(rows)}")
     targets_by_split = {split: {TARGET: values} for split, values in rows.targets.items()}
     options = {"seed": seed, **(mlp_options or {})}
     statistics = {split: unterthiner_statistics(v, info["architecture"]) for split, v in rows.vectors.items()}
@@ -244,7 +245,7 @@ def evaluate_protocol(
         else:
             reports[method] = fit_probes(features, targets_by_split, method=method)
         seconds = time.perf_counter() - started
-        _say(progress, f"[{zoo_name}] {method}: {_headline(reports[method])} ({seconds:.1f}s)")
+        say(progress, f"[{zoo_name}] {method}: {_headline(reports[method])} ({seconds:.1f}s)")
     document = {
         "format_version": 1,
         "protocol": protocol,
@@ -263,7 +264,7 @@ def evaluate_protocol(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [
-        write_text_atomic(out_dir / "protocol_results.json", json.dumps(document, indent=2) + "\n"),
+        write_json_atomic(out_dir / "protocol_results.json", document),
         write_text_atomic(out_dir / "protocol_results.md", render_protocol_markdown(document)),
     ]
     if save_to_model and Path(model_dir).is_dir():
@@ -278,7 +279,7 @@ def evaluate_protocol(
         ]
         paths.append(save_probe_heads(model_dir, f"{zoo_name}-final", heads, results, make_default=False))
     for path in paths:
-        _say(progress, f"wrote {path}")
+        say(progress, f"wrote {path}")
     return document
 
 
@@ -356,8 +357,3 @@ def render_protocol_markdown(document: dict) -> str:
     ]
     lines += [f"| {name} | {row['CIFAR10-GS']} | {row['SVHN-GS']} |" for name, row in document["peers"].items()]
     return "\n".join(lines) + "\n"
-
-
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        print(message, flush=True)

@@ -6,16 +6,16 @@ models, and the names they use: methods, target groups, the paper's numbers.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..atomic import write_json_atomic, write_text_atomic
 from .probes import ProbeReport
 
 if TYPE_CHECKING:
@@ -114,17 +114,9 @@ def _results_document(
 
 def _write_results(out_dir: Path, document: dict) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / "results.json"
-    json_path.write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
-    markdown_path = out_dir / "results.md"
-    markdown_path.write_text(render_results_markdown(document))
+    json_path = write_json_atomic(out_dir / "results.json", document)
+    markdown_path = write_text_atomic(out_dir / "results.md", render_results_markdown(document))
     return [json_path, markdown_path]
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 def _lookup(document: dict, split: str = "test") -> dict[tuple[str, str, str], dict]:

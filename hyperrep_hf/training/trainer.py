@@ -52,7 +52,7 @@ import torch
 import yaml
 from transformers import HfArgumentParser
 
-from ..atomic import write_text_atomic
+from ..atomic import remove_path, replace_path, temporary_sibling, write_json_atomic, write_text_atomic
 from ..models.hyperrep.augmentations import augment_with_target, make_augmentations, split_augmentations
 from ..models.hyperrep.configuration_hyperrep import LOSS_TYPES, TOKEN_LAYOUTS, VARIANTS, HyperRepConfig
 from ..models.hyperrep.modeling_hyperrep import HyperRepForPreTraining
@@ -448,14 +448,6 @@ class ZooTensors:
     zoo_info: dict
 
 
-def split_zoo_argument(zoo: str) -> tuple[str, str | None]:
-    """``DIR[:CONFIG]`` or ``org/name[:CONFIG]`` → (path or repo id, config name or None)."""
-    path, separator, config = zoo.rpartition(":")
-    if not separator or not config or "/" in config or Path(zoo).exists():
-        return zoo, None
-    return path, config
-
-
 def check_processor_matches(processor: NeuronTokenProcessor, architecture: dict) -> None:
     """Raises a ValueError naming the parameters on which a processor and a zoo's architecture disagree."""
     ours = {p["name"]: list(p["shape"]) for p in processor.architecture["parameters"]}
@@ -474,9 +466,9 @@ def check_processor_matches(processor: NeuronTokenProcessor, architecture: dict)
 
 def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
     """Reads the zoo (folder or Hub), keeps ``epochs_to_use`` of train, makes (or loads and checks) the processor."""
-    from ..zoo.folder import load_zoo
+    from ..zoo.folder import load_zoo, parse_zoo_argument
 
-    path, zoo_config = split_zoo_argument(config.zoo)
+    path, zoo_config = parse_zoo_argument(config.zoo)
     dataset, zoo_info = load_zoo(path, zoo_config)
     if config.processor is not None:
         processor = NeuronTokenProcessor.from_pretrained(config.processor)
@@ -727,7 +719,7 @@ class Trainer:
             self._resume()
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.output_dir / "train_config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+            write_json_atomic(self.output_dir / "train_config.json", config.to_dict())
             if config.report_to != "none":
                 accelerator.init_trackers("hyperrep", config={k: str(v) for k, v in config.to_dict().items()})
 
@@ -756,7 +748,14 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- training
     def train(self) -> dict[str, float]:
-        """Runs the remaining epochs, then the final evaluation and save; returns the final metrics."""
+        """Runs the remaining epochs, then the final evaluation and save; returns the final metrics.
+
+        The steps: 1. one pass over the train split per remaining epoch (:meth:`train_epoch`); 2. every
+        ``eval_every`` epochs (and after the last) the evaluation (:meth:`evaluate`); 3. one line into
+        ``metrics.jsonl`` per epoch (:meth:`_log`); 4. every ``checkpoint_every`` epochs a checkpoint
+        (:meth:`save_checkpoint`); 5. after the last epoch the final evaluation, logged, and the model and processor
+        saved into the output folder (:meth:`save_pretrained`).
+        """
         from tqdm.auto import tqdm
 
         config, accelerator = self.config, self.accelerator
@@ -920,19 +919,19 @@ class Trainer:
         accelerator, is_main = self.accelerator, self.accelerator.is_main_process
         checkpoints_dir = self.output_dir / "checkpoints"
         final = checkpoints_dir / f"{self.step:06d}"
-        temporary = checkpoints_dir / f".{final.name}.tmp"
+        temporary = temporary_sibling(final)  # the same name in every process: all of them write into it
         if is_main:
-            shutil.rmtree(temporary, ignore_errors=True)
+            remove_path(temporary)
             temporary.mkdir(parents=True)
         accelerator.wait_for_everyone()
         accelerator.save_state(temporary / "training_state")
         self.save_pretrained(temporary / "pretrained_model")
         if is_main:
             state = {"epoch": self.epoch, "step": self.step, "elapsed_seconds": self.elapsed}
-            (temporary / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
-            (temporary / "train_config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(temporary, final)
+            write_json_atomic(temporary / "trainer_state.json", state)
+            write_json_atomic(temporary / "train_config.json", self.config.to_dict())
+            remove_path(final)
+            replace_path(temporary, final)
             write_text_atomic(checkpoints_dir / "last", final.name + "\n")
             complete = sorted((p for p in checkpoints_dir.glob("[0-9]*") if p.is_dir()), key=lambda p: int(p.name))
             for old in complete[: -self.config.keep_checkpoints]:

@@ -5,6 +5,6 @@
 load and check a zoo folder), ``importers`` (the Small CNN Zoo and the Model Zoos).
 """
 
-from .folder import build_zoo, load_zoo
+from .folder import build_zoo, load_zoo, parse_zoo_argument
 
-__all__ = ["build_zoo", "load_zoo"]
+__all__ = ["build_zoo", "load_zoo", "parse_zoo_argument"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..atomic import write_text_atomic
+from ..atomic import write_json_atomic
 
 FILTER_REASON = "never left chance"
 
@@ -81,5 +81,5 @@ def filter_shard(rule: dict, folder: Path, members: list[int], configs: list, dr
     done_path = Path(folder) / "done.json"
     record = json.loads(done_path.read_text())
     if record.get("dropped") != result:
-        write_text_atomic(done_path, json.dumps(record | {"dropped": result}, indent=2))
+        write_json_atomic(done_path, record | {"dropped": result}, trailing_newline=False)
     return result

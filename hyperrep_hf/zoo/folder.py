@@ -48,14 +48,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..atomic import write_text_atomic
+from ..atomic import atomic_path, write_json_atomic, write_text_atomic
+from ..checks import say
 from ..hub.cards import ACCURACY_PLOT, render_dataset_card, write_accuracy_plot
-from .image_data import load_image_dataset
+from .image_data import SPLITS, load_image_dataset
 from .population import NetworkConfig, Population
 from .recipes import BuildOptions, ZooRecipe, select_networks
 
 ZOO_FORMAT_VERSION = 1
-SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 
 
@@ -185,10 +185,10 @@ def build_zoo(
         state = group.on_rank_zero(lambda: _prepare(lock, zoo_dir, identity, overwrite, shards, progress))
         if state == "complete":
             group.on_rank_zero(lambda: write_card(Path(out_dir)))  # repairs a card lost to a crash
-            _say(progress and group.rank == 0, f"[{recipe.name}] already complete in {zoo_dir}: nothing to train.")
+            say(progress and group.rank == 0, f"[{recipe.name}] already complete in {zoo_dir}: nothing to train.")
             return zoo_dir
         if group.world_size > 1:
-            _say(
+            say(
                 progress,
                 f"[{recipe.name}] process {group.rank + 1}/{group.world_size}: shards "
                 f"{[i + 1 for i in range(len(shards)) if i % group.world_size == group.rank]} of {len(shards)} "
@@ -226,7 +226,7 @@ def build_zoo(
         if group.rank == 0:
             lock.release()
         group.close()
-    _say(progress and group.rank == 0, _summary(recipe.name, zoo_dir, info, Path(out_dir)))
+    say(progress and group.rank == 0, _summary(recipe.name, zoo_dir, info, Path(out_dir)))
     return zoo_dir
 
 
@@ -246,9 +246,9 @@ def _prepare(lock, zoo_dir: Path, identity: dict, overwrite: bool, shards: list[
         )
     build_dir = zoo_dir / ".build"
     if (build_dir / "build.json").is_file():
-        _say(progress, f"[{zoo_dir.name}] resuming the interrupted build in {build_dir}")
+        say(progress, f"[{zoo_dir.name}] resuming the interrupted build in {build_dir}")
     build_dir.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(build_dir / "build.json", identity)
+    write_json_atomic(build_dir / "build.json", identity, trailing_newline=False)
     return "build"
 
 
@@ -266,7 +266,7 @@ def _finish(recipe, options, spec, data, configs, splits, dropped, epochs, zoo_d
             f"{zoo_dir}: the Parquet files hold {rows} rows, but the build expected {info['counts']['rows']}; "
             f"delete {zoo_dir / '.build'} and run the command again (or pass --overwrite)."
         )
-    _write_json_atomic(zoo_dir / "zoo_info.json", info)
+    write_json_atomic(zoo_dir / "zoo_info.json", info, trailing_newline=False)
     write_card(zoo_dir.parent)
     shutil.rmtree(zoo_dir / ".build")
     return info
@@ -534,7 +534,7 @@ class _Shard:
                 f"build); delete {self.folder} (that shard restarts), or pass --overwrite to rebuild the zoo."
             )
         self.folder.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(path, claim)
+        write_json_atomic(path, claim, trailing_newline=False)
 
     def run(self, tensors, num_classes, epochs, device, bar, progress, on_epoch_end) -> list[dict]:
         """Trains (or resumes) the shard to the last epoch; returns the dropped models."""
@@ -595,7 +595,7 @@ class _Shard:
             for i in range(len(self.members))
             if dropped_at[i] >= 0
         ]
-        _write_json_atomic(self.folder / "done.json", {"dropped": dropped, "epochs": epochs})
+        write_json_atomic(self.folder / "done.json", {"dropped": dropped, "epochs": epochs}, trailing_newline=False)
         return dropped
 
     def _write_epoch(self, epoch: int, weights: torch.Tensor, metrics: dict) -> None:
@@ -625,9 +625,8 @@ class _Shard:
             if table.num_rows == 0:  # readers choke on empty Parquet files; a split may span fewer shards
                 continue
             path = zoo_dir / f"{split}-{self.index:05d}-of-{self.num_shards:05d}.parquet"
-            temporary = path.with_name(f".{path.name}.tmp")
-            pq.write_table(table, temporary, row_group_size=max(1, min(table.num_rows, 4096)))
-            os.replace(temporary, path)
+            with atomic_path(path) as temporary:
+                pq.write_table(table, temporary, row_group_size=max(1, min(table.num_rows, 4096)))
 
 
 def _row_schema(num_parameters: int, num_classes: int) -> pa.Schema:
@@ -792,7 +791,7 @@ def write_zoo_info(zoo_dir: Path, info: dict) -> Path:
     path = Path(zoo_dir) / "zoo_info.json"
     info["files"] = [_file_record(shard) for shard in sorted(Path(zoo_dir).glob("*.parquet"))]
     info["fingerprint"] = _fingerprint(info["files"])
-    _write_json_atomic(path, info)
+    write_json_atomic(path, info, trailing_newline=False)
     return path
 
 
@@ -833,24 +832,11 @@ def final_test_accuracies(shards: Iterable, epochs: int) -> list[float]:
     return values
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, default=_json_default))
-
-
-def _json_default(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value)}")
-
-
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Saves tensors with the SHA-256 of their contents in the safetensors header (checked by _load_verified)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, temporary, metadata={"sha256": _tensors_digest(tensors)})
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        save_file(tensors, temporary, metadata={"sha256": _tensors_digest(tensors)})
 
 
 def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -892,9 +878,17 @@ def _read_json(path: Path, advice: str) -> dict:
     return data
 
 
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        print(message, flush=True)
+def parse_zoo_argument(zoo: str | os.PathLike) -> tuple[str, str | None]:
+    """Splits how a user names a zoo, ``DIR[:CONFIG]`` or ``org/repo[:CONFIG]``, into (folder or repo, config or None).
+
+    The text after the last colon is the config name unless it is empty, holds a path separator (``C:/zoos``), has
+    nothing before it, or the whole text is an existing path (a folder whose name holds a colon).
+    """
+    text = os.fspath(zoo)
+    head, separator, tail = text.rpartition(":")
+    if separator and head and tail and "/" not in tail and "\\" not in tail and not Path(text).exists():
+        return head, tail
+    return text, None
 
 
 def load_zoo(path_or_repo: str | os.PathLike, config: str | None = None, **load_dataset_kwargs):

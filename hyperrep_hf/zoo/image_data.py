@@ -78,7 +78,6 @@ import logging
 import math
 import os
 import socket
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -867,8 +866,10 @@ def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def _write_cache(path: Path, dataset: ImageDataset, seed: int, subset: int | None, cache_source: str) -> None:
-    """Writes the data set atomically (temporary file + ``os.replace``); a read-only cache only warns."""
+    """Writes the data set atomically (``atomic_path``); a read-only cache only warns."""
     from safetensors.torch import save_file
+
+    from ..atomic import atomic_path
 
     tensors = {
         f"{split}_{part}": getattr(dataset, f"{split}_{part}") for split in SPLITS for part in ("images", "labels")
@@ -887,14 +888,8 @@ def _write_cache(path: Path, dataset: ImageDataset, seed: int, subset: int | Non
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
+        with atomic_path(path, unique=True) as temporary:  # unique: several processes may fill the cache
             save_file(tensors, temporary, metadata=metadata)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
     except OSError as error:
         logger.warning("Could not write the data cache %s (%s); continuing without it.", path, error)
 
