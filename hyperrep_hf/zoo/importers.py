@@ -37,6 +37,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -577,7 +578,7 @@ def import_small_cnn_zoo(
     stats = _ImportStats(len(scan.model_dirs))
     column_index = {column: scan.header.index(column) for column in scan.header}
     distinct: dict[str, set] = {new: set() for new in hyperparameters.values()}
-    try:
+    with _aborting(writers):
         start = 0
         for chunk in _metric_chunks(metrics_path, scan.header, chunk_rows):
             stop = start + len(chunk)
@@ -631,11 +632,18 @@ def import_small_cnn_zoo(
             dataset=dataset,
         )
         _finish(writers, zoo_dir, info, Path(out_dir))
+    return _report(report, writers, stats, info, progress)
+
+
+@contextmanager
+def _aborting(writers: dict[str, ParquetShardWriter]) -> Iterator[None]:
+    """Removes every shard the writers started when the import fails or is interrupted (nothing half-written)."""
+    try:
+        yield
     except BaseException:
         for writer in writers.values():
             writer.abort()
         raise
-    return _report(report, writers, stats, info, progress)
 
 
 def _release_pages(weights: np.ndarray, start: int, stop: int) -> None:
@@ -870,7 +878,7 @@ def import_model_zoos(
     stats = _ImportStats(len(plans))
     pending = _PendingRows()
     report = ImportReport(zoo_dir)
-    try:
+    with _aborting(writers):
         for model_id, plan in enumerate(plans):
             if plan.missing:
                 report.incomplete_models[plan.folder.name] = "; ".join(plan.missing)
@@ -941,10 +949,6 @@ def import_model_zoos(
         )  # fmt: skip
         info["result_offset"] = result_offset
         _finish(writers, zoo_dir, info, Path(out_dir))
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
     return _report(report, writers, stats, info, progress)
 
 
