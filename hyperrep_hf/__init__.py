@@ -6,6 +6,14 @@ Importing the package registers its classes with transformers: ``AutoConfig`` mo
 ``"network-property-prediction"``.
 """
 
+import os
+
+# PyTorch reads this once, at its first CPU allocation: large CPU tensors then come in transparent huge pages, which
+# a zoo build's per-step activations (hundreds of MB, freed and re-allocated every step) need to avoid a page fault
+# every 4 KB (with population.tune_cpu_allocator, 1.3–1.5× per training step; docs/benchmarks.md). A user's own
+# setting wins; no effect when torch allocated before this import.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
 from .models.hyperrep.configuration_hyperrep import HyperRepConfig

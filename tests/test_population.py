@@ -173,6 +173,48 @@ def test_diverging_network_is_dropped_and_contained():
     torch.testing.assert_close(population.flat_weights()[0], reference.flat_weights()[0])
 
 
+@pytest.mark.parametrize("when", ["before training", "during training"])
+def test_paired_cnn_networks_contain_a_diverging_partner(when, monkeypatch):
+    """channels_last runs networks 2g and 2g+1 in one convolution group (block-diagonal weights): a network that
+    diverges must not reach its partner through the zero block (0 · NaN), and is dropped like any other."""
+    images, labels = _random_data(MNIST_CNN, 12, seed=4)
+    configs = [NetworkConfig(seed=seed, batch_size=4, learning_rate=1e-3) for seed in (1, 2, 3, 4)]
+
+    def diverge(population):
+        """Network 1's weights turn NaN before training, or in its first optimizer step."""
+        if when == "before training":
+            with torch.no_grad():
+                population.flat_parameters[1, 0] = float("nan")
+            return
+        step = population._step
+
+        def poisoned_step(gradient):
+            gradient = gradient.clone()
+            gradient[1, 5] = float("nan") if population.step_count == 0 else gradient[1, 5]
+            step(gradient)
+
+        monkeypatch.setattr(population, "_step", poisoned_step)
+
+    population = Population(MNIST_CNN, configs, engine="channels_last")
+    assert population._paired
+    diverge(population)
+    population.train_epoch(images, labels, epoch=1)
+    metrics = population.evaluate(images, labels, num_classes=10)
+    assert torch.isfinite(metrics["loss"]).all() and torch.isfinite(population.flat_weights()).all()
+    assert population.drop_diverged(metrics["loss"]).tolist() == [False, True, False, False]
+    for index in (0, 2, 3):  # the partner (0) and the other pair are exactly as if trained alone
+        alone = train_alone(MNIST_CNN, configs[index], images, labels, epochs=1)
+        expected = flatten_state_dict(MNIST_CNN, alone.state_dict())
+        torch.testing.assert_close(population.flat_weights()[index], expected, atol=1e-5, rtol=1e-4)
+    # not vacuous: without containment the divergence does reach the partner
+    unguarded = Population(MNIST_CNN, configs, engine="channels_last")
+    monkeypatch.setattr(unguarded, "_contain", lambda: None)
+    diverge(unguarded)
+    unguarded.train_epoch(images, labels, epoch=1)
+    assert not torch.isfinite(unguarded.flat_weights()[0]).all()
+    assert torch.isfinite(unguarded.flat_weights()[2:]).all()
+
+
 def test_mixed_activation_is_refused():
     with pytest.raises(ValueError, match="share activation"):
         Population(TETRIS_MLP, [NetworkConfig(seed=1, activation="tanh"), NetworkConfig(seed=2, activation="relu")])
@@ -211,11 +253,11 @@ def test_out_of_memory_suggests_chunk_size(monkeypatch):
     def exhausted(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(population, "forward", exhausted)
+    monkeypatch.setattr(population, "_forward", exhausted)
     for call in (lambda: population.train_epoch(images, labels, 1), lambda: population.evaluate(images, labels, 10)):
         with pytest.raises(torch.OutOfMemoryError, match=r"6 networks .* --chunk-size 3.*Tried to allocate"):
             call()
-    monkeypatch.setattr(population, "forward", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    monkeypatch.setattr(population, "_forward", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
     with pytest.raises(RuntimeError, match=r"^shape mismatch$"):  # other errors pass through untouched
         population.train_epoch(images, labels, 1)
 

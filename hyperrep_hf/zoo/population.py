@@ -132,6 +132,8 @@ class Population:
             raise ValueError(f"Unknown population engine {engine!r}; expected one of {ENGINES}.")
         self.device = torch.device(device)
         self.engine = default_engine(self.device) if engine == "auto" else engine
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
         for key in ("activation", "optimizer", "batch_size"):
             values = {getattr(config, key) for config in configs}
             if len(values) > 1:
@@ -167,16 +169,23 @@ class Population:
         self.first_moment = torch.zeros_like(self.flat_parameters)
         self.second_moment = torch.zeros_like(self.flat_parameters)
         self.alive = torch.ones(self.size, dtype=torch.bool, device=self.device)
+        # channels_last runs two networks per convolution group, with block-diagonal weights (see _paired_weight);
+        # a network whose weights turn non-finite is then contained at once (_contain), or 0 · NaN would reach
+        # its partner.
+        has_conv = any(layer.kind == "conv" for layer in spec.layers)
+        self._paired = self.engine == "channels_last" and self.size % 2 == 0 and has_conv
+        self._contained = torch.zeros(self.size, dtype=torch.bool, device=self.device)
 
     @property
     def parameters(self) -> dict[str, torch.Tensor]:
         """Stacked per-parameter views of the flat parameters: name → (N, *shape)."""
-        views, offset = {}, 0
-        for name, shape in self.spec.parameter_shapes.items():
-            size = math.prod(shape)
-            views[name] = self.flat_parameters[:, offset : offset + size].view(self.size, *shape)
-            offset += size
-        return views
+        # One split (its backward is one concatenation), not a slice per parameter (each slice's backward
+        # zero-fills an (N, num_parameters) tensor and adds it up).
+        shapes = self.spec.parameter_shapes
+        pieces = self.flat_parameters.split([math.prod(shape) for shape in shapes.values()], dim=1)
+        return {
+            name: piece.view(self.size, *shape) for (name, shape), piece in zip(shapes.items(), pieces, strict=True)
+        }
 
     # ---------------------------------------------------------------- forward
 
@@ -195,13 +204,21 @@ class Population:
         Returns:
             logits: (N, B, num_classes).
         """
+        return self._forward(inputs, dropout_generator, shared)
+
+    def _forward(
+        self, inputs: torch.Tensor, dropout_generator: torch.Generator | None, shared: bool, laid_out: bool = False
+    ) -> torch.Tensor:
+        """:meth:`forward`; with ``laid_out``, ``inputs`` are already (B, N·C, H, W) in channels-last memory."""
         num_networks = self.size
-        batch = inputs.shape[0] if shared else inputs.shape[1]
+        batch = inputs.shape[0] if shared or laid_out else inputs.shape[1]
         parameters = self.parameters
         hidden = inputs
         # Layouts: "flat" (N, B, F); "shared_flat" (B, F); unfold engine: "nhwc" (N, B, H, W, C), "shared_nhwc"
         # (B, H, W, C); grouped engine: "grouped" (B, N·C, H, W), "shared_nchw" (B, C, H, W).
-        if len(self.spec.input_shape) == 1:
+        if laid_out:
+            layout = "grouped"
+        elif len(self.spec.input_shape) == 1:
             layout = "shared_flat" if shared else "flat"
         elif self.engine == "unfold":
             layout = "shared_nhwc" if shared else "nhwc"
@@ -232,10 +249,13 @@ class Population:
             elif layer.kind == "conv":
                 weight = parameters[f"layers.{index}.weight"]
                 bias = parameters[f"layers.{index}.bias"].reshape(-1) if layer.bias else None
-                groups = 1 if layout == "shared_nchw" else num_networks  # shared input: one dense conv
-                hidden = F.conv2d(
-                    hidden, weight.reshape(-1, *weight.shape[2:]), bias, layer.stride, layer.padding, groups=groups
-                )
+                if layout == "shared_nchw":  # shared input: one dense conv
+                    weight, groups = weight.reshape(-1, *weight.shape[2:]), 1
+                elif self._paired:
+                    weight, groups = _paired_weight(weight), num_networks // 2
+                else:
+                    weight, groups = weight.reshape(-1, *weight.shape[2:]), num_networks
+                hidden = F.conv2d(hidden, weight, bias, layer.stride, layer.padding, groups=groups)
                 layout = "grouped"
             elif layer.kind in ("maxpool", "avgpool"):
                 pool = F.max_pool2d if layer.kind == "maxpool" else F.avg_pool2d
@@ -292,19 +312,60 @@ class Population:
             order = torch.stack([data_order(c.seed, epoch, num_examples) for c in self.configs]).to(self.device)
             generator = torch.Generator(device=self.device).manual_seed(dropout_seed)
             flat_images = images.reshape(num_examples, -1)  # index_select on rows is several times faster than x[idx]
+            laid_out = self.engine == "channels_last" and len(self.spec.input_shape) == 3
+            self._contain()
+            if laid_out:  # (H·W, num_examples, C): one gather per example slot writes channels-last memory directly
+                pixels = images.permute(2, 3, 0, 1).reshape(-1, num_examples, images.shape[1]).contiguous()
             for start in range(0, num_examples, self.batch_size):
                 batch_index = order[:, start : start + self.batch_size]  # (N, B)
                 batch = batch_index.shape[1]
-                batch_images = flat_images.index_select(0, batch_index.reshape(-1)).view(
-                    self.size, batch, *images.shape[1:]
-                )
+                if laid_out:
+                    batch_images = self._gather_channels_last(pixels, batch_index)
+                else:
+                    batch_images = flat_images.index_select(0, batch_index.reshape(-1)).view(
+                        self.size, batch, *images.shape[1:]
+                    )
                 batch_labels = labels.index_select(0, batch_index.reshape(-1)).view(self.size, batch)
-                logits = self.forward(batch_images, generator)
+                logits = self._forward(batch_images, generator, shared=False, laid_out=laid_out)
                 # Sum over networks of each network's mean loss: network n's gradient is that of its own loss alone.
                 # (classes in dim 1: much faster than flattening to (N·B, classes) for few classes)
                 loss = F.cross_entropy(logits.transpose(1, 2), batch_labels, reduction="none").mean(dim=1).sum()
                 (gradient,) = torch.autograd.grad(loss, [self.flat_parameters])
                 self._step(gradient)
+                self._contain()
+
+    @torch.no_grad()
+    def _contain(self) -> None:
+        """Zeroes every network whose parameters are no longer finite, marked for :meth:`drop_diverged`.
+
+        Only where two networks share a convolution group (``channels_last``): there 0 · NaN in the group's
+        off-diagonal block would carry one network's divergence into its partner within the epoch. One sum over
+        the parameters per step; the exact check runs only when it is not finite.
+        """
+        if not self._paired or bool(torch.isfinite(self.flat_parameters.sum())):
+            return
+        diverged = ~torch.isfinite(self.flat_parameters).all(dim=1)
+        if bool(diverged.any()):
+            self._contained |= diverged
+            for tensor in (self.flat_parameters, self.first_moment, self.second_moment):
+                tensor[diverged] = 0.0
+            self.learning_rate[diverged] = 0.0
+            self.weight_decay[diverged] = 0.0
+
+    def _gather_channels_last(self, pixels: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
+        """Network n's examples ``batch_index[n]`` as the grouped engine's (B, N·C, H, W), in channels-last memory.
+
+        Args:
+            pixels: (H·W, num_examples, C), the training images pixel-major.
+            batch_index: (N, B) example indices.
+        """
+        channels, height, width = self.spec.input_shape
+        batch = batch_index.shape[1]
+        # memory (B, H·W, N, C) is the channels-last (B, N·C, H, W) with channel n·C + c: the groups' order
+        out = torch.empty(batch, height * width, self.size, channels, device=pixels.device, dtype=pixels.dtype)
+        for slot in range(batch):
+            torch.index_select(pixels, 1, batch_index[:, slot], out=out[slot])
+        return out.view(batch, height, width, self.size * channels).permute(0, 3, 1, 2)
 
     @torch.no_grad()
     def _step(self, gradient: torch.Tensor) -> None:
@@ -348,6 +409,7 @@ class Population:
             ``loss``, ``accuracy``: (N,); ``f1``: (N, num_classes). Non-finite where a network diverged.
         """
         with self._suggest_chunk_size("evaluating"):
+            self._contain()
             batch = self._evaluation_batch_size()
             total_loss = torch.zeros(self.size, device=self.device)
             predictions = []
@@ -421,9 +483,9 @@ class Population:
         finite = torch.ones(self.size, dtype=torch.bool, device=self.device)
         for tensor in (self.flat_parameters, *metrics):
             finite &= torch.isfinite(tensor.reshape(self.size, -1)).all(dim=1)
-        newly_dropped = self.alive & ~finite
+        newly_dropped = self.alive & (~finite | self._contained)
         if bool(newly_dropped.any()):
-            self.alive &= finite
+            self.alive &= ~newly_dropped
             for tensor in (self.flat_parameters, self.first_moment, self.second_moment):
                 tensor[newly_dropped] = 0.0
             self.learning_rate[newly_dropped] = 0.0
@@ -450,6 +512,36 @@ class Population:
         self.step_count = int(state["step_count"])
 
 
+_TUNED = False
+
+
+def tune_cpu_allocator() -> bool:
+    """Keeps freed memory in the process (glibc ``malloc``), so a training step re-uses the last step's pages.
+
+    A population step on the CPU allocates and frees hundreds of MB of activations and gradients. By default glibc
+    serves such blocks with fresh ``mmap`` s and returns them at ``free``, so every step page-faults its memory
+    in again, one 4 KB page at a time (a third of a step's CPU time for 1000 CNNs). ``mallopt(M_MMAP_MAX, 0)`` and
+    an unlimited ``M_TRIM_THRESHOLD`` keep them on the heap instead. Process-wide; the process keeps its peak
+    memory until it exits. Called by :class:`Population` on the CPU; a no-op where glibc is not the allocator.
+
+    Returns:
+        Whether the setting was applied (now or earlier).
+    """
+    global _TUNED
+    if _TUNED:
+        return True
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4  # glibc's <malloc.h>
+        _TUNED = bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, -1))
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to tune
+        _TUNED = False
+    return _TUNED
+
+
 def default_engine(device: torch.device) -> str:
     """The engine ``engine="auto"`` picks: ``"unfold"`` on CUDA, ``"channels_last"`` elsewhere.
 
@@ -460,6 +552,22 @@ def default_engine(device: torch.device) -> str:
     measures all engines there.
     """
     return "unfold" if device.type == "cuda" else "channels_last"
+
+
+def _paired_weight(weight: torch.Tensor) -> torch.Tensor:
+    """The weights of networks 2g and 2g+1 as one block-diagonal convolution group: (N/2 · 2·out, 2·in, k, k).
+
+    Group g reads input channels [network 2g's | network 2g+1's] and writes output channels in the same order,
+    which is the memory of ``groups=N``; the off-diagonal blocks are zeros, so each network's outputs and
+    gradients are its own. oneDNN pads a group's channels to blocks of 16: with 8 → 6 channels per network, two
+    networks per group halve the padded work (bench/bench_population.py measures it).
+    """
+    num_networks, out, channels = weight.shape[:3]
+    pairs = weight.reshape(num_networks // 2, 2, out, channels, *weight.shape[3:])
+    zeros = weight.new_zeros(num_networks // 2, out, channels, *weight.shape[3:])
+    first = torch.cat([pairs[:, 0], zeros], dim=2)  # (N/2, out, 2·in, k, k)
+    second = torch.cat([zeros, pairs[:, 1]], dim=2)
+    return torch.cat([first, second], dim=1).reshape(num_networks * out, 2 * channels, *weight.shape[3:])
 
 
 def _memory_format(tensor: torch.Tensor) -> torch.memory_format:
