@@ -342,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hyperrep: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
+    except RuntimeError as error:  # torch.OutOfMemoryError (not imported here): its message says what to pass
+        if type(error).__name__ != "OutOfMemoryError":
+            raise
+        print(f"hyperrep: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -257,6 +257,13 @@ def test_out_of_memory_suggests_chunk_size(monkeypatch):
     for call in (lambda: population.train_epoch(images, labels, 1), lambda: population.evaluate(images, labels, 10)):
         with pytest.raises(torch.OutOfMemoryError, match=r"6 networks .* --chunk-size 3.*Tried to allocate"):
             call()
+    with pytest.raises(torch.OutOfMemoryError, match="the zoo is the same whatever the chunk size"):
+        population.train_epoch(images, labels, 1)
+    # with dropout the noise is one draw per population, so the message must not promise the same zoo
+    with_dropout = Population(MNIST_CNN, [NetworkConfig(seed=s, batch_size=4, dropout=0.1) for s in range(6)])
+    monkeypatch.setattr(with_dropout, "_forward", exhausted)
+    with pytest.raises(torch.OutOfMemoryError, match="the dropout noise, and so the zoo, depends on the chunk size"):
+        with_dropout.train_epoch(images, labels, 1)
     monkeypatch.setattr(population, "_forward", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
     with pytest.raises(RuntimeError, match=r"^shape mismatch$"):  # other errors pass through untouched
         population.train_epoch(images, labels, 1)

@@ -181,6 +181,7 @@ def build_zoo(
         chunk_size = min(chunk_size, max(1, math.ceil(len(configs) / group.world_size)))
     shards = plan_shards(configs, chunk_size)
     lock = _BuildLock(Path(out_dir), recipe.name)
+    zoo_existed = zoo_dir.exists()
     try:
         state = group.on_rank_zero(lambda: _prepare(lock, zoo_dir, identity, overwrite, shards, progress))
         if state == "complete":
@@ -218,7 +219,11 @@ def build_zoo(
             bar.close()
             return dropped
 
-        dropped = group.everywhere(train_my_shards)
+        try:
+            dropped = group.everywhere(train_my_shards)
+        except torch.OutOfMemoryError as error:
+            largest = max(len(shard) for shard in shards)
+            raise _out_of_memory(error, zoo_dir, zoo_existed, largest, group.world_size) from error
         info = group.on_rank_zero(
             lambda: _finish(recipe, options, spec, data, configs, splits, dropped, epochs, zoo_dir, shards)
         )
@@ -228,6 +233,46 @@ def build_zoo(
         group.close()
     say(progress and group.rank == 0, _summary(recipe.name, zoo_dir, info, Path(out_dir)))
     return zoo_dir
+
+
+def _out_of_memory(
+    error: torch.OutOfMemoryError, zoo_dir: Path, zoo_existed: bool, population_size: int, world_size: int
+) -> torch.OutOfMemoryError:
+    """The build's out-of-memory error: which ``--chunk-size`` to pass, and what became of the folder.
+
+    Nothing half-written stays behind: when no shard has trained an epoch yet, the build's files are removed (the
+    folder too, if this build created it); trained epochs are kept for a resume and the message says so.
+    """
+    text = str(error)
+    smaller = max(1, population_size // 2)  # what Population's own message suggests
+    if "--chunk-size" not in text:  # raised outside a population (e.g. moving the data to the device)
+        first_line = text.splitlines()[0] if text else ""
+        text = f"Out of memory building {zoo_dir.name!r}: train fewer networks at once. ({first_line})"
+    build_dir = zoo_dir / ".build"
+    trained = sorted(
+        {
+            path.parent.name
+            for pattern in ("shard-*/epoch-00001.safetensors", "shard-*/done.json")
+            for path in build_dir.glob(pattern)
+        }
+    )
+    if not trained and world_size == 1:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        if not zoo_existed and zoo_dir.is_dir() and not any(zoo_dir.iterdir()):
+            zoo_dir.rmdir()
+        where = f"Nothing was written: run the command again with `--chunk-size {smaller}`."
+    elif not trained:
+        where = (
+            f"Stop the other processes, delete {build_dir} (no epoch was trained yet) and run the command again "
+            f"with `--chunk-size {smaller}`."
+        )
+    else:
+        where = (
+            f"The trained epochs of {len(trained)} shard(s) stay in {build_dir}: run the same command again to "
+            f"resume them once memory is free, or rebuild with smaller populations: `--chunk-size {smaller} "
+            "--overwrite`."
+        )
+    return torch.OutOfMemoryError(f"{text} {where}")
 
 
 def _prepare(lock, zoo_dir: Path, identity: dict, overwrite: bool, shards: list[list[int]], progress: bool) -> str:
@@ -412,6 +457,7 @@ class _ProcessGroup:
 def _rank_error(failure: tuple[str, str], rank: int) -> Exception:
     kind, message = failure
     known = {cls.__name__: cls for cls in (ZooExistsError, ZooIntegrityError, ZooLockedError, ValueError)}
+    known["OutOfMemoryError"] = torch.OutOfMemoryError
     return known.get(kind, RuntimeError)(f"process {rank} of the build failed: {message}")
 
 

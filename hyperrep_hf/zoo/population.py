@@ -442,10 +442,15 @@ class Population:
             text = str(error)
             if not isinstance(error, torch.OutOfMemoryError) and "can't allocate memory" not in text:
                 raise
+            same = (  # the dropout noise is one draw per population (dropout_noise), so it follows the chunks
+                "the dropout noise, and so the zoo, depends on the chunk size"
+                if self._any_dropout
+                else "the zoo is the same whatever the chunk size"
+            )
             raise torch.OutOfMemoryError(
                 f"Out of memory {doing} {self.size} networks of {self.spec.name!r} at once on {self.device}: train "
                 f"fewer at once, e.g. `hyperrep zoo build … --chunk-size {max(1, self.size // 2)}` (or a recipe's "
-                f"chunk_size). The zoo is the same whatever the chunk size. ({text.splitlines()[0] if text else ''})"
+                f"chunk_size); {same}. ({text.splitlines()[0] if text else ''})"
             ) from error
 
     def _evaluation_batch_size(self) -> int:
