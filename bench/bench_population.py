@@ -16,12 +16,18 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
+if "--default-allocator" in sys.argv:  # read by PyTorch at its first CPU allocation, so before importing it
+    os.environ["THP_MEM_ALLOC_ENABLE"] = "0"
+
 import torch
 
+from hyperrep_hf.zoo import population as population_module
 from hyperrep_hf.zoo.networks import MNIST_CNN, TETRIS_MLP
 from hyperrep_hf.zoo.population import NetworkConfig, Population, default_engine, train_alone
 
@@ -168,9 +174,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     parser.add_argument("--mlp", action="store_true", help="also the TETRIS MLP population vs one at a time")
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="CPU: glibc's and PyTorch's default allocation (no huge pages, no heap-kept memory), as before session 4",
+    )
     parser.add_argument("--out", default=None, help="default: bench/results/population_<device>[_<T>threads].json")
     arguments = parser.parse_args()
     device = torch.device(arguments.device)
+    if arguments.default_allocator:
+        population_module.tune_cpu_allocator = lambda: False
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
     cuda = device.type == "cuda"
@@ -181,27 +194,34 @@ def main() -> None:
         "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "load_average_before": list(_load_average()),
+        "command": " ".join(["python", *sys.argv]),
+        "cpu_allocator": {
+            "transparent_huge_pages": os.environ.get("THP_MEM_ALLOC_ENABLE", "0") == "1",
+            "heap_kept": not arguments.default_allocator and population_module.tune_cpu_allocator(),
+        },
         "cases": [cnn_case(arguments, device)],
     }
+    results["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     if arguments.mlp:
         results["cases"].append(mlp_case())
     results["load_average_after"] = list(_load_average())
-    out = arguments.out or (
-        f"bench/results/population_{device.type}" + ("" if cuda else f"_{torch.get_num_threads()}threads") + ".json"
-    )
+    suffix = "" if cuda else f"_{torch.get_num_threads()}threads"
+    suffix += "_default_allocator" if arguments.default_allocator else ""
+    out = arguments.out or f"bench/results/population_{device.type}{suffix}.json"
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(results, indent=2) + "\n")
     case = results["cases"][0]
     print(f"\n{case['num_networks']} MNIST CNNs, batch {case['batch_size']}, {results['device']}, "
           f"{results['threads']} threads")  # fmt: skip
     print(f"{'engine':15s} {'image·model steps/s':>20s} {'per CPU s':>10s} {'ms/step':>9s} {'eval img·model/s':>17s} "
-          f"{'× grouped':>10s}")  # fmt: skip
+          f"{'× grouped':>10s} {'(CPU s)':>8s}")  # fmt: skip
     for engine, values in case["engines"].items():
         ratio = case.get("speedup_vs_grouped", {}).get(engine, float("nan"))
+        cpu_ratio = case.get("cpu_time_speedup_vs_grouped", {}).get(engine, float("nan"))
         print(
             f"{engine:15s} {values['train_image_model_steps_per_s']:20,.0f} "
             f"{values['train_image_model_steps_per_cpu_s']:10,.0f} {values['ms_per_step']:9.1f} "
-            f"{values['eval_image_models_per_s']:17,.0f} {ratio:10.2f}"
+            f"{values['eval_image_models_per_s']:17,.0f} {ratio:10.2f} {cpu_ratio:8.2f}"
         )
     print(f"wrote {out}")
 
