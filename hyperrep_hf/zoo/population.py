@@ -1,17 +1,20 @@
 """Population training: N networks of one family trained at once, each as if it were trained alone.
 
 Every parameter of the family is stored *stacked* in one (N, num_parameters) tensor; each layer's weight is a
-(N, *shape) view of it. One forward pass runs all N networks with batched kernels. Two engines compute the same
-function (tests/test_population.py checks both against the plain module):
+(N, *shape) view of it. One forward pass runs all N networks with batched kernels. Three engines compute the
+same function (tests/test_population.py checks them against the plain module):
 
-    linear             x: (N, B, in)          ── baddbmm ──►  (N, B, out)
-    conv, "unfold"     x: (N, B, H, W, C)     ── im2col view → (N, B·H'·W', C·k·k) ── baddbmm ──►  (N, B, H', W', out)
-    conv, "grouped"    x: (B, N·C, H, W)      ── conv2d(groups=N) ──►  (B, N·out, H', W')
+    linear                x: (N, B, in)       ── baddbmm ──►  (N, B, out)
+    conv, "unfold"        x: (N, B, H, W, C)  ── im2col view → (N, B·H'·W', C·k·k) ── baddbmm ──►  (N, B, H', W', out)
+    conv, "channels_last" x: (B, N·C, H, W)   ── conv2d(groups=N/2), block-diagonal pairs, NHWC ──►  (B, N·out, H', W')
+    conv, "grouped"       x: (B, N·C, H, W)   ── conv2d(groups=N) ──►  (B, N·out, H', W')
 
-``"unfold"`` (the default) keeps every network's feature maps channels-last, so one strided copy builds the
+``"unfold"`` (the CUDA default) keeps every network's feature maps channels-last, so one strided copy builds the
 patch matrix and one batched matrix product per layer (and two in the backward pass) serves all N networks;
-pooling runs on the same memory as a channels-last ``max_pool2d``. ``"grouped"`` is the previous engine, kept
-as the benchmark's baseline.
+pooling runs on the same memory as a channels-last ``max_pool2d``. ``"channels_last"`` (the CPU default) runs
+oneDNN's grouped convolution on channels-last memory with two networks per group on the CPU (see
+:func:`_paired_weight`), gathers each batch straight into that memory, and keeps freed memory in the process
+(:func:`tune_cpu_allocator`). ``"grouped"`` is the previous engine, kept as the benchmark's baseline.
 
 Each network keeps its own seed, initialisation, data order, learning rate, weight decay and dropout rate; the
 optimizers below are written over stacked tensors with per-network hyper-parameters and follow
@@ -114,9 +117,9 @@ class Population:
         configs: One configuration per network; activation, optimizer and batch size must agree.
         device: Where the stacked parameters live.
         engine: How convolutions run (all compute the same function): ``"channels_last"`` (``conv2d(groups=N)`` on
-            channels-last memory), ``"unfold"`` (im2col + batched matrix products), ``"grouped"`` (``conv2d(groups=N)``
-            on contiguous memory: the previous engine, the benchmark's baseline) or ``"auto"``:
-            :func:`default_engine` for the device.
+            channels-last memory; two networks per group on the CPU), ``"unfold"`` (im2col + batched matrix
+            products), ``"grouped"`` (``conv2d(groups=N)`` on contiguous memory: the previous engine, the
+            benchmark's baseline) or ``"auto"``: :func:`default_engine` for the device.
     """
 
     def __init__(
@@ -169,11 +172,13 @@ class Population:
         self.first_moment = torch.zeros_like(self.flat_parameters)
         self.second_moment = torch.zeros_like(self.flat_parameters)
         self.alive = torch.ones(self.size, dtype=torch.bool, device=self.device)
-        # channels_last runs two networks per convolution group, with block-diagonal weights (see _paired_weight);
-        # a network whose weights turn non-finite is then contained at once (_contain), or 0 · NaN would reach
-        # its partner.
+        # channels_last on the CPU runs two networks per convolution group, with block-diagonal weights (see
+        # _paired_weight; oneDNN's blocking, so not on CUDA, where the per-step check below would also wait for the
+        # device); a network whose weights turn non-finite is then contained at once (_contain), or 0 · NaN would
+        # reach its partner.
         has_conv = any(layer.kind == "conv" for layer in spec.layers)
-        self._paired = self.engine == "channels_last" and self.size % 2 == 0 and has_conv
+        paired_engine = self.engine == "channels_last" and self.device.type == "cpu"
+        self._paired = paired_engine and self.size % 2 == 0 and has_conv
         self._contained = torch.zeros(self.size, dtype=torch.bool, device=self.device)
 
     @property
@@ -550,8 +555,9 @@ def tune_cpu_allocator() -> bool:
 def default_engine(device: torch.device) -> str:
     """The engine ``engine="auto"`` picks: ``"unfold"`` on CUDA, ``"channels_last"`` elsewhere.
 
-    On the CPU, oneDNN's grouped convolution on channels-last memory beats both im2col (PyTorch's strided copies
-    cost more than the products) and contiguous grouped convolution (bench/results/population_cpu.json). On a GPU,
+    On the CPU, oneDNN's grouped convolution on channels-last memory, two networks per group, beats both im2col
+    (PyTorch's strided copies cost more than the products: 0.7×) and contiguous grouped convolution (2.1× per CPU
+    second for 1000 MNIST CNNs, bench/results/population_cpu_1threads.json). On a GPU,
     grouped convolution with a handful of channels per group is launch- and layout-bound (issue 13: 108 ms a step
     for 1000 CNNs on an H200); batched matrix products are what the chip does well. bench/device_check.sh
     measures all engines there.
