@@ -29,9 +29,9 @@ DRY_RUN=0
 [ "${1:-}" = "--dry-run" ] && DRY_RUN=1
 BUDGET=${BUDGET:-450}
 if [ $DRY_RUN = 1 ]; then  # the same steps on the CPU at toy sizes: checks the script, measures nothing
-    DEVICE=cpu NETS=20 IMAGES=20 EVAL=20 BIG=40 SLICE_NETS=20 SLICE_EXTRA=--dry-run
+    DEVICE=cpu NETS=20 IMAGES=20 EVAL=20 BIG=40 SLICE_NETS=20 SLICE_EXTRA=--dry-run PROFILE_IMAGES=40
 else
-    DEVICE=cuda NETS=1000 IMAGES=1000 EVAL=500 BIG=4000 SLICE_NETS=1000 SLICE_EXTRA=
+    DEVICE=cuda NETS=1000 IMAGES=1000 EVAL=500 BIG=4000 SLICE_NETS=1000 SLICE_EXTRA= PROFILE_IMAGES=200
 fi
 OUT=${OUT:-/tmp/device_check_out}
 mkdir -p "$OUT"
@@ -77,7 +77,7 @@ step 04_bench_dropout 60 "$PY" bench/bench_population.py --device $DEVICE --netw
 # a larger population per chunk: does the chip fill up further?
 step 05_bench_4000 60 "$PY" bench/bench_population.py --device $DEVICE --networks $BIG --images $((IMAGES / 2)) \
     --eval-images $((EVAL / 2)) --repeats 2 --engines unfold --out "$LOGS/population_cuda_4000.json"
-step 06_profile 45 env DEVICE=$DEVICE NETS=$NETS "$PY" - <<'PYEOF'
+step 06_profile 45 env DEVICE=$DEVICE NETS=$NETS PROFILE_IMAGES=$PROFILE_IMAGES "$PY" - <<'PYEOF'
 import os
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -85,7 +85,8 @@ from hyperrep_hf.zoo.networks import MNIST_CNN
 from hyperrep_hf.zoo.population import NetworkConfig, Population
 device, nets = os.environ["DEVICE"], int(os.environ["NETS"])
 configs = [NetworkConfig(seed=s, init="kaiming_uniform", bias_init=0.01, learning_rate=3e-4, batch_size=10) for s in range(nets)]
-images, labels = torch.randn(200, 1, 28, 28, device=device), torch.randint(0, 10, (200,), device=device)
+count = int(os.environ["PROFILE_IMAGES"])
+images, labels = torch.randn(count, 1, 28, 28, device=device), torch.randint(0, 10, (count,), device=device)
 population = Population(MNIST_CNN, configs, device, engine="auto")
 population.train_epoch(images[:20], labels[:20], 1)
 activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])

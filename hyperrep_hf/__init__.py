@@ -10,7 +10,7 @@ import os
 
 # PyTorch reads this once, at its first CPU allocation: large CPU tensors then come in transparent huge pages, which
 # a zoo build's per-step activations (hundreds of MB, freed and re-allocated every step) need to avoid a page fault
-# every 4 KB (with population.tune_cpu_allocator, 1.3–1.5× per training step; docs/benchmarks.md). A user's own
+# every 4 KB (with population.tune_cpu_allocator, 1.4–1.9× per training step; docs/benchmarks.md). A user's own
 # setting wins; no effect when torch allocated before this import.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
