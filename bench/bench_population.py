@@ -9,7 +9,10 @@ The headline case is the paper's: 1000 MNIST CNNs (2464 parameters) at batch siz
 excluded) and one ``evaluate`` over ``--eval-images`` images; engines are interleaved and repeated, the median is
 reported with the spread. ``--mlp`` adds the TETRIS-SEED MLP population against one-at-a-time training.
 
-On a CUDA device the data lives on the device and every timing is bracketed by ``torch.cuda.synchronize``.
+On a CUDA device the data lives on the device and every timing is bracketed by ``torch.cuda.synchronize``. On the
+CPU every engine runs with the package's allocator settings (transparent huge pages, heap-kept memory:
+``population.tune_cpu_allocator``); ``--default-allocator`` measures all of them without, as before session 4
+(→ ``population_cpu_<T>threads_default_allocator.json``). The CPU figure to compare is the rate per CPU second.
 """
 
 import argparse
