@@ -5,7 +5,7 @@
 #   python bench/device_build_slice.py --export-data bench/device_data/mnist.npz
 #   run(command="bash bench/device_check.sh", carry=["bench/device_data"], timeout_s=540)
 #
-# and to check the plumbing on a CPU first (tiny sizes, ~2 minutes on 2 busy cores; every step must print rc=0):
+# and to check the plumbing on a CPU first (tiny sizes, ~2 minutes on 2 busy cores — 116 s in session 4; every step must print rc=0):
 #
 #   OUT=/tmp/device_check_dry bash bench/device_check.sh --dry-run
 #
