@@ -36,7 +36,7 @@ import torch
 from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .embeddings import embed_vectors, symmetry_transforms
+from .embeddings import embed_vectors, networks_per_pass, symmetry_transforms
 from .modeling_hyperrep_probe import (
     HyperRepProbeModel,
     ProbeIndexError,
@@ -62,8 +62,11 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         probes: Target → ``HyperRepProbeModel``, instead of reading them from the model's folder.
         statistics: The zoo's ``statistics.json`` document to check inputs and clip predictions with (read from
             the model's folder with its probes; None with ``probes=`` unless given).
+        max_rows_per_pass: Encoder rows per forward pass: the symmetric copies (or canonical views) of many networks
+            go through the encoder together, this many rows at a time (memory; default 2048).
         args: Passed on to ``Pipeline``.
-        kwargs: Passed on to ``Pipeline`` (``batch_size`` sets the networks per forward pass, default 256).
+        kwargs: Passed on to ``Pipeline`` (``device``; ``batch_size`` sets the networks per call, default: as many
+            as fill ``max_rows_per_pass`` rows with their copies).
     """
 
     _load_processor = False
@@ -78,6 +81,7 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         zoo: str | None = None,
         probes: Mapping[str, HyperRepProbeModel] | None = None,
         statistics: Mapping[str, Any] | None = None,
+        max_rows_per_pass: int = 2048,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -107,6 +111,8 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         self._check_probe_sizes()
         # z averaged over the config's symmetric copies of each network, exactly as the probes were fitted on.
         self.transforms = symmetry_transforms(self.model.config, self.feature_extractor.architecture)
+        networks_per_pass(max_rows_per_pass, self.transforms, self.feature_extractor)  # checks it
+        self.max_rows_per_pass = max_rows_per_pass
 
     def _check_probe_sizes(self) -> None:
         latent_dim = int(self.model.config.latent_dim)
@@ -128,7 +134,8 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         Args:
             networks: An ``nn.Module``, a state_dict, a ``.safetensors`` path or a flat weight vector (1-D), or a
                 list of them, or a (batch, num_parameters) tensor/array.
-            batch_size: Networks per forward pass (default: the pipeline's, else 256).
+            batch_size: Networks per call of the encoder's batched forward passes (default: the pipeline's, else as
+                many as fill ``max_rows_per_pass`` encoder rows with their symmetric copies / canonical views).
             kwargs: None accepted.
 
         Returns:
@@ -141,7 +148,7 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         self._sanitize_parameters(**kwargs)
         single = not _is_batch(networks)
         batch = [networks] if single else networks
-        batch_size = batch_size or self._batch_size or 256
+        batch_size = batch_size or self._batch_size or self.networks_per_pass
         outputs: list[dict] = []
         for start in range(0, len(batch), batch_size):
             model_inputs = self.preprocess(batch[start : start + batch_size])
@@ -167,9 +174,14 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         networks = networks if _is_batch(networks) else [networks]
         return self._embed(self.preprocess(networks)["vectors"])
 
+    @property
+    def networks_per_pass(self) -> int:
+        """Networks whose copies / canonical views fill ``max_rows_per_pass`` encoder rows."""
+        return networks_per_pass(self.max_rows_per_pass, self.transforms, self.feature_extractor)
+
     def _embed(self, vectors: torch.Tensor) -> torch.Tensor:
         # The one place where the pipeline turns raw flat vectors into z (library and remote code alike).
-        return embed_vectors(self.model, self.feature_extractor, vectors, self.transforms)
+        return embed_vectors(self.model, self.feature_extractor, vectors, self.transforms, self.max_rows_per_pass)
 
     def _forward(self, model_inputs: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         embeddings = self._embed(model_inputs["vectors"])
@@ -276,9 +288,15 @@ def register_pipeline() -> None:
 
 
 def make_prediction_pipeline(
-    model_dir_or_repo: str | os.PathLike, zoo: str | None = None, device: int | str | None = None
+    model_dir_or_repo: str | os.PathLike,
+    zoo: str | None = None,
+    device: int | str | None = None,
+    max_rows_per_pass: int = 2048,
 ) -> NetworkPropertyPredictionPipeline:
     """``pipeline("network-property-prediction", model=...)``, checking first that the folder has probes.
+
+    ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"``… (None: the CPU); ``max_rows_per_pass``: encoder rows per forward
+    pass (a network's symmetric copies / canonical views count).
 
     Raises:
         ProbesNotFoundError: The folder has no probes (telling to run ``hyperrep evaluate`` first).
@@ -290,7 +308,9 @@ def make_prediction_pipeline(
 
     read_probe_index(model_dir_or_repo)  # fails early, before the encoder is loaded, when there are no probes
     try:
-        return pipeline(TASK, model=os.fspath(model_dir_or_repo), zoo=zoo, device=device)
+        return pipeline(
+            TASK, model=os.fspath(model_dir_or_repo), zoo=zoo, device=device, max_rows_per_pass=max_rows_per_pass
+        )
     except (ProbesNotFoundError, ProbeIndexError):
         raise
     except (OSError, ValueError, SafetensorError) as error:
@@ -305,7 +325,9 @@ def predict_networks(
     model_dir: str | os.PathLike,
     files: Sequence[str | os.PathLike],
     zoo: str | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
+    device: int | str | None = None,
+    max_rows_per_pass: int = 2048,
 ) -> list[dict]:
     """Predictions for network files (``hyperrep predict MODEL FILE…``).
 
@@ -313,7 +335,9 @@ def predict_networks(
         model_dir: Model folder or Hub repo with probe heads.
         files: ``.safetensors`` state_dicts of networks of the encoder's architecture.
         zoo: Which zoo's probes (default: the last evaluated).
-        batch_size: Networks per forward pass.
+        batch_size: Networks per call (default: as many as fill ``max_rows_per_pass`` with their copies).
+        device: Where the encoder and probes run (``"cpu"``, ``"cuda"``, ``"cuda:1"``; None: the CPU).
+        max_rows_per_pass: Encoder rows per forward pass (symmetric copies / canonical views included).
 
     Returns:
         One ``{"network": file, "predictions": {target: {...}}, "warning": str | None}`` per file, in order; the
@@ -325,12 +349,24 @@ def predict_networks(
         ValueError: A file that is not a complete ``.safetensors`` file, or a network whose architecture does not
             match the encoder's.
     """
+    check_network_files(files)
+    predictor = make_prediction_pipeline(model_dir, zoo, device, max_rows_per_pass)
+    return predict_files(predictor, files, batch_size)
+
+
+def check_network_files(files: Sequence[str | os.PathLike]) -> None:
+    """Every missing file named at once, then each checked by :func:`check_safetensors_file`."""
     missing = [os.fspath(path) for path in files if not os.path.exists(path)]
     if missing:
         raise FileNotFoundError(f"No such network file: {', '.join(missing)}.")
     for path in files:
         check_safetensors_file(path)
-    predictor = make_prediction_pipeline(model_dir, zoo)
+
+
+def predict_files(
+    predictor: NetworkPropertyPredictionPipeline, files: Sequence[str | os.PathLike], batch_size: int | None = None
+) -> list[dict]:
+    """:func:`predict_networks` with a loaded pipeline (the files checked already): one dict per file, in order."""
     predictions = predictor([os.fspath(path) for path in files], batch_size=batch_size)
     return [
         {"network": os.fspath(path), "predictions": prediction, "warning": _network_warning(prediction)}
