@@ -192,7 +192,7 @@ def _predict(arguments: argparse.Namespace) -> int:
     check_model_source(arguments.model)  # another library's repo, a newer format, offline without a cache: say so
     predictor = make_prediction_pipeline(arguments.model, arguments.zoo, device, arguments.batch_size)
     started = time.perf_counter()
-    predictions = predict_files(predictor, arguments.networks)
+    predictions = predict_files(predictor, arguments.networks, activation=arguments.activation)
     seconds = max(time.perf_counter() - started, 1e-9)
     print(json.dumps(predictions, indent=2, allow_nan=False))  # strict JSON: predictions are never NaN
     samples = predictor.transforms.num_samples
@@ -328,6 +328,9 @@ def make_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", help="a model folder or Hub repo with probe heads (run `hyperrep evaluate` first)")
     predict.add_argument("networks", nargs="+", help=".safetensors state_dicts of networks of the encoder's family")
     predict.add_argument("--zoo", help="which zoo's probes: key or config name (default: the last evaluated)")
+    predict.add_argument(
+        "--activation", help="the networks' activation (tanh, relu, …): warns when the encoder was not trained on it"
+    )
     predict.add_argument("--device", default="cpu", help=DEVICE_HELP)
     predict.add_argument("--batch-size", type=int, default=2048, help=BATCH_HELP)
     predict.add_argument("--threads", type=int)

@@ -465,7 +465,9 @@ def evaluate_model(
             )
             stages.done(f"plots: {', '.join(path.name for path in paths if path.suffix == '.png')}")
         if save_to_model:
-            paths += _save_to_model(Path(model_dir), zoo_arrays, reports, targets_by_split, document, paths, stages)
+            paths += _save_to_model(
+                Path(model_dir), zoo_arrays, reports, targets_by_split, document, paths, stages, embeddings
+            )
     finally:
         stages.close()
     if progress:
@@ -599,9 +601,10 @@ def _save_to_model(
     document: dict,
     paths: Sequence[Path],
     stages: _Stages,
+    embeddings: Mapping[str, np.ndarray] | None = None,
 ) -> list[Path]:
     """Step 8: the probe heads of z̄, then ``eval/`` (with the plots among ``paths``) and the model card."""
-    written = _save_probes(model_dir, zoo_arrays, reports[HYPERREP_METHOD], targets_by_split)
+    written = _save_probes(model_dir, zoo_arrays, reports[HYPERREP_METHOD], targets_by_split, embeddings)
     stages.done(f"probe heads: {len(reports[HYPERREP_METHOD].probes)} saved in {model_dir / 'probes'}")
     plots = [p for p in [*paths, *written] if p.suffix == ".png"]
     written += write_model_evaluation(model_dir, document, plots)
@@ -706,10 +709,14 @@ def _refuse_existing_probes(model_dir: Path, zoo: ZooArrays, overwrite: bool) ->
 
 
 def _save_probes(
-    model_dir: Path, zoo: ZooArrays, report: ProbeReport, targets_by_split: Mapping[str, Mapping[str, np.ndarray]]
+    model_dir: Path,
+    zoo: ZooArrays,
+    report: ProbeReport,
+    targets_by_split: Mapping[str, Mapping[str, np.ndarray]],
+    embeddings: Mapping[str, np.ndarray] | None = None,
 ) -> list[Path]:
     from ..models.hyperrep.weight_statistics import compute_statistics
-    from .probe_heads import save_probe_heads, zoo_fingerprint, zoo_key
+    from .probe_heads import save_probe_heads, scores_by_activation, zoo_fingerprint, zoo_key
 
     key = zoo_key(zoo.config, zoo.info)
     regression = {target for target, probe in report.probes.items() if getattr(probe, "labels", None) is None}
@@ -728,6 +735,7 @@ def _save_probes(
         source=zoo.source,
         fingerprint=zoo_fingerprint(zoo.info),
         statistics=statistics,
+        scores_by_activation=scores_by_activation(report.probes, embeddings, zoo.columns, targets_by_split),
     )
     return [index, model_dir / "probes" / key / "statistics.json"]
 

@@ -48,6 +48,14 @@ from .modeling_hyperrep_probe import (
 from .weight_statistics import NOT_FINITE, clip_to_range, distribution_warnings
 
 TASK = "network-property-prediction"
+ACTIVATION_MODULES = {
+    torch.nn.Tanh: "tanh",
+    torch.nn.ReLU: "relu",
+    torch.nn.Sigmoid: "sigmoid",
+    torch.nn.GELU: "gelu",
+    torch.nn.LeakyReLU: "leaky_relu",
+}
+"""Activation modules → the zoos' activation names (``network_activation`` reads a network's from its modules)."""
 
 
 class NetworkPropertyPredictionPipeline(Pipeline):
@@ -128,7 +136,13 @@ class NetworkPropertyPredictionPipeline(Pipeline):
             raise TypeError(f"Unexpected arguments for {TASK}: {sorted(kwargs)}.")
         return {}, {}, {}
 
-    def __call__(self, networks: Any, batch_size: int | None = None, **kwargs: Any) -> dict | list[dict]:
+    def __call__(
+        self,
+        networks: Any,
+        batch_size: int | None = None,
+        activation: str | Sequence[str | None] | None = None,
+        **kwargs: Any,
+    ) -> dict | list[dict]:
         """Predicts the properties of one network (→ dict) or a list / 2-D batch of them (→ list of dicts).
 
         Args:
@@ -136,6 +150,10 @@ class NetworkPropertyPredictionPipeline(Pipeline):
                 list of them, or a (batch, num_parameters) tensor/array.
             batch_size: Networks per call of the encoder's batched forward passes (default: the pipeline's, else as
                 many as fill ``max_rows_per_pass`` encoder rows with their symmetric copies / canonical views).
+            activation: The networks' activation (one name, or one per network), for inputs that cannot tell it;
+                an ``nn.Module`` tells it by its activation module (``nn.Tanh``, ``nn.GELU``…). A network whose
+                activation the encoder was not trained on gets a ``"warning"`` naming it, with the probes'
+                validation scores on networks of that activation (or saying there were none).
             kwargs: None accepted.
 
         Returns:
@@ -148,12 +166,63 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         self._sanitize_parameters(**kwargs)
         single = not _is_batch(networks)
         batch = [networks] if single else networks
+        activations = self._activations(batch, activation)
         batch_size = batch_size or self._batch_size or self.networks_per_pass
         outputs: list[dict] = []
         for start in range(0, len(batch), batch_size):
             model_inputs = self.preprocess(batch[start : start + batch_size])
             outputs += self.postprocess(self.forward(model_inputs))
+        for result, name in zip(outputs, activations, strict=True):
+            text = self.activation_warning(name)
+            for prediction in result.values() if text else ():
+                prediction["warning"] = "; ".join(filter(None, [text, prediction.get("warning")]))
         return outputs[0] if single else outputs
+
+    def _activations(self, batch: Sequence[Any], activation: str | Sequence[str | None] | None) -> list[str | None]:
+        """Each network's activation: given, or read from an ``nn.Module``'s activation modules; None if unknown."""
+        count = len(batch) if isinstance(batch, list | tuple) else int(batch.shape[0])
+        if activation is None or isinstance(activation, str):
+            if isinstance(batch, list | tuple):
+                return [activation or network_activation(network) for network in batch]
+            return [activation] * count
+        if len(activation) != count:
+            raise ValueError(f"activation= has {len(activation)} names for {count} networks: give one, or one each.")
+        return list(activation)
+
+    def trained_activations(self) -> list[str] | None:
+        """The activations of the networks the encoder was trained on, as far as the model folder tells.
+
+        The config's ``activation`` (a zoo of one activation), else those the probes were validated on (the zoo
+        they were fitted on mixed activations); None when neither says.
+        """
+        configured = getattr(self.model.config, "activation", None)
+        if configured:
+            return [configured] if isinstance(configured, str) else sorted(map(str, configured))
+        for head in self.probes.values():
+            scores = getattr(head.config, "validation_score_by_activation", None)
+            if scores:
+                return sorted(scores)
+        return None
+
+    def activation_warning(self, activation: str | None) -> str | None:
+        """The warning for a network of ``activation`` when the encoder was not trained on it; else None."""
+        known = self.trained_activations()
+        if activation is None or known is None or activation in known:
+            return None
+        scores = []
+        for target, head in self.probes.items():
+            by_activation = getattr(head.config, "validation_score_by_activation", None) or {}
+            if activation in by_activation:
+                score = by_activation[activation]
+                scores.append(f"{target} {head.config.metric} {'n/a' if score is None else format(score, '.3f')}")
+        text = (
+            f"activation {activation!r}: the encoder was not trained on {activation} networks (it was on "
+            f"{', '.join(known)}), so these predictions may be far off"
+        )
+        if scores:
+            return text + f"; the probes' validation scores on {activation} networks: " + ", ".join(scores)
+        zoo = f" (zoo {self.zoo} had none)" if self.zoo else ""
+        return text + f"; the probes have no validation score on {activation} networks{zoo}"
 
     def preprocess(self, networks: Any) -> dict[str, torch.Tensor]:
         """Networks → their raw flat weight vectors (``{"vectors": (batch, num_parameters)}``), checked."""
@@ -268,6 +337,17 @@ def check_safetensors_file(path: str | os.PathLike, what: str = "network file") 
     return path
 
 
+def network_activation(network: Any) -> str | None:
+    """The activation of an ``nn.Module`` (its one kind of activation module, see :data:`ACTIVATION_MODULES`).
+
+    None for anything else (state_dicts, files, vectors carry no activation) and for modules with none or several.
+    """
+    if not isinstance(network, torch.nn.Module):
+        return None
+    found = {name for kind, name in ACTIVATION_MODULES.items() for module in network.modules() if type(module) is kind}
+    return found.pop() if len(found) == 1 else None
+
+
 def _probabilities(labels: Sequence, row: np.ndarray) -> dict[str, float]:
     return {str(label): float(probability) for label, probability in zip(labels, row, strict=True)}
 
@@ -328,6 +408,7 @@ def predict_networks(
     batch_size: int | None = None,
     device: int | str | None = None,
     max_rows_per_pass: int = 2048,
+    activation: str | None = None,
 ) -> list[dict]:
     """Predictions for network files (``hyperrep predict MODEL FILE…``).
 
@@ -338,6 +419,7 @@ def predict_networks(
         batch_size: Networks per call (default: as many as fill ``max_rows_per_pass`` with their copies).
         device: Where the encoder and probes run (``"cpu"``, ``"cuda"``, ``"cuda:1"``; None: the CPU).
         max_rows_per_pass: Encoder rows per forward pass (symmetric copies / canonical views included).
+        activation: The networks' activation, when known: a warning if the encoder was not trained on it.
 
     Returns:
         One ``{"network": file, "predictions": {target: {...}}, "warning": str | None}`` per file, in order; the
@@ -351,7 +433,7 @@ def predict_networks(
     """
     check_network_files(files)
     predictor = make_prediction_pipeline(model_dir, zoo, device, max_rows_per_pass)
-    return predict_files(predictor, files, batch_size)
+    return predict_files(predictor, files, batch_size, activation)
 
 
 def check_network_files(files: Sequence[str | os.PathLike]) -> None:
@@ -364,10 +446,16 @@ def check_network_files(files: Sequence[str | os.PathLike]) -> None:
 
 
 def predict_files(
-    predictor: NetworkPropertyPredictionPipeline, files: Sequence[str | os.PathLike], batch_size: int | None = None
+    predictor: NetworkPropertyPredictionPipeline,
+    files: Sequence[str | os.PathLike],
+    batch_size: int | None = None,
+    activation: str | None = None,
 ) -> list[dict]:
-    """:func:`predict_networks` with a loaded pipeline (the files checked already): one dict per file, in order."""
-    predictions = predictor([os.fspath(path) for path in files], batch_size=batch_size)
+    """:func:`predict_networks` with a loaded pipeline (the files checked already): one dict per file, in order.
+
+    ``activation``: the networks' activation (files do not tell it), checked against the encoder's.
+    """
+    predictions = predictor([os.fspath(path) for path in files], batch_size=batch_size, activation=activation)
     return [
         {"network": os.fspath(path), "predictions": prediction, "warning": _network_warning(prediction)}
         for path, prediction in zip(files, predictions, strict=True)
