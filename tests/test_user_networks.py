@@ -3,6 +3,7 @@ another architecture, or an order that cannot be told apart, is refused naming t
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from hyperrep_hf import MNIST_CNN, NeuronTokenProcessor, make_module
@@ -89,7 +90,7 @@ class UserMLP(nn.Module):
         return self.out(torch.tanh(self.hidden2(torch.tanh(self.hidden1(inputs)))))
 
 
-def test_an_order_that_cannot_be_told_apart_is_refused():
+def test_an_order_that_cannot_be_told_apart_is_refused(tmp_path):
     processor = NeuronTokenProcessor(MLP)
     in_order = UserMLP(out_first=False)
     expected = torch.cat([tensor.reshape(-1) for tensor in in_order.state_dict().values()])
@@ -98,6 +99,20 @@ def test_an_order_that_cannot_be_told_apart_is_refused():
         ValueError, match=r"\['hidden1.weight', 'hidden2.weight'\] share shape \[16, 16\].*forward order"
     ):
         processor([UserMLP(out_first=True)])
+    # A file keeps no order (its tensors come back sorted by name): with shapes shared, only our names will do.
+    save_file(in_order.state_dict(), tmp_path / "mlp.safetensors")
+    with pytest.raises(ValueError, match=r"share shape \[16, 16\].*keeps no order"):
+        processor([str(tmp_path / "mlp.safetensors")])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_users_cnn_saved_as_safetensors_is_read_by_its_unique_shapes(seed, tmp_path):
+    torch.manual_seed(seed)
+    user = UserCNN(fc_first=bool(seed % 2))
+    save_file(user.state_dict(), tmp_path / "cnn.safetensors")
+    expected = flatten_state_dict(MNIST_CNN, ours_from(user).state_dict())
+    vector = NeuronTokenProcessor(MNIST_CNN).networks_to_vectors(str(tmp_path / "cnn.safetensors"))[0]
+    assert torch.equal(vector, expected)
 
 
 def test_a_weight_and_a_bias_of_different_modules_are_refused():

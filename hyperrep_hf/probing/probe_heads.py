@@ -206,11 +206,12 @@ def scores_by_activation(
         split: The split scored (the one that chose the probes' regularisation).
 
     Returns:
-        Target → activation → score (None where it is not finite: a single row, a constant target); None when the
-        zoo has no ``activation`` column or no ``split`` split.
+        Target → activation (every one of the zoo, in any split) → score (None where there is none: no such rows in
+        ``split``, a single row, a constant target); None when the zoo has no ``activation`` column or no ``split``.
     """
     if embeddings is None or split not in embeddings or "activation" not in columns.get(split, {}):
         return None
+    every = sorted({str(value) for rows in columns.values() for value in rows.get("activation", [])})
     activations = np.asarray([str(value) for value in columns[split]["activation"]])
     features = embeddings[split]
     scores: dict[str, dict[str, float | None]] = {}
@@ -219,7 +220,7 @@ def scores_by_activation(
         present = np.array([value is not None and value == value for value in values.tolist()])  # not None / NaN
         usable = np.isfinite(features).all(axis=1) & present
         scores[target] = {}
-        for activation in sorted(set(activations.tolist())):
+        for activation in every:
             rows = usable & (activations == activation)
             score = float(probe.score(features[rows], values[rows])) if rows.any() else None
             scores[target][activation] = _finite_or_none(score)

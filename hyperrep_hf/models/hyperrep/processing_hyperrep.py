@@ -475,7 +475,8 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
 
         Its tensors are taken in their order (an ``nn.Module``'s registration order: layer by layer, weight then
         bias) when their shapes are the architecture's, in its order; otherwise by shape, when every shape occurs
-        once. A weight and its bias must come from one module (``conv1.weight`` with ``conv1.bias``).
+        once (the MNIST CNN's do: so a ``.safetensors`` file, whose tensors come back sorted by name, is read too).
+        A weight and its bias must come from one module (``conv1.weight`` with ``conv1.bias``).
 
         Raises:
             ValueError: Other shapes (naming each parameter whose shape differs and both shapes), or the same
@@ -497,8 +498,9 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
                 )
                 raise ValueError(
                     f"{where}: its parameters have the architecture's shapes but not in its order, and {listing}, so "
-                    "which is which cannot be told. Pass a state_dict in forward order (layer by layer, weight then "
-                    f"bias), or with the architecture's names ({', '.join(names)})."
+                    "which is which cannot be told. Pass the module or a state_dict in forward order (layer by layer, "
+                    "weight then bias; a .safetensors file keeps no order: its tensors come back sorted by name), or "
+                    f"one with the architecture's names ({', '.join(names)})."
                 )
             by_shape = {str(shape): key for key, shape in zip(keys, found, strict=True)}
             mapping = {name: by_shape[str(shape)] for name, shape in zip(names, shapes, strict=True)}
