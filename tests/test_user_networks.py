@@ -119,3 +119,21 @@ def test_a_weight_and_a_bias_of_different_modules_are_refused():
     renamed = {"a.weight" if key == "conv1.weight" else key: value for key, value in UserCNN().state_dict().items()}
     with pytest.raises(ValueError, match=r"'a.weight' and bias 'conv1.bias' .* different modules"):
         NeuronTokenProcessor(MNIST_CNN)([renamed])
+
+
+def test_a_plain_sequential_without_the_zoos_dropout_layers_is_read_by_its_shapes():
+    """MNIST-HYP's network has dropout layers, so its names are layers.0, .4, .8, .12, .15; a user's Sequential
+    without them has 0, 3, 6, 9, 11 — '0.weight' matches one of ours by suffix, the others none."""
+    hyp = NetworkSpec.parse(
+        (1, 28, 28),
+        ["conv:8:5", "maxpool:2", "act", "dropout", "conv:6:5", "maxpool:2", "act", "dropout", "conv:4:2", "act",
+         "dropout", "flatten", "linear:20", "act", "dropout", "linear:10"],
+        "mnist_cnn_dropout",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    user = nn.Sequential(
+        nn.Conv2d(1, 8, 5), nn.MaxPool2d(2), nn.Tanh(), nn.Conv2d(8, 6, 5), nn.MaxPool2d(2), nn.Tanh(),
+        nn.Conv2d(6, 4, 2), nn.Tanh(), nn.Flatten(), nn.Linear(36, 20), nn.Tanh(), nn.Linear(20, 10),
+    )  # fmt: skip
+    expected = torch.cat([tensor.reshape(-1) for tensor in user.state_dict().values()])
+    assert torch.equal(NeuronTokenProcessor(hyp).networks_to_vectors([user])[0], expected)

@@ -454,8 +454,13 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
         keys = {name: [key for key in state_dict if matches(name, key)] for name in self._parameter_shapes}
         if all(len(found) == 1 for found in keys.values()) and len({f[0] for f in keys.values()}) == len(state_dict):
             state_dict = {name: state_dict[found[0]] for name, found in keys.items()}
-        elif not any(keys.values()):  # names of its own (conv1.weight, fc1.bias …): matched by architecture
-            state_dict = self._match_by_architecture(state_dict, position)
+        else:  # names of its own (conv1.weight, fc1.bias; a Sequential without our dropouts): by architecture
+            try:
+                state_dict = self._match_by_architecture(state_dict, position)
+            except ValueError:
+                if not any(keys.values()):
+                    raise
+                # Some of its names are ours: the listing below names what is missing, extra or mis-shaped.
         problems = []
         for name, shape in self._parameter_shapes.items():
             if name not in state_dict:
