@@ -113,12 +113,11 @@ def _evaluate(arguments: argparse.Namespace) -> int:
     from .checks import resolve_device
     from .probing.evaluation import check_evaluation, check_evaluation_options, evaluate_model
     from .probing.ood import evaluate_ood
+    from .zoo.folder import check_one_architecture
 
     check_evaluation_options(arguments.baselines, arguments.max_rows, arguments.seed)
     device = resolve_device(arguments.device)
     options = {"max_rows": arguments.max_rows, "seed": arguments.seed, "progress": not arguments.quiet}
-    from .zoo.folder import check_one_architecture
-
     check_one_architecture(arguments.zoo)  # zoos of several architectures: named, before anything is written
     outs = _zoo_outs(arguments)
     for zoo, out in outs:  # every zoo checked before the first is evaluated
