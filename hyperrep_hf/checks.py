@@ -89,6 +89,20 @@ def check_device(device: str, option: str = "--device") -> None:
         raise ValueError(f"{option} {device}: MPS (Apple GPU) is not available here. Use {option} cpu.")
 
 
+def resolve_device(device: str, option: str = "--device") -> str:
+    """``"auto"`` → ``"cuda"`` when PyTorch sees a CUDA GPU, else ``"cpu"``; any other device is checked and returned.
+
+    Raises:
+        ValueError: As :func:`check_device`.
+    """
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device, option)
+    return device
+
+
 def say(progress: bool, message: str) -> None:
     """Prints one progress line to stdout (flushed) when ``progress`` is on."""
     if progress:

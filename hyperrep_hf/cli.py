@@ -110,11 +110,15 @@ def _evaluate(arguments: argparse.Namespace) -> int:
     _set_threads(arguments.threads)
     if arguments.protocol:
         return _evaluate_protocol(arguments)
+    from .checks import resolve_device
     from .probing.evaluation import check_evaluation, check_evaluation_options, evaluate_model
     from .probing.ood import evaluate_ood
+    from .zoo.folder import check_one_architecture
 
     check_evaluation_options(arguments.baselines, arguments.max_rows, arguments.seed)
+    device = resolve_device(arguments.device)
     options = {"max_rows": arguments.max_rows, "seed": arguments.seed, "progress": not arguments.quiet}
+    check_one_architecture(arguments.zoo)  # zoos of several architectures: named, before anything is written
     outs = _zoo_outs(arguments)
     for zoo, out in outs:  # every zoo checked before the first is evaluated
         check_evaluation(arguments.model_dir, zoo, out, overwrite=arguments.overwrite)
@@ -126,10 +130,12 @@ def _evaluate(arguments: argparse.Namespace) -> int:
             baselines=arguments.baselines,
             validation_fallback=arguments.validation_fallback,
             overwrite=arguments.overwrite,
+            device=device,
+            batch_size=arguments.batch_size,
             **options,
         )
     if len(arguments.zoo) > 1:
-        evaluate_ood(arguments.model_dir, arguments.zoo, arguments.out, **options)
+        evaluate_ood(arguments.model_dir, arguments.zoo, arguments.out, device=device, **options)
     return 0
 
 
@@ -175,12 +181,29 @@ def _zoo_label(zoo: str, zoos: list[str]) -> str:
 
 def _predict(arguments: argparse.Namespace) -> int:
     _set_threads(arguments.threads)
-    from .hub.publish import check_model_source
-    from .models.hyperrep.pipelines import predict_networks
+    import time
 
+    from .checks import resolve_device
+    from .hub.publish import check_model_source
+    from .models.hyperrep.pipelines import check_network_files, make_prediction_pipeline, predict_files
+
+    device = resolve_device(arguments.device)
+    if arguments.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive integer, got {arguments.batch_size}.")
+    check_network_files(arguments.networks)
     check_model_source(arguments.model)  # another library's repo, a newer format, offline without a cache: say so
-    predictions = predict_networks(arguments.model, arguments.networks, zoo=arguments.zoo)
+    predictor = make_prediction_pipeline(arguments.model, arguments.zoo, device, arguments.batch_size)
+    started = time.perf_counter()
+    predictions = predict_files(predictor, arguments.networks, activation=arguments.activation)
+    seconds = max(time.perf_counter() - started, 1e-9)
     print(json.dumps(predictions, indent=2, allow_nan=False))  # strict JSON: predictions are never NaN
+    samples = predictor.transforms.num_samples
+    copies = "canonical views" if predictor.feature_extractor.canonical else f"{samples} copies"
+    print(  # on stderr: stdout stays one JSON document
+        f"predicted {len(predictions)} networks in {seconds:.2f} s ({len(predictions) / seconds:,.1f} networks/s on "
+        f"{predictor.device}; {copies} each, up to {arguments.batch_size} encoder rows per pass)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -216,6 +239,13 @@ def _set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+DEVICE_HELP = "where the encoder runs: cpu, cuda, cuda:N, or auto (a CUDA GPU when there is one); default cpu"
+BATCH_HELP = (
+    "encoder rows per forward pass (default 2048): each network's symmetric copies (or canonical views) go through "
+    "the encoder together with those of many others, this many rows at a time"
+)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -290,6 +320,8 @@ def make_parser() -> argparse.ArgumentParser:
         "(s(W)+MLP, s(W)+linear, hyperrep+linear, hyperrep+MLP) → protocol_results.json/.md",
     )
     evaluate.add_argument("--split-file", help="with --protocol: the peers' split file (row indices, no header)")
+    evaluate.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    evaluate.add_argument("--batch-size", type=int, default=2048, help=BATCH_HELP)
     evaluate.add_argument("--threads", type=int)
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(handler=_evaluate)
@@ -298,6 +330,11 @@ def make_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", help="a model folder or Hub repo with probe heads (run `hyperrep evaluate` first)")
     predict.add_argument("networks", nargs="+", help=".safetensors state_dicts of networks of the encoder's family")
     predict.add_argument("--zoo", help="which zoo's probes: key or config name (default: the last evaluated)")
+    predict.add_argument(
+        "--activation", help="the networks' activation (tanh, relu, …): warns when the encoder was not trained on it"
+    )
+    predict.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    predict.add_argument("--batch-size", type=int, default=2048, help=BATCH_HELP)
     predict.add_argument("--threads", type=int)
     predict.set_defaults(handler=_predict)
 

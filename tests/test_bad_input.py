@@ -441,7 +441,7 @@ def test_other_os_errors_are_one_line_naming_the_file(evaluated, networks, capsy
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device", "/data/predictions.json")
 
-    monkeypatch.setattr(pipelines_module, "predict_networks", full_disk)
+    monkeypatch.setattr(pipelines_module, "predict_files", full_disk)
     code, out, err = run(capsys, "predict", evaluated, networks["plain"])
     assert code == 1 and not out
     assert err.strip() == "hyperrep: error: No space left on device (/data/predictions.json)."

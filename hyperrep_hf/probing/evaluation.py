@@ -33,7 +33,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
-from ..models.hyperrep.embeddings import embed_vectors, symmetry_transforms
+from ..checks import resolve_device
+from ..models.hyperrep.embeddings import embed_vectors, networks_per_pass, symmetry_transforms
 from ..zoo.folder import parse_zoo_argument
 from .baselines import compute_baseline_features
 from .plots import write_plots
@@ -226,8 +227,9 @@ def compute_embeddings(
     model: torch.nn.Module,
     processor: Any,
     vectors: np.ndarray,
-    batch_size: int = 1024,
+    batch_size: int | None = 1024,
     symmetry_samples: int | None = None,
+    max_rows_per_pass: int = 2048,
 ) -> np.ndarray:
     """Hyper-representations of flat weight vectors, in batches, with the model in eval mode.
 
@@ -239,21 +241,23 @@ def compute_embeddings(
         model: ``HyperRepModel`` (or anything returning ``.embeddings``).
         processor: Its ``NeuronTokenProcessor``.
         vectors: (num_rows, num_parameters) flat weights.
-        batch_size: Networks per forward pass.
+        batch_size: Networks per call (None: as many as fill ``max_rows_per_pass`` rows with their K copies).
         symmetry_samples: K, overriding the model config's (1: plain z).
+        max_rows_per_pass: Encoder rows per forward pass: the copies of many networks go through it together.
 
     Returns:
         (num_rows, latent_dim) float64.
     """
     model.eval()
     transforms = symmetry_transforms(model.config, processor.architecture, symmetry_samples)
+    batch_size = batch_size or networks_per_pass(max_rows_per_pass, transforms, processor)
     vectors = np.asarray(vectors, dtype=np.float32)
     finite = np.flatnonzero(np.isfinite(vectors).all(axis=1))
     latent_dim = int(model.config.latent_dim)
     embeddings = np.full((vectors.shape[0], latent_dim), np.nan)
     for start in range(0, finite.size, batch_size):
         rows = finite[start : start + batch_size]
-        batch = embed_vectors(model, processor, torch.from_numpy(vectors[rows]), transforms)
+        batch = embed_vectors(model, processor, torch.from_numpy(vectors[rows]), transforms, max_rows_per_pass)
         embeddings[rows] = batch.double().cpu().numpy()
     return embeddings
 
@@ -371,7 +375,8 @@ def evaluate_model(
     max_rows: int | None = None,
     max_fit_rows: int = 3000,
     seed: int = 0,
-    batch_size: int = 1024,
+    batch_size: int = 2048,
+    device: str = "cpu",
     validation_fallback: str | None = None,
     save_to_model: bool = True,
     plots: bool = True,
@@ -395,7 +400,9 @@ def evaluate_model(
         max_rows: Keep at most this many rows per split (whole models, seeded) — for speed.
         max_fit_rows: Train rows the kernel PCA / UMAP baselines are fitted on.
         seed: Seed of subsampling and of the fitted baselines.
-        batch_size: Networks per encoder forward pass.
+        batch_size: Encoder rows per forward pass: the K symmetric copies (or canonical views) of many networks go
+            through the encoder together, this many rows at a time.
+        device: Where the encoder runs: ``"cpu"``, ``"cuda"``, ``"cuda:1"``… or ``"auto"`` (a CUDA GPU if any).
         validation_fallback: None: a zoo without validation split is an error; ``"train"``: choose the probes'
             regularisation on train (optimistic; stated in ``results.md``).
         save_to_model: Save probe heads, ``eval/`` and the model card into ``model_dir``.
@@ -422,14 +429,20 @@ def evaluate_model(
         ProbesExistError: The model folder has probes for this zoo and ``overwrite`` is false.
     """
     chosen_baselines, save_to_model = _check_inputs(model_dir, out_dir, baselines, max_rows, seed, save_to_model)
+    device = resolve_device(device)  # unknown, or a GPU this machine lacks: refused before anything is written
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"--batch-size (batch_size) must be a positive integer, got {batch_size!r}.")
     stages = _Stages(4 + len(chosen_baselines) + int(plots) + 2 * int(save_to_model), progress, "evaluate")
     try:
         zoo_arrays, targets, categorical = _load_zoo_for_probes(
             zoo, model_dir, max_rows, seed, validation_fallback, save_to_model, overwrite, stages
         )
         model, processor = load_encoder(model_dir)
+        model.to(device)
         _check_architecture(processor, zoo_arrays)
-        stages.done(f"encoder {model_dir}: latent_dim {model.config.latent_dim}, {processor.num_tokens} tokens")
+        stages.done(
+            f"encoder {model_dir} on {device}: latent_dim {model.config.latent_dim}, {processor.num_tokens} tokens"
+        )
         embeddings = _embed_splits(model, processor, zoo_arrays, batch_size, stages)
         targets_by_split = _targets_by_split(zoo_arrays, targets)
         reports, unavailable, features_by_method = _probe_methods(
@@ -452,7 +465,9 @@ def evaluate_model(
             )
             stages.done(f"plots: {', '.join(path.name for path in paths if path.suffix == '.png')}")
         if save_to_model:
-            paths += _save_to_model(Path(model_dir), zoo_arrays, reports, targets_by_split, document, paths, stages)
+            paths += _save_to_model(
+                Path(model_dir), zoo_arrays, reports, targets_by_split, document, paths, stages, embeddings
+            )
     finally:
         stages.close()
     if progress:
@@ -504,15 +519,21 @@ def _load_zoo_for_probes(
 def _embed_splits(
     model: torch.nn.Module, processor: Any, zoo_arrays: ZooArrays, batch_size: int, stages: _Stages
 ) -> dict[str, np.ndarray]:
-    """Step 4: z̄ of every network of every split."""
+    """Step 4: z̄ of every network of every split, the copies of many networks in one pass of ``batch_size`` rows."""
     started = time.perf_counter()
     embeddings = {
-        split: compute_embeddings(model, processor, vectors, batch_size)
+        split: compute_embeddings(model, processor, vectors, None, max_rows_per_pass=batch_size)
         for split, vectors in zoo_arrays.vectors.items()
     }
     num_networks = sum(values.shape[0] for values in embeddings.values())
     rate = num_networks / max(time.perf_counter() - started, 1e-9)
-    stages.done(f"embeddings of {num_networks} networks ({rate:,.0f} networks/s)")
+    samples = symmetry_transforms(model.config, processor.architecture).num_samples
+    copies = "canonical views" if getattr(processor, "canonical", False) else f"{samples} copies"
+    device = next(model.parameters()).device
+    stages.done(
+        f"embeddings of {num_networks} networks on {device} ({rate:,.1f} networks/s; {copies} each, up to "
+        f"{batch_size} encoder rows per pass)"
+    )
     return embeddings
 
 
@@ -580,9 +601,10 @@ def _save_to_model(
     document: dict,
     paths: Sequence[Path],
     stages: _Stages,
+    embeddings: Mapping[str, np.ndarray] | None = None,
 ) -> list[Path]:
     """Step 8: the probe heads of z̄, then ``eval/`` (with the plots among ``paths``) and the model card."""
-    written = _save_probes(model_dir, zoo_arrays, reports[HYPERREP_METHOD], targets_by_split)
+    written = _save_probes(model_dir, zoo_arrays, reports[HYPERREP_METHOD], targets_by_split, embeddings)
     stages.done(f"probe heads: {len(reports[HYPERREP_METHOD].probes)} saved in {model_dir / 'probes'}")
     plots = [p for p in [*paths, *written] if p.suffix == ".png"]
     written += write_model_evaluation(model_dir, document, plots)
@@ -687,10 +709,14 @@ def _refuse_existing_probes(model_dir: Path, zoo: ZooArrays, overwrite: bool) ->
 
 
 def _save_probes(
-    model_dir: Path, zoo: ZooArrays, report: ProbeReport, targets_by_split: Mapping[str, Mapping[str, np.ndarray]]
+    model_dir: Path,
+    zoo: ZooArrays,
+    report: ProbeReport,
+    targets_by_split: Mapping[str, Mapping[str, np.ndarray]],
+    embeddings: Mapping[str, np.ndarray] | None = None,
 ) -> list[Path]:
     from ..models.hyperrep.weight_statistics import compute_statistics
-    from .probe_heads import save_probe_heads, zoo_fingerprint, zoo_key
+    from .probe_heads import save_probe_heads, scores_by_activation, zoo_fingerprint, zoo_key
 
     key = zoo_key(zoo.config, zoo.info)
     regression = {target for target, probe in report.probes.items() if getattr(probe, "labels", None) is None}
@@ -709,6 +735,7 @@ def _save_probes(
         source=zoo.source,
         fingerprint=zoo_fingerprint(zoo.info),
         statistics=statistics,
+        scores_by_activation=scores_by_activation(report.probes, embeddings, zoo.columns, targets_by_split),
     )
     return [index, model_dir / "probes" / key / "statistics.json"]
 

@@ -46,6 +46,7 @@ def evaluate_ood(
     seed: int = 0,
     batch_size: int = 1024,
     progress: bool = True,
+    device: str = "cpu",
 ) -> dict:
     """Kendall τ when the probe fitted on one zoo predicts another: a matrix per method (paper Table 7).
 
@@ -64,6 +65,7 @@ def evaluate_ood(
         seed: Seed of subsampling and fitted baselines.
         batch_size: Networks per encoder forward pass.
         progress: Progress bar and one line per stage.
+        device: Where the encoder runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``).
 
     Returns:
         The ``ood.json`` document: ``matrices[method][metric]`` is a (len(zoos), len(zoos)) nested list, rows =
@@ -74,12 +76,14 @@ def evaluate_ood(
     for method in methods:
         if method != HYPERREP_METHOD:
             _choose_baselines([method])
-    from ..checks import check_output_folder
+    from ..checks import check_output_folder, resolve_device
 
     check_output_folder(out_dir)
+    device = resolve_device(device)
     stages = _Stages(2 + len(zoos), progress, "ood")
     try:
         model, processor = load_encoder(model_dir)
+        model.to(device)
         loaded = [load_zoo_arrays(zoo, max_rows, seed) for zoo in zoos]
         names = _unique_names(loaded)
         for zoo_arrays in loaded:

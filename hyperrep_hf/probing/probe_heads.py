@@ -28,6 +28,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from ..atomic import write_json_atomic
 from ..models.hyperrep.modeling_hyperrep_probe import (
     INDEX_FILE,
@@ -88,6 +90,7 @@ __all__ = [
     "register_probe_heads",
     "resolve_probe_zoo",
     "save_probe_heads",
+    "scores_by_activation",
     "zoo_fingerprint",
     "zoo_key",
 ]
@@ -104,6 +107,7 @@ def save_probe_heads(
     source: str | None = None,
     fingerprint: str | None = None,
     statistics: dict | None = None,
+    scores_by_activation: dict[str, dict[str, float | None]] | None = None,
 ) -> Path:
     """Saves every fitted probe of one zoo under ``probes/<zoo>/<target>/`` and updates ``probes/index.json``.
 
@@ -125,6 +129,9 @@ def save_probe_heads(
             saved as ``probes/<zoo>/statistics.json``.
         make_default: Make this zoo the index's ``default_zoo`` (False keeps the current default, e.g. for the
             final-checkpoint probes of ``hyperrep evaluate --protocol``).
+        scores_by_activation: Target → activation → the probe's validation score on that activation's networks
+            (:func:`scores_by_activation`); saved in each head's config, so predictions for a network of an
+            activation the encoder was not trained on can say how well the probe did on such networks.
 
     Returns:
         Path of ``probes/index.json``.
@@ -147,6 +154,7 @@ def save_probe_heads(
     entries = []
     for target, probe in probes.items():
         head = HyperRepProbeModel.from_probe(probe, target, zoo, selection_splits.get(target, "validation"))
+        head.config.validation_score_by_activation = (scores_by_activation or {}).get(target)
         with quiet_progress():
             head.save_pretrained(staging / _safe_name(target))
         entries.append(
@@ -157,6 +165,7 @@ def save_probe_heads(
                 "task": head.config.task,
                 "metric": head.config.metric,
                 "validation_score": head.config.validation_score,
+                "validation_score_by_activation": head.config.validation_score_by_activation,
                 "test_score": _finite_or_none(test_scores.get(target)),
                 "selection_split": head.config.selection_split,
                 "path": (zoo_dir / target).relative_to(model_dir).as_posix(),
@@ -178,6 +187,44 @@ def save_probe_heads(
 
     write_remote_code(model_dir)  # with probes the folder serves the pipeline: its code goes next to the encoder
     return index_path
+
+
+def scores_by_activation(
+    probes: dict[str, RidgeProbe | SoftmaxProbe | MLPProbe],
+    embeddings: dict[str, np.ndarray] | None,
+    columns: dict[str, dict[str, np.ndarray]],
+    targets_by_split: dict[str, dict[str, np.ndarray]],
+    split: str = "validation",
+) -> dict[str, dict[str, float | None]] | None:
+    """Each probe's score (R² or accuracy, as its ``validation_score``) on the ``split`` rows of each activation.
+
+    Args:
+        probes: Target → fitted probe.
+        embeddings: Split → (num_rows, latent_dim) z̄ the probes read.
+        columns: Split → the zoo's columns (``activation`` among them).
+        targets_by_split: Split → target → (num_rows,) values.
+        split: The split scored (the one that chose the probes' regularisation).
+
+    Returns:
+        Target → activation (every one of the zoo, in any split) → score (None where there is none: no such rows in
+        ``split``, a single row, a constant target); None when the zoo has no ``activation`` column or no ``split``.
+    """
+    if embeddings is None or split not in embeddings or "activation" not in columns.get(split, {}):
+        return None
+    every = sorted({str(value) for rows in columns.values() for value in rows.get("activation", [])})
+    activations = np.asarray([str(value) for value in columns[split]["activation"]])
+    features = embeddings[split]
+    scores: dict[str, dict[str, float | None]] = {}
+    for target, probe in probes.items():
+        values = np.asarray(targets_by_split[split][target])
+        present = np.array([value is not None and value == value for value in values.tolist()])  # not None / NaN
+        usable = np.isfinite(features).all(axis=1) & present
+        scores[target] = {}
+        for activation in every:
+            rows = usable & (activations == activation)
+            score = float(probe.score(features[rows], values[rows])) if rows.any() else None
+            scores[target][activation] = _finite_or_none(score)
+    return scores
 
 
 def register_probe_heads() -> None:

@@ -1011,6 +1011,8 @@ def _local_config(local: Path, config: str | None) -> str:
                 "`hyperrep zoo build RECIPE --out DIR`."
             )
         if len(available) > 1:
+            infos = {name: _read_json(local / name / "zoo_info.json", "rebuild that zoo") for name in available}
+            _check_one_architecture(infos, f"{local} holds zoos")
             raise ValueError(f"{local} holds {len(available)} zoos ({', '.join(available)}); name one.")
         return available[0]
     if config not in available:
@@ -1099,7 +1101,11 @@ def _hub_info(repo: str, config: str | None) -> tuple[str, dict]:
 
     try:
         if config is None:
-            config = datasets.get_dataset_config_names(repo)[0]
+            names = datasets.get_dataset_config_names(repo)
+            if len(names) > 1:  # the first is taken, unless the zoos are of different architectures
+                infos = {name: _hub_info(repo, name)[1] for name in names}
+                _check_one_architecture(infos, f"the Hub dataset repo {repo} holds zoos")
+            config = names[0]
         info_path = hf_hub_download(repo, f"{config}/zoo_info.json", repo_type="dataset")
     except Exception as error:  # connection, not found, offline: all mean "no zoo here" to the user
         raise FileNotFoundError(
@@ -1107,6 +1113,50 @@ def _hub_info(repo: str, config: str | None) -> tuple[str, dict]:
             f"{f' (config {config!r})' if config else ''} could not be read ({type(error).__name__}: {error})."
         ) from error
     return config, _read_json(Path(info_path), f"the Hub repo {repo} holds a damaged {config}/zoo_info.json")
+
+
+class MixedArchitecturesError(ValueError):
+    """Zoos of different architectures where an encoder needs networks of one."""
+
+
+def describe_architecture(architecture: dict) -> str:
+    """``mnist_cnn_dropout (2464 parameters)``: an architecture record's name and size."""
+    return f"{architecture.get('name', 'unnamed')} ({architecture.get('num_parameters', '?')} parameters)"
+
+
+def _check_one_architecture(infos: dict[str, dict], where: str) -> None:
+    """Refuses zoos (name → zoo_info) whose networks differ in parameter names or shapes, naming each one's."""
+    shapes = {
+        name: [(p["name"], list(p["shape"])) for p in info["architecture"]["parameters"]]
+        for name, info in infos.items()
+    }
+    if len({json.dumps(value) for value in shapes.values()}) > 1:
+        listing = ", ".join(f"{name}: {describe_architecture(info['architecture'])}" for name, info in infos.items())
+        raise MixedArchitecturesError(
+            f"{where} of different architectures ({listing}); an encoder reads networks of one architecture. "
+            "Name the zoo (DIR:CONFIG or REPO:CONFIG), or put zoos of one architecture together."
+        )
+
+
+def check_one_architecture(zoos: list[str | os.PathLike]) -> None:
+    """Refuses zoo arguments (``DIR[:CONFIG]`` / ``REPO[:CONFIG]``) whose networks are of different architectures.
+
+    Reads only each zoo's ``zoo_info.json`` (the folder's, or the Hub repo's).
+
+    Raises:
+        MixedArchitecturesError: Naming every zoo and its architecture.
+        FileNotFoundError: A zoo that is not there.
+    """
+    infos = {}
+    for zoo in zoos:
+        source, config = parse_zoo_argument(zoo)
+        local = Path(source)
+        if local.is_dir():
+            config = _local_config(local, config)
+            infos[os.fspath(zoo)] = _read_json(local / config / "zoo_info.json", "rebuild that zoo")
+        else:
+            infos[os.fspath(zoo)] = _hub_info(str(source), config)[1]
+    _check_one_architecture(infos, "the zoos given are")
 
 
 def check_rows(dataset, info: dict, where: str) -> None:

@@ -95,6 +95,18 @@ def symmetry_transforms(config: Any, architecture: dict, num_samples: int | None
     return SymmetryTransforms(architecture, samples, symmetries, getattr(config, "activation", None))
 
 
+def networks_per_pass(max_rows_per_pass: int, transforms: SymmetryTransforms, processor: Any) -> int:
+    """How many networks fill ``max_rows_per_pass`` encoder rows.
+
+    Each network brings K symmetric copies (one row each) or, with a canonical processor, its canonical views (one
+    for most networks; the views are chunked by ``max_rows_per_pass`` anyway).
+    """
+    if not isinstance(max_rows_per_pass, int) or isinstance(max_rows_per_pass, bool) or max_rows_per_pass < 1:
+        raise ValueError(f"The batch size (encoder rows per forward pass) must be ≥ 1, got {max_rows_per_pass!r}.")
+    copies = 1 if getattr(processor, "canonical", False) else transforms.num_samples
+    return max(1, max_rows_per_pass // copies)
+
+
 @torch.no_grad()
 def embed_vectors(
     model: torch.nn.Module,

@@ -74,6 +74,9 @@ class HyperRepProbeConfig(PreTrainedConfig):
         zoo: The zoo (its key, ``<config>-<fingerprint>``) the probe was fitted on.
         hidden_sizes: Widths of the hidden ReLU layers of an MLP head (``hyperrep_hf.probing.probes.MLPProbe``);
             None for the linear head.
+        validation_score_by_activation: Activation → the metric on the validation networks of that activation
+            (None where undefined), when the zoo mixed activations; the pipeline quotes it for a network of an
+            activation the encoder was not trained on.
         kwargs: Passed on to ``PreTrainedConfig``.
 
     Raises:
@@ -97,6 +100,7 @@ class HyperRepProbeConfig(PreTrainedConfig):
         selection_split: str = "validation",
         zoo: str | None = None,
         hidden_sizes: list[int] | None = None,
+        validation_score_by_activation: dict[str, float | None] | None = None,
         **kwargs: Any,
     ) -> None:
         if task not in TASKS:
@@ -128,6 +132,16 @@ class HyperRepProbeConfig(PreTrainedConfig):
         if hidden_sizes is not None and (not hidden_sizes or any(int(size) < 1 for size in hidden_sizes)):
             raise ValueError(f"hidden_sizes must be None or positive integers, got {hidden_sizes!r}.")
         self.hidden_sizes = [int(size) for size in hidden_sizes] if hidden_sizes else None
+        if validation_score_by_activation is not None and not isinstance(validation_score_by_activation, dict):
+            raise ValueError(
+                "validation_score_by_activation must be a dict activation → score, got "
+                f"{validation_score_by_activation!r}."
+            )
+        self.validation_score_by_activation = (
+            None
+            if validation_score_by_activation is None
+            else {str(name): _finite_or_none(score) for name, score in validation_score_by_activation.items()}
+        )
         if task == "classification":
             kwargs.setdefault("id2label", {index: str(label) for index, label in enumerate(self.labels)})
         super().__init__(**kwargs)

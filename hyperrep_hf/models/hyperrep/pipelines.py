@@ -36,7 +36,7 @@ import torch
 from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .embeddings import embed_vectors, symmetry_transforms
+from .embeddings import embed_vectors, networks_per_pass, symmetry_transforms
 from .modeling_hyperrep_probe import (
     HyperRepProbeModel,
     ProbeIndexError,
@@ -48,6 +48,14 @@ from .modeling_hyperrep_probe import (
 from .weight_statistics import NOT_FINITE, clip_to_range, distribution_warnings
 
 TASK = "network-property-prediction"
+ACTIVATION_MODULES = {
+    torch.nn.Tanh: "tanh",
+    torch.nn.ReLU: "relu",
+    torch.nn.Sigmoid: "sigmoid",
+    torch.nn.GELU: "gelu",
+    torch.nn.LeakyReLU: "leaky_relu",
+}
+"""Activation modules → the zoos' activation names (``network_activation`` reads a network's from its modules)."""
 
 
 class NetworkPropertyPredictionPipeline(Pipeline):
@@ -62,8 +70,11 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         probes: Target → ``HyperRepProbeModel``, instead of reading them from the model's folder.
         statistics: The zoo's ``statistics.json`` document to check inputs and clip predictions with (read from
             the model's folder with its probes; None with ``probes=`` unless given).
+        max_rows_per_pass: Encoder rows per forward pass: the symmetric copies (or canonical views) of many networks
+            go through the encoder together, this many rows at a time (memory; default 2048).
         args: Passed on to ``Pipeline``.
-        kwargs: Passed on to ``Pipeline`` (``batch_size`` sets the networks per forward pass, default 256).
+        kwargs: Passed on to ``Pipeline`` (``device``; ``batch_size`` sets the networks per call, default: as many
+            as fill ``max_rows_per_pass`` rows with their copies).
     """
 
     _load_processor = False
@@ -78,6 +89,7 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         zoo: str | None = None,
         probes: Mapping[str, HyperRepProbeModel] | None = None,
         statistics: Mapping[str, Any] | None = None,
+        max_rows_per_pass: int = 2048,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -107,6 +119,8 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         self._check_probe_sizes()
         # z averaged over the config's symmetric copies of each network, exactly as the probes were fitted on.
         self.transforms = symmetry_transforms(self.model.config, self.feature_extractor.architecture)
+        networks_per_pass(max_rows_per_pass, self.transforms, self.feature_extractor)  # checks it
+        self.max_rows_per_pass = max_rows_per_pass
 
     def _check_probe_sizes(self) -> None:
         latent_dim = int(self.model.config.latent_dim)
@@ -122,13 +136,24 @@ class NetworkPropertyPredictionPipeline(Pipeline):
             raise TypeError(f"Unexpected arguments for {TASK}: {sorted(kwargs)}.")
         return {}, {}, {}
 
-    def __call__(self, networks: Any, batch_size: int | None = None, **kwargs: Any) -> dict | list[dict]:
+    def __call__(
+        self,
+        networks: Any,
+        batch_size: int | None = None,
+        activation: str | Sequence[str | None] | None = None,
+        **kwargs: Any,
+    ) -> dict | list[dict]:
         """Predicts the properties of one network (→ dict) or a list / 2-D batch of them (→ list of dicts).
 
         Args:
             networks: An ``nn.Module``, a state_dict, a ``.safetensors`` path or a flat weight vector (1-D), or a
                 list of them, or a (batch, num_parameters) tensor/array.
-            batch_size: Networks per forward pass (default: the pipeline's, else 256).
+            batch_size: Networks per call of the encoder's batched forward passes (default: the pipeline's, else as
+                many as fill ``max_rows_per_pass`` encoder rows with their symmetric copies / canonical views).
+            activation: The networks' activation (one name, or one per network), for inputs that cannot tell it;
+                an ``nn.Module`` tells it by its activation module (``nn.Tanh``, ``nn.GELU``…). A network whose
+                activation the encoder was not trained on gets a ``"warning"`` naming it, with the probes'
+                validation scores on networks of that activation (or saying there were none).
             kwargs: None accepted.
 
         Returns:
@@ -141,12 +166,63 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         self._sanitize_parameters(**kwargs)
         single = not _is_batch(networks)
         batch = [networks] if single else networks
-        batch_size = batch_size or self._batch_size or 256
+        activations = self._activations(batch, activation)
+        batch_size = batch_size or self._batch_size or self.networks_per_pass
         outputs: list[dict] = []
         for start in range(0, len(batch), batch_size):
             model_inputs = self.preprocess(batch[start : start + batch_size])
             outputs += self.postprocess(self.forward(model_inputs))
+        for result, name in zip(outputs, activations, strict=True):
+            text = self.activation_warning(name)
+            for prediction in result.values() if text else ():
+                prediction["warning"] = "; ".join(filter(None, [text, prediction.get("warning")]))
         return outputs[0] if single else outputs
+
+    def _activations(self, batch: Sequence[Any], activation: str | Sequence[str | None] | None) -> list[str | None]:
+        """Each network's activation: given, or read from an ``nn.Module``'s activation modules; None if unknown."""
+        count = len(batch) if isinstance(batch, list | tuple) else int(batch.shape[0])
+        if activation is None or isinstance(activation, str):
+            if isinstance(batch, list | tuple):
+                return [activation or network_activation(network) for network in batch]
+            return [activation] * count
+        if len(activation) != count:
+            raise ValueError(f"activation= has {len(activation)} names for {count} networks: give one, or one each.")
+        return list(activation)
+
+    def trained_activations(self) -> list[str] | None:
+        """The activations of the networks the encoder was trained on, as far as the model folder tells.
+
+        The config's ``activation`` (a zoo of one activation), else those the probes were validated on (the zoo
+        they were fitted on mixed activations); None when neither says.
+        """
+        configured = getattr(self.model.config, "activation", None)
+        if configured:
+            return [configured] if isinstance(configured, str) else sorted(map(str, configured))
+        for head in self.probes.values():
+            scores = getattr(head.config, "validation_score_by_activation", None)
+            if scores:
+                return sorted(scores)
+        return None
+
+    def activation_warning(self, activation: str | None) -> str | None:
+        """The warning for a network of ``activation`` when the encoder was not trained on it; else None."""
+        known = self.trained_activations()
+        if activation is None or known is None or activation in known:
+            return None
+        scores = []
+        for target, head in self.probes.items():
+            by_activation = getattr(head.config, "validation_score_by_activation", None) or {}
+            if activation in by_activation:
+                score = by_activation[activation]
+                scores.append(f"{target} {head.config.metric} {'n/a' if score is None else format(score, '.3f')}")
+        text = (
+            f"activation {activation!r}: the encoder was not trained on {activation} networks (it was on "
+            f"{', '.join(known)}), so these predictions may be far off"
+        )
+        if scores:
+            return text + f"; the probes' validation scores on {activation} networks: " + ", ".join(scores)
+        zoo = f" (zoo {self.zoo} had none)" if self.zoo else ""
+        return text + f"; the probes have no validation score on {activation} networks{zoo}"
 
     def preprocess(self, networks: Any) -> dict[str, torch.Tensor]:
         """Networks → their raw flat weight vectors (``{"vectors": (batch, num_parameters)}``), checked."""
@@ -167,9 +243,14 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         networks = networks if _is_batch(networks) else [networks]
         return self._embed(self.preprocess(networks)["vectors"])
 
+    @property
+    def networks_per_pass(self) -> int:
+        """Networks whose copies / canonical views fill ``max_rows_per_pass`` encoder rows."""
+        return networks_per_pass(self.max_rows_per_pass, self.transforms, self.feature_extractor)
+
     def _embed(self, vectors: torch.Tensor) -> torch.Tensor:
         # The one place where the pipeline turns raw flat vectors into z (library and remote code alike).
-        return embed_vectors(self.model, self.feature_extractor, vectors, self.transforms)
+        return embed_vectors(self.model, self.feature_extractor, vectors, self.transforms, self.max_rows_per_pass)
 
     def _forward(self, model_inputs: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         embeddings = self._embed(model_inputs["vectors"])
@@ -256,6 +337,17 @@ def check_safetensors_file(path: str | os.PathLike, what: str = "network file") 
     return path
 
 
+def network_activation(network: Any) -> str | None:
+    """The activation of an ``nn.Module`` (its one kind of activation module, see :data:`ACTIVATION_MODULES`).
+
+    None for anything else (state_dicts, files, vectors carry no activation) and for modules with none or several.
+    """
+    if not isinstance(network, torch.nn.Module):
+        return None
+    found = {name for kind, name in ACTIVATION_MODULES.items() for module in network.modules() if type(module) is kind}
+    return found.pop() if len(found) == 1 else None
+
+
 def _probabilities(labels: Sequence, row: np.ndarray) -> dict[str, float]:
     return {str(label): float(probability) for label, probability in zip(labels, row, strict=True)}
 
@@ -276,9 +368,15 @@ def register_pipeline() -> None:
 
 
 def make_prediction_pipeline(
-    model_dir_or_repo: str | os.PathLike, zoo: str | None = None, device: int | str | None = None
+    model_dir_or_repo: str | os.PathLike,
+    zoo: str | None = None,
+    device: int | str | None = None,
+    max_rows_per_pass: int = 2048,
 ) -> NetworkPropertyPredictionPipeline:
     """``pipeline("network-property-prediction", model=...)``, checking first that the folder has probes.
+
+    ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"``… (None: the CPU); ``max_rows_per_pass``: encoder rows per forward
+    pass (a network's symmetric copies / canonical views count).
 
     Raises:
         ProbesNotFoundError: The folder has no probes (telling to run ``hyperrep evaluate`` first).
@@ -290,7 +388,9 @@ def make_prediction_pipeline(
 
     read_probe_index(model_dir_or_repo)  # fails early, before the encoder is loaded, when there are no probes
     try:
-        return pipeline(TASK, model=os.fspath(model_dir_or_repo), zoo=zoo, device=device)
+        return pipeline(
+            TASK, model=os.fspath(model_dir_or_repo), zoo=zoo, device=device, max_rows_per_pass=max_rows_per_pass
+        )
     except (ProbesNotFoundError, ProbeIndexError):
         raise
     except (OSError, ValueError, SafetensorError) as error:
@@ -305,7 +405,10 @@ def predict_networks(
     model_dir: str | os.PathLike,
     files: Sequence[str | os.PathLike],
     zoo: str | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
+    device: int | str | None = None,
+    max_rows_per_pass: int = 2048,
+    activation: str | None = None,
 ) -> list[dict]:
     """Predictions for network files (``hyperrep predict MODEL FILE…``).
 
@@ -313,7 +416,10 @@ def predict_networks(
         model_dir: Model folder or Hub repo with probe heads.
         files: ``.safetensors`` state_dicts of networks of the encoder's architecture.
         zoo: Which zoo's probes (default: the last evaluated).
-        batch_size: Networks per forward pass.
+        batch_size: Networks per call (default: as many as fill ``max_rows_per_pass`` with their copies).
+        device: Where the encoder and probes run (``"cpu"``, ``"cuda"``, ``"cuda:1"``; None: the CPU).
+        max_rows_per_pass: Encoder rows per forward pass (symmetric copies / canonical views included).
+        activation: The networks' activation, when known: a warning if the encoder was not trained on it.
 
     Returns:
         One ``{"network": file, "predictions": {target: {...}}, "warning": str | None}`` per file, in order; the
@@ -325,13 +431,31 @@ def predict_networks(
         ValueError: A file that is not a complete ``.safetensors`` file, or a network whose architecture does not
             match the encoder's.
     """
+    check_network_files(files)
+    predictor = make_prediction_pipeline(model_dir, zoo, device, max_rows_per_pass)
+    return predict_files(predictor, files, batch_size, activation)
+
+
+def check_network_files(files: Sequence[str | os.PathLike]) -> None:
+    """Every missing file named at once, then each checked by :func:`check_safetensors_file`."""
     missing = [os.fspath(path) for path in files if not os.path.exists(path)]
     if missing:
         raise FileNotFoundError(f"No such network file: {', '.join(missing)}.")
     for path in files:
         check_safetensors_file(path)
-    predictor = make_prediction_pipeline(model_dir, zoo)
-    predictions = predictor([os.fspath(path) for path in files], batch_size=batch_size)
+
+
+def predict_files(
+    predictor: NetworkPropertyPredictionPipeline,
+    files: Sequence[str | os.PathLike],
+    batch_size: int | None = None,
+    activation: str | None = None,
+) -> list[dict]:
+    """:func:`predict_networks` with a loaded pipeline (the files checked already): one dict per file, in order.
+
+    ``activation``: the networks' activation (files do not tell it), checked against the encoder's.
+    """
+    predictions = predictor([os.fspath(path) for path in files], batch_size=batch_size, activation=activation)
     return [
         {"network": os.fspath(path), "predictions": prediction, "warning": _network_warning(prediction)}
         for path, prediction in zip(files, predictions, strict=True)

@@ -454,6 +454,13 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
         keys = {name: [key for key in state_dict if matches(name, key)] for name in self._parameter_shapes}
         if all(len(found) == 1 for found in keys.values()) and len({f[0] for f in keys.values()}) == len(state_dict):
             state_dict = {name: state_dict[found[0]] for name, found in keys.items()}
+        else:  # names of its own (conv1.weight, fc1.bias; a Sequential without our dropouts): by architecture
+            try:
+                state_dict = self._match_by_architecture(state_dict, position)
+            except ValueError:
+                if not any(keys.values()):
+                    raise
+                # Some of its names are ours: the listing below names what is missing, extra or mis-shaped.
         problems = []
         for name, shape in self._parameter_shapes.items():
             if name not in state_dict:
@@ -467,6 +474,62 @@ class NeuronTokenProcessor(FeatureExtractionMixin):
             raise ValueError(f"Network {position} does not match the architecture: " + "; ".join(problems) + ".")
         parts = [torch.as_tensor(state_dict[name]).detach().reshape(-1) for name in self._parameter_shapes]
         return self._check_vectors(torch.cat(parts).float()[None], first=position)[0]
+
+    def _match_by_architecture(self, state_dict: Mapping[str, Any], position: int) -> dict[str, Any]:
+        """A state_dict whose keys share no name with the architecture's, read under the architecture's names.
+
+        Its tensors are taken in their order (an ``nn.Module``'s registration order: layer by layer, weight then
+        bias) when their shapes are the architecture's, in its order; otherwise by shape, when every shape occurs
+        once (the MNIST CNN's do: so a ``.safetensors`` file, whose tensors come back sorted by name, is read too).
+        A weight and its bias must come from one module (``conv1.weight`` with ``conv1.bias``).
+
+        Raises:
+            ValueError: Other shapes (naming each parameter whose shape differs and both shapes), or the same
+                shapes in another order with a shape shared by several parameters (which is which is ambiguous).
+        """
+        names, shapes = list(self._parameter_shapes), list(self._parameter_shapes.values())
+        keys = list(state_dict)
+        found = [list(torch.as_tensor(state_dict[key]).shape) for key in keys]
+        where = f"Network {position} (keys of its own, matched to the architecture by shape and order)"
+        if found == shapes:
+            mapping = dict(zip(names, keys, strict=True))
+        elif sorted(map(str, found)) == sorted(map(str, shapes)):
+            texts = [str(shape) for shape in shapes]
+            shared = sorted({text for text in texts if texts.count(text) > 1})
+            if shared:
+                listing = "; ".join(
+                    f"{[key for key, shape in zip(keys, found, strict=True) if str(shape) == text]} share shape {text}"
+                    for text in shared
+                )
+                raise ValueError(
+                    f"{where}: its parameters have the architecture's shapes but not in its order, and {listing}, so "
+                    "which is which cannot be told. Pass the module or a state_dict in forward order (layer by layer, "
+                    "weight then bias; a .safetensors file keeps no order: its tensors come back sorted by name), or "
+                    f"one with the architecture's names ({', '.join(names)})."
+                )
+            by_shape = {str(shape): key for key, shape in zip(keys, found, strict=True)}
+            mapping = {name: by_shape[str(shape)] for name, shape in zip(names, shapes, strict=True)}
+        else:
+            problems = [
+                f"parameter {index} {key!r} has shape {shape}, the encoder's {name!r} has {expected}"
+                for index, (key, shape, name, expected) in enumerate(zip(keys, found, names, shapes, strict=False))
+                if shape != expected
+            ]
+            if len(keys) != len(names):
+                problems.append(f"it has {len(keys)} parameter tensors, the architecture {len(names)}")
+            raise ValueError(
+                f"{where} is of another architecture: " + "; ".join(problems) + f". The encoder reads networks with "
+                f"parameters {', '.join(f'{name} {shape}' for name, shape in zip(names, shapes, strict=True))}."
+            )
+        for layer in self._table:
+            weight, bias = mapping[layer["weight_name"]], mapping.get(layer["bias_name"] or "")
+            if bias is not None and weight.rpartition(".")[0] != bias.rpartition(".")[0]:
+                raise ValueError(
+                    f"{where}: its weight {weight!r} and bias {bias!r} take the places of {layer['weight_name']!r} "
+                    f"and {layer['bias_name']!r} but belong to different modules, so the order is ambiguous. Pass "
+                    f"a state_dict in forward order, or with the architecture's names ({', '.join(names)})."
+                )
+        return {name: state_dict[key] for name, key in mapping.items()}
 
     def _check_vectors(self, vectors: torch.Tensor, first: int = 0) -> torch.Tensor:
         """Checks (batch, num_parameters) and finiteness; returns float32, naming the first bad parameter."""
