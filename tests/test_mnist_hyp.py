@@ -199,7 +199,9 @@ def test_demo_refuses_an_unknown_zoo_naming_the_choices(tmp_path):
         cli_main(["demo", "--out", str(tmp_path / "x"), "--zoo", "cifar"])
 
 
-@pytest.mark.slow
-def test_cnn_demo_command_runs_end_to_end_with_umap(tmp_path, capsys):
-    assert cli_main(["demo", "--out", str(tmp_path), "--zoo", "mnist_hyp", "--quick"]) == 0
-    assert "UMAP" in (tmp_path / "eval" / "results.md").read_text() and "[demo] done" in capsys.readouterr().out
+def test_demo_command_passes_the_zoo_to_the_job(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr("hyperrep_hf.demo.run_demo", lambda out, quick, zoo: calls.append((out, quick, zoo)))
+    assert cli_main(["demo", "--out", str(tmp_path / "d"), "--zoo", "mnist_hyp"]) == 0
+    assert cli_main(["demo", "--out", str(tmp_path / "t"), "--quick"]) == 0
+    assert calls == [(str(tmp_path / "d"), False, "mnist_hyp"), (str(tmp_path / "t"), True, "tetris_seed")]
