@@ -70,7 +70,8 @@ def test_gpu_preset_runs_one_step_on_cpu_on_a_tiny_zoo(cnn_zoo, tmp_path):
     config = make_train_config(_preset("mnist_hyp"), overrides)
     final = train(config)
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["final"] and np.isfinite(final["test/reconstruction_r2"])
+    assert lines[-1]["final"] and lines[-1]["step"] == 1  # batch 500 over the tiny zoo's rows: one step
+    assert np.isfinite(final["test/reconstruction_r2"])
     model = HyperRepForPreTraining.from_pretrained(tmp_path / "run")
     assert model.config.d_model == 512 and model.config.latent_dim == 700
     assert model.config.activation is None  # four activations in the zoo: no sign symmetry recorded
