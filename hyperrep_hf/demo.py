@@ -1,7 +1,7 @@
 """``hyperrep demo``: a main job end to end — TETRIS-SEED (the embedded default) or the MNIST-HYP mini CNN zoo.
 
 1. build the zoo as a dataset folder (TETRIS-SEED: 1000 MLPs × 75 epochs; ``--zoo mnist_hyp``: the recipe
-   ``mnist_hyp_mini``, CNNs of 2464 parameters over activation × init × optimizer × dropout);
+   ``mnist_hyp_mini``, CNNs of 2464 parameters over the MNIST-HYP hyper-parameter grid);
 2. train the hyper-representation on it (``training/configs/tetris_seed.yaml`` / ``mnist_hyp_mini.yaml``);
 3. probe it beside the baselines (W, s(W), kernel PCA; UMAP too on the small CNN zoo), save the probe heads into
    the model folder;
@@ -59,7 +59,8 @@ DEMO_JOBS = {
                            "generalization_gap", "epoch")),
     "mnist_hyp": DemoJob(
         "MNIST-HYP mini", "mnist_hyp_mini", "mnist_hyp_mini", (*DEMO_BASELINES, "umap"),
-        ("test_accuracy", "generalization_gap", "epoch", "activation", "init", "optimizer", "dropout"),
+        ("test_accuracy", "generalization_gap", "epoch", "activation", "init", "optimizer", "dropout", "learning_rate",
+         "weight_decay"),
         quick_zoo=BuildOptions(num_models=16, epochs=1, subset=200),
         quick_training={"epochs": 2, "batch_size": 8, "d_model": 32, "intermediate_size": 64, "latent_dim": 8,
                         "eval_every": 1, "checkpoint_every": 2},
