@@ -228,7 +228,7 @@ def _demo(arguments: argparse.Namespace) -> int:
     from .demo import run_demo
 
     check_output_folder(arguments.out)
-    run_demo(arguments.out, quick=arguments.quick)
+    run_demo(arguments.out, quick=arguments.quick, zoo=arguments.zoo)
     return 0
 
 
@@ -352,6 +352,12 @@ def make_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the main job on TETRIS-SEED: build, train, evaluate, predict")
     demo.add_argument("--out", default="demo_output", help="folder for the zoo, the model and the evaluation")
     demo.add_argument("--quick", action="store_true", help="a mini zoo and a short training (about a minute)")
+    demo.add_argument(
+        "--zoo",
+        choices=("tetris_seed", "mnist_hyp"),
+        default="tetris_seed",
+        help="tetris_seed (the main job) or mnist_hyp (the CNN main job on the MNIST-HYP mini zoo)",
+    )
     demo.set_defaults(handler=_demo)
     return parser
 

@@ -42,7 +42,9 @@ from .probes import ProbeReport, ProbeResult, check_probe_splits, fit_probes
 from .report import (
     BASELINES,
     CATEGORICAL_HYPERPARAMETERS,
+    GRID_CATEGORICAL,
     HYPERREP_METHOD,
+    MAX_GRID_VALUES,
     METRIC_TARGETS,
     NUMERIC_HYPERPARAMETERS,
     RESULTS_FORMAT_VERSION,
@@ -270,6 +272,9 @@ def compute_embeddings(
 def select_targets(zoo: ZooArrays) -> tuple[list[str], set[str]]:
     """The probe targets of a zoo: metrics, per-class F1, and the hyper-parameters that vary.
 
+    Activation, init and optimizer are classes; so is dropout when the zoo has a grid of a few values of it (the
+    paper's MNIST-HYP tables), a continuous dropout stays a regression like learning rate and weight decay.
+
     Returns:
         (target names in table order, the categorical ones).
     """
@@ -291,7 +296,13 @@ def select_targets(zoo: ZooArrays) -> tuple[list[str], set[str]]:
         name for name in (*NUMERIC_HYPERPARAMETERS, *CATEGORICAL_HYPERPARAMETERS) if name in present and varies(name)
     ]
     targets = [name for name in METRIC_TARGETS if name in present] + f1_targets + hyperparameters
-    return targets, {name for name in hyperparameters if name in CATEGORICAL_HYPERPARAMETERS}
+    categorical = {name for name in hyperparameters if name in CATEGORICAL_HYPERPARAMETERS}
+    categorical |= {
+        name
+        for name in hyperparameters
+        if name in GRID_CATEGORICAL and len({str(value) for value in train_columns[name]}) <= MAX_GRID_VALUES
+    }
+    return targets, categorical
 
 
 def _targets_by_split(zoo: ZooArrays, targets: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:

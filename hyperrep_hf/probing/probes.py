@@ -434,6 +434,8 @@ class SoftmaxProbe:
         if labels.size < 2:
             raise ValueError(f"SoftmaxProbe needs at least two classes in train, got {labels.tolist()}.")
 
+        # Class indices in label order: scikit-learn refuses float labels (a dropout grid {0.0, 0.5}) as continuous.
+        class_index = np.searchsorted(labels, train_labels)
         self.mean, self.std = standardization_statistics(train_features)
         standardized_train = _standardize(train_features, self.mean, self.std)
         standardized_validation = _standardize(validation_features, self.mean, self.std)
@@ -444,7 +446,7 @@ class SoftmaxProbe:
             classifier.set_params(C=inverse_regularization)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                classifier.fit(standardized_train, train_labels)
+                classifier.fit(standardized_train, class_index)
             if any("converge" in str(warning.message).lower() for warning in caught):
                 logger.warning(
                     "SoftmaxProbe: L-BFGS did not converge for C=%g in %d iterations.",

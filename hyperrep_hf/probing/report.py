@@ -30,6 +30,10 @@ BASELINES: tuple[str, ...] = ("W", "s(W)", "pca_linear", "pca_cosine", "pca_rbf"
 METRIC_TARGETS: tuple[str, ...] = ("epoch", "test_accuracy", "generalization_gap")
 NUMERIC_HYPERPARAMETERS: tuple[str, ...] = ("learning_rate", "weight_decay", "dropout", "train_fraction")
 CATEGORICAL_HYPERPARAMETERS: tuple[str, ...] = ("activation", "init", "optimizer")
+GRID_CATEGORICAL: tuple[str, ...] = ("dropout",)
+"""Numeric hyper-parameters probed as classes when a zoo gives them at most :data:`MAX_GRID_VALUES` values, as the
+paper's MNIST-HYP tables do (dropout {0, 0.5}); a continuous range (Unterthiner's zoos) stays a regression."""
+MAX_GRID_VALUES = 5
 METHOD_TITLES = {
     "W": "W",
     "s(W)": "s(W)",
@@ -107,9 +111,21 @@ def _results_document(
         "methods": list(reports),
         "unavailable_methods": dict(unavailable),
         "skipped_targets": {method: report.skipped for method, report in reports.items() if report.skipped},
+        "fixed_hyperparameters": _fixed_hyperparameters(zoo, targets),
         "paper": PAPER_RESULTS.get(recipe),
         "results": [result.to_dict() for report in reports.values() for result in report.results],
     }
+
+
+def _fixed_hyperparameters(zoo: ZooArrays, targets: list[str]) -> dict[str, object]:
+    """Hyper-parameter columns that are not probed because the zoo holds one value of them: name → the value."""
+    columns = zoo.columns.get("train", next(iter(zoo.columns.values()), {}))
+    fixed = {}
+    for name in (*NUMERIC_HYPERPARAMETERS, *CATEGORICAL_HYPERPARAMETERS):
+        if name in columns and name not in targets:
+            values = {value.item() if isinstance(value, np.generic) else value for value in np.asarray(columns[name])}
+            fixed[name] = next(iter(values)) if len(values) == 1 else sorted(map(str, values))
+    return fixed
 
 
 def _write_results(out_dir: Path, document: dict) -> list[Path]:
@@ -200,6 +216,9 @@ def render_results_markdown(document: dict) -> str:
             "(optimistic selection).",
         ]
     lines += ["", results_table(document)]
+    if document.get("fixed_hyperparameters"):
+        fixed = ", ".join(f"`{name}` = {value}" for name, value in document["fixed_hyperparameters"].items())
+        lines += ["", f"Not probed, one value in this zoo: {fixed}."]
     if document.get("paper"):
         lines += [
             "",
@@ -226,6 +245,7 @@ def render_results_markdown(document: dict) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 FINAL_METRICS = ("r2", "kendall_tau")
+METRIC_SYMBOLS = {"r2": "R²", "kendall_tau": "τ", "accuracy": "acc."}
 
 
 def last_epoch_rows(model_ids: np.ndarray, epochs: np.ndarray) -> np.ndarray:
@@ -237,8 +257,10 @@ def last_epoch_rows(model_ids: np.ndarray, epochs: np.ndarray) -> np.ndarray:
 
 
 def _metric(name: str, truth: np.ndarray, predicted: np.ndarray) -> float:
-    from .probes import kendall_tau, r2_score
+    from .probes import accuracy, kendall_tau, r2_score
 
+    if name == "accuracy":
+        return accuracy(truth, predicted)
     return r2_score(truth, predicted) if name == "r2" else kendall_tau(truth, predicted)
 
 
@@ -257,8 +279,9 @@ def bootstrap_difference(
     Every resample draws the test models with replacement and keeps all their rows, for both methods at once (a
     paired comparison). Returns ``{"difference", "low", "high", "num_groups", "num_resamples"}``.
     """
-    truth, predicted = np.asarray(truth, np.float64), np.asarray(predicted, np.float64)
-    baseline_predicted = np.asarray(baseline_predicted, np.float64)
+    dtype = None if metric == "accuracy" else np.float64  # class labels stay labels
+    truth, predicted = np.asarray(truth, dtype), np.asarray(predicted, dtype)
+    baseline_predicted = np.asarray(baseline_predicted, dtype)
     unique, group_index = np.unique(np.asarray(groups), return_inverse=True)
     members = [np.flatnonzero(group_index == g) for g in range(unique.size)]
     rng = np.random.default_rng(seed)
@@ -290,7 +313,7 @@ def compare_final_checkpoints(
     num_resamples: int = 1000,
     seed: int = 0,
 ) -> dict | None:
-    """Per regression target: R² and Kendall τ on all rows and on each model's last epoch, and vs ``baseline``.
+    """Per target: R² and Kendall τ (accuracy for a class) on all rows and each model's last epoch, vs ``baseline``.
 
     The probes are the ones of the all-epochs table (fitted on every train epoch; the published probe heads),
     scored once on every ``split`` row and once on each model's final checkpoint (the peers' protocol: what a user
@@ -308,23 +331,24 @@ def compare_final_checkpoints(
     }
     records = []
     for target in reports[HYPERREP_METHOD].probes:
-        if target in categorical or target not in reports[baseline].probes or target not in columns:
+        if target not in reports[baseline].probes or target not in columns:
             continue
-        truth_all = np.asarray(columns[target], dtype=np.float64)
-        predictions = {}
+        is_class = target in categorical
+        truth_all = np.asarray(columns[target], dtype=None if is_class else np.float64)
+        known = np.array([value is not None for value in truth_all]) if is_class else np.isfinite(truth_all)
+        predictions, predicted = {}, known.copy()
         for method in (HYPERREP_METHOD, baseline):
             features = np.asarray(features_by_method[method][split], dtype=np.float64)
             finite = np.isfinite(features).all(axis=1)
-            values = np.full(truth_all.shape, np.nan)
+            values = np.empty(truth_all.shape, dtype=object) if is_class else np.full(truth_all.shape, np.nan)
             values[finite] = reports[method].probes[target].predict(features[finite])
-            predictions[method] = values
+            predictions[method], predicted = values, predicted & finite
         for subset, rows in subsets.items():
-            keep = rows[np.isfinite(truth_all[rows]) & np.isfinite(predictions[HYPERREP_METHOD][rows])]
-            keep = keep[np.isfinite(predictions[baseline][keep])]
-            if keep.size < 3 or np.ptp(truth_all[keep]) == 0:  # e.g. the epoch of final checkpoints: one value
+            keep = rows[predicted[rows]]
+            if keep.size < 3 or len({str(value) for value in truth_all[keep]}) < 2:  # e.g. the final epoch
                 continue
             truth = truth_all[keep]
-            for metric in FINAL_METRICS:
+            for metric in ("accuracy",) if is_class else FINAL_METRICS:
                 values = {method: _metric(metric, truth, predictions[method][keep]) for method in predictions}
                 interval = bootstrap_difference(
                     metric,
@@ -361,20 +385,20 @@ def render_final_checkpoints_markdown(comparison: dict) -> str:
         "",
         "The probes of the table above, scored on every test row (all epochs) and on each test model's last epoch "
         f"(final checkpoint). Δ = hyperrep − {baseline} with a {comparison['level']:.0%} bootstrap interval over "
-        "test models (paired); **bold**: the interval excludes 0. R² in %, τ as is.",
+        "test models (paired); **bold**: the interval excludes 0. R² and accuracy in %, τ as is.",
         "",
         f"| target | rows | metric | hyperrep | {baseline} | Δ [interval] |",
         "|---|---|---|---|---|---|",
     ]
     for record in comparison["results"]:
-        scale, digits = (100.0, 1) if record["metric"] == "r2" else (1.0, 3)
+        scale, digits = (1.0, 3) if record["metric"] == "kendall_tau" else (100.0, 1)
         delta = (
             f"{_format_value(record['difference'], digits, scale)} [{_format_value(record['low'], digits, scale)}, "
             f"{_format_value(record['high'], digits, scale)}]"
         )
         lines.append(
             f"| {record['target']} | {record['subset'].replace('_', ' ')} ({record['num_rows']}) | "
-            f"{'R²' if record['metric'] == 'r2' else 'τ'} | {_format_value(record['hyperrep'], digits, scale)} | "
+            f"{METRIC_SYMBOLS[record['metric']]} | {_format_value(record['hyperrep'], digits, scale)} | "
             f"{_format_value(record['baseline'], digits, scale)} | "
             + (f"**{delta}**" if record["significant"] else delta)
             + " |"

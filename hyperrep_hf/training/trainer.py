@@ -510,7 +510,8 @@ def zoo_activation(zoo_info: dict, required: bool = True) -> str | None:
     if required:
         raise ValueError(
             f"sign_flip: needs a zoo whose networks share one odd activation; this zoo has {activations or 'none'}. "
-            "Set --sign-flip false."
+            "Set --sign-flip false: permutations (or --canonical true) still apply to every network; signs are "
+            "left alone in a mixed-activation zoo (docs/model.md, mixed activations)."
         )
     return None
 
