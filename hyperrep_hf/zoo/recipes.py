@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from .filter import FILTER_KEYS
 from .image_data import check_data_version, check_generator_options
 from .networks import KNOWN_NETWORKS, NetworkSpec
 from .population import NetworkConfig
@@ -49,7 +50,6 @@ RECIPE_KEYS = {
     "filter",
 }
 DATA_OPTION_KEYS = {"train_size", "noise_std", "label_noise"}
-FILTER_KEYS = {"min_validation_accuracy"}
 
 
 @dataclass(frozen=True)
@@ -131,13 +131,17 @@ class ZooRecipe:
         except ValueError as error:
             raise ValueError(f"{where}: 'data_options': {error}") from None
         if self.filter is not None:
-            if not isinstance(self.filter, dict) or set(self.filter) != FILTER_KEYS:
+            if not isinstance(self.filter, dict) or not self.filter or not set(self.filter) <= set(FILTER_KEYS):
                 raise ValueError(
-                    f"{where}: 'filter' must be a mapping with exactly {sorted(FILTER_KEYS)}, got {self.filter!r}."
+                    f"{where}: 'filter' must be a mapping with one or both of {list(FILTER_KEYS)}, "
+                    f"got {self.filter!r}."
                 )
-            threshold = self.filter["min_validation_accuracy"]
+            threshold = self.filter.get("min_validation_accuracy", 0.5)
             if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold < 1:
                 raise ValueError(f"{where}: filter 'min_validation_accuracy' must lie in (0, 1), got {threshold!r}.")
+            limit = self.filter.get("max_abs_weight", 1.0)
+            if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 < limit < float("inf"):
+                raise ValueError(f"{where}: filter 'max_abs_weight' must be a finite number > 0, got {limit!r}.")
         if (self.seeds is None) == (self.random_seeds is None):
             raise ValueError(f"{where}: give exactly one of 'seeds: [first, last]' or 'random_seeds: count'.")
         if self.seeds is not None and (len(self.seeds) != 2 or self.seeds[0] > self.seeds[1]):
