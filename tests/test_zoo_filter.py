@@ -256,7 +256,28 @@ def test_mini_recipes_keep_every_axis_of_the_paper_grid(name):
     if name in MINIS:
         assert mini.filter == {"min_validation_accuracy": 0.14, "max_abs_weight": 100.0}  # the paper's filter
         assert (mini.seeds, mini.random_seeds) == (full.seeds, full.random_seeds)  # 1 or 5, fixed or random
-        assert len(configs) == len(full.networks(0))
+        seeds_per_configuration = 1 if "_1_" in name else 5
+        assert len(configs) == seeds_per_configuration * (mini.configurations or 256)
+        assert len(configs) == len(full.networks(0)) or mini.configurations == 64
     else:
         assert mini.filter == {"max_abs_weight": 100.0}  # the demo's zoo keeps networks still at chance
         assert len(configs) == 512  # enough networks for probes with a test split of meaningful size
+
+
+def test_configurations_is_a_seeded_choice_of_grid_points():
+    full = load_recipe("mnist_hyp_5_rand_seed")
+    keys = list(full.grid)
+    grid = {tuple(getattr(c, k) for k in keys) for c in full.networks(0)}
+    for size, seed in ((1, 0), (64, 0), (64, 5), (200, 3), (256, 1)):
+        recipe = dataclasses.replace(full, configurations=size)
+        configs = recipe.networks(seed)
+        points = [tuple(getattr(c, k) for k in keys) for c in configs]
+        assert len(set(points)) == size and set(points) <= grid and len(configs) == 5 * size
+        assert all(points.count(point) == 5 for point in set(points))  # every chosen point with all its seeds
+        assert recipe.networks(seed) == configs  # deterministic
+    a, b = (dataclasses.replace(full, configurations=64).networks(seed) for seed in (0, 1))
+    assert {(c.activation, c.init) for c in a} != set() and a != b  # another master seed, another choice
+    assert "configurations" not in load_recipe("mnist_hyp_1_fix_seed").to_dict()  # old zoos keep their identity
+    for bad in (0, 257, True, 1.5):
+        with pytest.raises(ValueError, match="configurations"):
+            dataclasses.replace(full, configurations=bad)
