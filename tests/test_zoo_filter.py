@@ -281,3 +281,10 @@ def test_configurations_is_a_seeded_choice_of_grid_points():
     for bad in (0, 257, True, 1.5):
         with pytest.raises(ValueError, match="configurations"):
             dataclasses.replace(full, configurations=bad)
+
+
+def test_card_names_the_chosen_configurations(tmp_path):
+    recipe = tiny_recipe(grid={"learning_rate": [5e-2, 1e-2, 1e-7], "activation": ["tanh", "relu"]}, configurations=2)
+    build_zoo(recipe, tmp_path, SMALL, progress=False)
+    configs = {(c.learning_rate, c.activation) for c in recipe.networks(0)}
+    assert len(configs) == 2 and "2 of the grid's 6 points, a seeded choice" in (tmp_path / "README.md").read_text()

@@ -7,6 +7,7 @@ validates and reads: licences as SPDX ids, ``task_categories``, ``size_categorie
 from __future__ import annotations
 
 import io
+import math
 import os
 import statistics
 from importlib import resources
@@ -115,8 +116,16 @@ def render_dataset_card(infos: list[dict]) -> str:
                 "accuracy_plot": f"{info['name']}/{ACCURACY_PLOT}",
                 "license_id": _license_id(info["dataset"]),
                 "fixed_text": ", ".join(f"{k} = {v}" for k, v in recipe["fixed"].items()) or "nothing",
-                "grid_text": ", ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in recipe["grid"].items())
-                or "only the seed",
+                "grid_text": (
+                    ", ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in recipe["grid"].items())
+                    or "only the seed"
+                )
+                + (
+                    f" — {recipe['configurations']} of the grid's {math.prod(map(len, recipe['grid'].values()))} "
+                    "points, a seeded choice"
+                    if recipe.get("configurations")
+                    else ""
+                ),
                 "seeds_text": f"{seeds[0]}..{seeds[1]} for every configuration"
                 if seeds
                 else f"{recipe['random_seeds']} random seed(s) per configuration",
