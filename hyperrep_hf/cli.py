@@ -20,12 +20,14 @@ from pathlib import Path
 def _zoo_list(arguments: argparse.Namespace) -> int:
     from .zoo.recipes import list_recipes, load_recipe
 
-    for name in list_recipes():
+    names = list_recipes()
+    width = max((len(name) for name in names), default=0)
+    for name in names:
         recipe = load_recipe(name)
         configs = recipe.networks(0)
         spec = recipe.network_spec()
         print(
-            f"{name:<24} {len(configs):>5} networks × {recipe.epochs:>3} epochs  {recipe.dataset:<14} "
+            f"{name:<{width}} {len(configs):>5} networks × {recipe.epochs:>3} epochs  {recipe.dataset:<14} "
             f"{spec.name} ({spec.num_parameters} parameters)"
         )
     return 0

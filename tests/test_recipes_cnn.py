@@ -47,10 +47,10 @@ def test_mini_recipes_are_small_and_keep_the_family():
     seed_mini = load_recipe("mnist_seed_mini")
     assert [c.seed for c in seed_mini.networks(0)] == list(range(1, 51)) and seed_mini.epochs == 5
     assert seed_mini.network_spec() == load_recipe("mnist_seed").network_spec()
-    hyp_mini = load_recipe("mnist_hyp_mini")
+    hyp_mini = load_recipe("mnist_hyp_mini")  # the demo's zoo: the full grid, 2 random seeds, 3 epochs
     configs = hyp_mini.networks(0)
-    assert len(configs) == 64 and hyp_mini.epochs == 3
+    assert len(configs) == 512 and hyp_mini.epochs == 3 and hyp_mini.random_seeds == 2
     assert hyp_mini.network_spec().num_parameters == load_recipe("mnist_hyp_1_fix_seed").network_spec().num_parameters
-    full = {(c.activation, c.init, c.optimizer, c.dropout) for c in load_recipe("mnist_hyp_1_fix_seed").networks(0)}
-    assert {(c.activation, c.init, c.optimizer, c.dropout) for c in configs} <= full
-    assert len({(c.activation, c.init, c.optimizer, c.dropout) for c in configs}) == 64
+    keys = ("activation", "init", "optimizer", "dropout", "learning_rate", "weight_decay")
+    full = {tuple(getattr(c, k) for k in keys) for c in load_recipe("mnist_hyp_1_fix_seed").networks(0)}
+    assert {tuple(getattr(c, k) for k in keys) for c in configs} == full

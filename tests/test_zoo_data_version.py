@@ -142,7 +142,8 @@ def test_filter_drops_exactly_the_networks_that_never_left_chance(tmp_path):
     assert info["counts"]["models"] == len(expected) and info["counts"]["configured"] == 8
     assert sum(info["counts"]["models_per_split"].values()) == len(expected)
     card = (tmp_path / "filtered" / "README.md").read_text()
-    assert f"{len(expected)} kept of 8 configured" in card and f"{8 - len(expected)} filtered out" in card
+    assert f"{len(expected)} kept of 8 configured; {8 - len(expected)} dropped" in card
+    assert f"{8 - len(expected)} never left chance (validation accuracy never above {threshold})" in card
 
     # a killed and resumed filtered build gives the same zoo
     class Killed(Exception):

