@@ -16,7 +16,7 @@ from hyperrep_hf.cli import main as cli_main
 from hyperrep_hf.demo import DEMO_JOBS, run_demo
 from hyperrep_hf.models.hyperrep.augmentations import NeuronPermutation, NeuronSignFlip
 from hyperrep_hf.probing.evaluation import load_zoo_arrays, select_targets
-from hyperrep_hf.probing.report import bootstrap_difference
+from hyperrep_hf.probing.report import _fixed_hyperparameters, bootstrap_difference
 from hyperrep_hf.training.trainer import main as train_main
 from hyperrep_hf.training.trainer import make_train_config, train
 from hyperrep_hf.zoo.folder import build_zoo
@@ -143,7 +143,19 @@ def test_mnist_hyp_targets_are_the_papers_with_dropout_a_class(cnn_zoo):
     targets, categorical = select_targets(zoo)
     assert targets[:3] == ["epoch", "test_accuracy", "generalization_gap"]
     assert categorical == {"activation", "init", "optimizer", "dropout"}
-    assert "learning_rate" not in targets and "weight_decay" not in targets  # one value each in the mini zoo
+    # the mini zoo keeps the paper's whole grid: learning rate and weight decay vary and are read as numbers
+    assert {"learning_rate", "weight_decay"} <= set(targets) and not {"learning_rate", "weight_decay"} & categorical
+
+
+def test_a_hyperparameter_with_one_value_is_named_not_probed(cnn_zoo):
+    zoo = load_zoo_arrays(f"{cnn_zoo}:mnist_hyp_mini")
+    for columns in zoo.columns.values():
+        columns["weight_decay"] = np.full(columns["weight_decay"].shape, 1.0e-4)
+    zoo.info["hyperparameters"].pop("weight_decay", None)
+    targets, _ = select_targets(zoo)
+    assert "weight_decay" not in targets and "learning_rate" in targets
+    document = {"fixed_hyperparameters": _fixed_hyperparameters(zoo, targets)}
+    assert document["fixed_hyperparameters"] == {"weight_decay": 1.0e-4}
 
 
 def test_continuous_dropout_stays_a_regression(cnn_zoo):
@@ -185,8 +197,8 @@ def test_cnn_demo_plumbing_on_a_tiny_zoo(tmp_path, capsys):
     document = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert set(document["categorical_targets"]) == {"activation", "init", "optimizer", "dropout"}
     assert document["methods"] == ["s(W)", "hyperrep"]
-    assert document["fixed_hyperparameters"] == {"learning_rate": 0.001, "weight_decay": 0.0001}
-    assert "Not probed, one value in this zoo" in (tmp_path / "eval" / "results.md").read_text()
+    # the mini recipe keeps the paper's whole grid: every hyper-parameter varies, so every one is probed
+    assert document["fixed_hyperparameters"] == {} and {"learning_rate", "weight_decay"} <= set(document["targets"])
     bootstrapped = {(r["target"], r["metric"]) for r in document["final_checkpoints"]["results"]}
     assert ("test_accuracy", "r2") in bootstrapped and ("activation", "accuracy") in bootstrapped
     truth = result["predictions"][0]["truth"]
