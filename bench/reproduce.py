@@ -970,8 +970,38 @@ def render_report(rows: Sequence[Row], context: Context, command: str = "python 
         else:
             lines += _train_table(section, section_rows, records)
         lines.append("")
+    lines += _standing(rows, records)
     lines += DIFFERENCES
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _standing(rows: Sequence[Row], records: Mapping[str, dict | None]) -> list[str]:
+    """Per finished training row: on how many targets it is ahead / level / behind s(W) and the paper's EcD row."""
+    lines = [
+        "## Ahead, level or behind (finished rows)",
+        "",
+        "vs s(W): by the 95 % bootstrap interval of hyperrep − s(W) on the same test rows; vs the paper's EcD row: "
+        f"level = within ±{LEVEL_POINTS:g} point.",
+        "",
+        "| row | vs s(W): ahead / level / behind | vs paper EcD: ahead / level / behind |",
+        "|---|---|---|",
+    ]
+    for row in rows:
+        record = records.get(row.key)
+        if row.kind != "train" or row.same_as or record is None:
+            continue
+        section = SECTIONS[row.section]
+        paper = PAPER_HYP["EcD"] if section.zoo == "tetris_hyp" else PAPER_SEED["EcD"]
+        ours, sw = record["scores"].get(HYPERREP, {}), record["scores"].get("s(W)", {})
+        intervals = record.get("intervals", {})
+        versus_sw = [_verdict(ours.get(t), sw.get(t), intervals.get(t)) for t in section.targets]
+        versus_paper = [_verdict(ours.get(t), paper.get(t)) for t in section.targets]
+        counts = [
+            " / ".join(str(verdicts.count(word)) for word in ("ahead", "level", "behind"))
+            for verdicts in (versus_sw, versus_paper)
+        ]
+        lines.append(f"| {SECTIONS[row.section].title.split(',')[0]} {row.label} | {counts[0]} | {counts[1]} |")
+    return [*lines, ""]
 
 
 DIFFERENCES = [
