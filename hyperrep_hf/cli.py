@@ -36,7 +36,7 @@ def _zoo_list(arguments: argparse.Namespace) -> int:
 def _zoo_build(arguments: argparse.Namespace) -> int:
     from .checks import check_output_folder
     from .zoo.folder import build_zoo
-    from .zoo.recipes import BuildOptions, load_recipe
+    from .zoo.recipes import BuildOptions, list_recipes, load_recipe
 
     _set_threads(arguments.threads)
     check_output_folder(arguments.out)
@@ -50,7 +50,14 @@ def _zoo_build(arguments: argparse.Namespace) -> int:
     )
     recipe = load_recipe(arguments.recipe)
     if arguments.data_version is not None:  # recorded in the zoo's recipe (zoo_info.json, card)
-        recipe = dataclasses.replace(recipe, data_version=arguments.data_version)
+        try:
+            recipe = dataclasses.replace(recipe, data_version=arguments.data_version)
+        except ValueError as error:  # e.g. tetris_seed's v2 data options under --data-version 1
+            versioned = f"{arguments.recipe}_v{arguments.data_version}"
+            if versioned in list_recipes():
+                message = f"{error} Build the recipe {versioned!r} for data version {arguments.data_version}."
+                raise ValueError(message) from None
+            raise
     build_zoo(
         recipe,
         arguments.out,

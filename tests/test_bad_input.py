@@ -45,8 +45,8 @@ QUIET = {"baselines": [], "plots": False, "progress": False}
 @pytest.fixture(scope="module")
 def zoos(tmp_path_factory):
     first, second = tmp_path_factory.mktemp("zoo_a"), tmp_path_factory.mktemp("zoo_b")
-    build_zoo(load_recipe("tetris_seed"), first, TINY, progress=False)
-    build_zoo(load_recipe("tetris_seed"), second, BuildOptions(num_models=16, epochs=2, subset=120, seed=1), False)
+    build_zoo(load_recipe("tetris_seed_v1"), first, TINY, progress=False)
+    build_zoo(load_recipe("tetris_seed_v1"), second, BuildOptions(num_models=16, epochs=2, subset=120, seed=1), False)
     return first, second
 
 

@@ -22,7 +22,7 @@ from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
 def evaluated_model(tmp_path_factory):
     """A tiny encoder with probes fitted on a tiny TETRIS-HYP zoo; returns (model_dir, zoo arrays, report)."""
     zoo_dir = tmp_path_factory.mktemp("zoo")
-    build_zoo(load_recipe("tetris_hyp"), zoo_dir, BuildOptions(num_models=30, epochs=2, subset=120), progress=False)
+    build_zoo(load_recipe("tetris_hyp_v1"), zoo_dir, BuildOptions(num_models=30, epochs=2, subset=120), progress=False)
     torch.manual_seed(0)
     processor = NeuronTokenProcessor.from_zoo(zoo_dir)
     config = HyperRepConfig(

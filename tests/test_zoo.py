@@ -153,7 +153,7 @@ def test_diverging_networks_are_dropped_and_recorded(tmp_path):
 def test_two_zoos_in_one_folder_share_one_card(tiny_zoo, tmp_path):
     options = BuildOptions(num_models=4, epochs=1, subset=60)
     build_zoo(load_recipe("tetris_seed"), tmp_path, options, progress=False)
-    build_zoo(load_recipe("tetris_hyp"), tmp_path, options, progress=False)
+    build_zoo(load_recipe("tetris_hyp_v1"), tmp_path, options, progress=False)  # unfiltered: all 4 networks kept
     assert sorted(datasets.get_dataset_config_names(str(tmp_path))) == ["tetris_hyp", "tetris_seed"]
     _, info = load_zoo(tmp_path, "tetris_hyp", cache_dir=str(tmp_path / "cache"))
     assert info["counts"]["models"] == 4

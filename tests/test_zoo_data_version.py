@@ -12,7 +12,7 @@ import torch
 
 from hyperrep_hf.cli import main
 from hyperrep_hf.zoo.filter import never_trained
-from hyperrep_hf.zoo.folder import build_zoo, load_zoo
+from hyperrep_hf.zoo.folder import ZooIntegrityError, build_zoo, load_zoo
 from hyperrep_hf.zoo.image_data import zoo_data_version
 from hyperrep_hf.zoo.recipes import BuildOptions, ZooRecipe, load_recipe
 
@@ -52,8 +52,12 @@ def best_validation_accuracy(zoo_dir) -> dict[int, float]:
 
 
 def test_version_1_recipes_keep_their_identity_and_version_2_is_recorded(tmp_path):
-    seed_recipe = load_recipe("tetris_seed")
-    assert seed_recipe.data_version == 1 and "data_version" not in seed_recipe.to_dict()  # old zoos stay "complete"
+    seed_recipe = load_recipe("tetris_seed_v1")
+    assert (
+        seed_recipe.name == "tetris_seed"
+        and seed_recipe.data_version == 1
+        and "data_version" not in seed_recipe.to_dict()
+    )  # old zoos stay "complete"
     options = BuildOptions(num_models=3, epochs=1, subset=40)
     build_zoo(seed_recipe, tmp_path / "v1", options, progress=False)
     _, info = load_zoo(tmp_path / "v1", "tetris_seed", cache_dir=str(tmp_path / "cache"))
@@ -78,7 +82,7 @@ def test_zoo_info_without_data_version_reads_as_version_1():
 
 
 def test_cli_data_version_override_and_bad_values(tmp_path, capsys):
-    arguments = ["zoo", "build", "tetris_seed", "--num-models", "2", "--epochs", "1", "--subset", "40", "--quiet"]
+    arguments = ["zoo", "build", "tetris_seed_v1", "--num-models", "2", "--epochs", "1", "--subset", "40", "--quiet"]
     assert main([*arguments, "--out", str(tmp_path / "ok"), "--data-version", "2"]) == 0
     info = json.loads((tmp_path / "ok" / "tetris_seed" / "zoo_info.json").read_text())
     assert info["recipe"]["data_version"] == 2
@@ -160,15 +164,21 @@ def test_filter_drops_exactly_the_networks_that_never_left_chance(tmp_path):
     assert resumed["dropped"] == info["dropped"] and kept_models(tmp_path / "resumed" / "hyp_small") == expected
 
 
-def test_shipped_version_2_recipes():
-    hyp = load_recipe("tetris_hyp_v2")
+def test_shipped_recipes_default_to_version_2_and_keep_version_1():
+    hyp = load_recipe("tetris_hyp")
     assert hyp.name == "tetris_hyp" and hyp.data_version == 2 and len(hyp.networks(0)) == 3600
     assert hyp.filter is not None and 0.25 < hyp.filter["min_validation_accuracy"] < 0.5
-    seed = load_recipe("tetris_seed_v2")
+    seed = load_recipe("tetris_seed")
     assert seed.name == "tetris_seed" and seed.data_version == 2 and len(seed.networks(0)) == 1000
     assert seed.data_arguments() == {"version": 2, "train_size": 500, "noise_std": 0.4, "label_noise": 0.2}
-    assert load_recipe("tetris_seed").data_arguments() == {"version": 1}  # version 1 stays the default
-    assert load_recipe("tetris_hyp").filter is None
+    for name, config in (("tetris_seed_v1", "tetris_seed"), ("tetris_hyp_v1", "tetris_hyp")):  # version 1 stays
+        old = load_recipe(name)
+        assert old.name == config and old.data_arguments() == {"version": 1} and old.filter is None
+        assert "data_version" not in old.to_dict()  # its zoos, built before data versions, stay "complete"
+    assert (
+        len(load_recipe("tetris_hyp_v1").networks(0)) == 3600
+        and len(load_recipe("tetris_seed_v1").networks(0)) == 1000
+    )
 
 
 def test_data_options_are_recorded(tmp_path):
@@ -177,3 +187,23 @@ def test_data_options_are_recorded(tmp_path):
     info = json.loads((tmp_path / "hyp_small" / "zoo_info.json").read_text())
     assert info["recipe"]["data_options"] == {"train_size": 40, "label_noise": 0.25}
     assert info["dataset"]["sizes"]["train"] == 40 and "label_noise 0.25" in info["dataset"]["source"]
+
+
+def test_cli_data_version_1_on_a_version_2_recipe_names_the_v1_recipe(tmp_path, capsys):
+    arguments = ["zoo", "build", "tetris_seed", "--out", str(tmp_path / "z"), "--num-models", "2", "--epochs", "1"]
+    assert main([*arguments, "--data-version", "1", "--quiet"]) == 2
+    assert "Build the recipe 'tetris_seed_v1' for data version 1" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists()
+
+
+def test_a_damaged_version_1_zoo_is_rebuilt_by_its_own_recipe(tmp_path):
+    """The advice names `tetris_seed_v1`: `tetris_seed` now builds data version 2, another zoo."""
+    build_zoo(load_recipe("tetris_seed_v1"), tmp_path, BuildOptions(num_models=3, epochs=1, subset=40), progress=False)
+    target = tmp_path / "tetris_seed" / "train-00000-of-00001.parquet"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(
+        ZooIntegrityError, match=r"hyperrep zoo build tetris_seed_v1 --out .* --num-models 3 --epochs 1"
+    ):
+        load_zoo(tmp_path, "tetris_seed", cache_dir=str(tmp_path / "cache"))

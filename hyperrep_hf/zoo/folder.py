@@ -1048,15 +1048,32 @@ def _names(data_files: dict[str, list[str]]) -> list[str]:
     return [Path(file).name for files in data_files.values() for file in files]
 
 
+def _shipped_recipe_of(info: dict) -> str | None:
+    """The shipped recipe that built this zoo (its recorded recipe equals the recipe's own record), if any."""
+    from .recipes import list_recipes, load_recipe
+
+    recorded = info.get("recipe")
+    for candidate in list_recipes():
+        try:
+            if load_recipe(candidate).to_dict() == recorded:
+                return candidate
+        except ValueError:  # a broken recipe file is reported where it is built, not here
+            continue
+    return None
+
+
 def _verified_files(zoo_dir: Path, info: dict) -> dict[str, list[str]]:
     """The zoo's Parquet files by split, checked against ``zoo_info.json``'s records (when it has them)."""
     name = info.get("name", zoo_dir.name)
     flags = {"num_models": "--num-models", "epochs": "--epochs", "subset": "--subset", "seed": "--seed"}
     options = info.get("options") or {}
     given = "".join(f" {flag} {options[key]}" for key, flag in flags.items() if options.get(key))
-    if info.get("recipe", {}).get("data_version", 1) != 1:
-        given += f" --data-version {info['recipe']['data_version']}"
-    rebuild = f"rebuild the zoo with `hyperrep zoo build {name} --out {zoo_dir.parent}{given} --overwrite`"
+    recipe = _shipped_recipe_of(info)  # e.g. a data-version-1 zoo: `tetris_seed_v1`, not today's `tetris_seed`
+    if recipe is None:
+        recipe = name
+        if info.get("recipe", {}).get("data_version", 1) != 1:
+            given += f" --data-version {info['recipe']['data_version']}"
+    rebuild = f"rebuild the zoo with `hyperrep zoo build {recipe} --out {zoo_dir.parent}{given} --overwrite`"
     present = sorted(zoo_dir.glob("*.parquet"))
     records = info.get("files")
     if records is not None:

@@ -47,15 +47,15 @@ Data versions
 A zoo recipe names its data version (``data_version``, recorded in ``zoo_info.json`` and the card; recipes
 without one, and zoos built before versions existed, are version 1). ``TETRIS_DESIGNS`` holds each version:
 
-- **Version 1** (the default until the presets are retrained): 200 / 250 / 500 images, σ 0.1, clean labels —
-  bit-for-bit the generator above (tested against checksums taken before versions existed).
+- **Version 1** (the shipped recipes' version until issue 15; now ``tetris_*_v1``): 200 / 250 / 500 images, σ 0.1,
+  clean labels — bit-for-bit the generator above (tested against checksums taken before versions existed).
 - **Version 2**: 4000 / 1000 / 2000 images from streams of their own, σ 0.1 and clean labels by default, and two
   knobs a recipe may turn through ``data_options`` (``noise_std``, ``label_noise``; with ``train_size``, which
   works for every data set): label noise replaces an exact share of each split's labels by another class, the same
   share of every class, so the noisy labels stay balanced. The README's "Tetris data, version 2" gives the
   measurements behind the choice: TETRIS-HYP needs the 4000 clean training images (at lr 1e-5 a network moves only
   when it takes about 250 Adam steps an epoch), TETRIS-SEED needs a small, noisy training split to overfit
-  measurably (``zoos/tetris_seed_v2.yaml``: 500 images, σ 0.4, 20 % label noise), and no single split does both.
+  measurably (``zoos/tetris_seed.yaml``: 500 images, σ 0.4, 20 % label noise), and no single split does both.
 
 Determinism and the cache
 -------------------------
@@ -272,7 +272,9 @@ def _load_cached_or_built(
         if subset is not None:
             dataset = _take_subset(dataset, subset, seed)
         _write_cache(cache_path, dataset, seed, subset, candidate.source)
-        return dataset
+        # The first build reads its data back from the cache too: a fresh tensor and a cached one held the same values
+        # in different memory, and the loss sums of data version 2 then differed in the last float bit.
+        return _read_cache(cache_path, name, seed, subset, candidate.source) or dataset
     raise DatasetNotAvailableError(_missing_data_message(name, data_dir))
 
 
@@ -945,7 +947,8 @@ def _read_cache(path: Path, name: str, seed: int, subset: int | None, source: st
     try:
         with safe_open(path, framework="pt") as handle:
             metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            # Copied out of the file: a tensor still backed by it would fault if the cache file were replaced.
+            tensors = {key: handle.get_tensor(key).clone() for key in handle.keys()}
         expected = {"format_version": CACHE_FORMAT_VERSION, "name": name, "seed": str(seed), "subset": str(subset)}
         expected["cache_source"] = source
         if mismatched := [key for key, value in expected.items() if metadata.get(key) != value]:

@@ -1,0 +1,290 @@
+"""bench/reproduce.py's machinery: row selection, cache and resume, worker groups, the markdown (not the real rows)."""
+
+import importlib.util
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def reproduce():
+    spec = importlib.util.spec_from_file_location("reproduce_under_test", REPO / "bench" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _context(reproduce, tmp_path):
+    return reproduce.Context(tmp_path / "out", tmp_path / "zoos")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Row selection
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_default_rows_are_consistent(reproduce):
+    from hyperrep_hf.probing.report import HYPERREP_METHOD
+
+    assert reproduce.HYPERREP == HYPERREP_METHOD  # the name results.json gives z̄
+    rows = reproduce.default_rows()
+    keys = [row.key for row in rows]
+    assert len(keys) == len(set(keys))
+    by_key = {row.key: row for row in rows}
+    for row in rows:
+        assert row.section in reproduce.SECTIONS and row.kind in reproduce.RUNNERS
+        assert all(need in by_key for need in row.requires)
+        if row.same_as:
+            assert by_key[row.same_as].same_as is None and by_key[row.same_as].kind == row.kind
+    assert {"t1_ed", "t1_ec", "t1_ecd", "t1_ec+d"} <= set(keys)  # Table 1
+    assert {"t2_ffn", "t2_attw", "t2_attw_t", "t2_attn", "t2_attn_t"} <= set(keys)  # Table 2
+    assert {"seed_baselines", "hyp_baselines", "seed_preset", "hyp_preset", "ood_hyp_model"} <= set(keys)
+
+
+def test_every_training_row_makes_a_valid_config(reproduce, tmp_path):
+    from hyperrep_hf.training.trainer import make_train_config
+
+    for row in reproduce.default_rows():
+        if row.kind == "train" and not row.same_as:
+            overrides = {"zoo": "z:tetris_seed", "output_dir": str(tmp_path / row.key), **dict(row.overrides)}
+            config = make_train_config(reproduce._preset_mapping(row.preset), overrides)
+            for name, value in row.overrides.items():
+                assert getattr(config, name) == value, (row.key, name)
+
+
+def test_select_rows_adds_what_a_row_needs_in_report_order(reproduce):
+    rows = reproduce.default_rows()
+    order = [row.key for row in rows]
+    rng = random.Random(0)
+    for _ in range(30):
+        keys = rng.sample(order, rng.randint(1, 6))
+        selected = reproduce.select_rows(rows, keys)
+        chosen = [row.key for row in selected]
+        assert set(keys) <= set(chosen)
+        assert chosen == [key for key in order if key in chosen]  # the report's order, whatever was asked
+        for row in selected:
+            assert set(row.requires) <= set(chosen)
+            if row.same_as:
+                assert row.same_as in chosen
+            elif row.kind in ("train", "baselines"):
+                assert f"zoo_{row.zoo}" in chosen
+    assert [row.key for row in reproduce.select_rows(rows, None)] == order
+    with pytest.raises(ValueError, match=r"Unknown rows \['t9'\].*t1_ed"):
+        reproduce.select_rows(rows, ["t1_ed", "t9"])
+
+
+def test_groups_cover_each_row_once_and_keep_a_model_with_its_readers(reproduce):
+    rows = [row for row in reproduce.runnable(reproduce.default_rows()) if row.kind != "zoo"]
+    for jobs in (1, 2, 3, 7):
+        groups = reproduce._groups(rows, jobs)
+        assert len(groups) <= jobs
+        flat = [row.key for group in groups for row in group]
+        assert sorted(flat) == sorted(row.key for row in rows)
+        where = {row.key: index for index, group in enumerate(groups) for row in group}
+        assert where["ood_hyp_model"] == where["hyp_preset"] and where["ood_seed_model"] == where["seed_preset"]
+
+
+def test_fingerprint_follows_the_configuration_only(reproduce):
+    row = reproduce.Row("a", "t1", "A", "train", preset="tetris_seed", overrides={"epochs": 2})
+    same = reproduce.Row("a", "t1", "renamed", "train", preset="tetris_seed", overrides={"epochs": 2}, note="n")
+    other = reproduce.Row("a", "t1", "A", "train", preset="tetris_seed", overrides={"epochs": 3})
+    assert row.fingerprint() == same.fingerprint() != other.fingerprint()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The cache and resume (a stand-in runner: the machinery, not the rows)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_runner(reproduce, monkeypatch):
+    calls = []
+
+    def run(row, context):
+        calls.append(row.key)
+        if row.overrides.get("fail"):
+            raise RuntimeError("boom")
+        value = float(row.overrides.get("value", 50.0))
+        return {"scores": {reproduce.HYPERREP: {"epoch": value}, "s(W)": {"epoch": value - 10}}}
+
+    monkeypatch.setitem(reproduce.RUNNERS, "fake", run)
+    return calls
+
+
+def _fake_rows(reproduce, **values):
+    return [reproduce.Row(key, "t1", key.upper(), "fake", overrides={"value": value}) for key, value in values.items()]
+
+
+def test_a_rerun_skips_finished_rows_and_reruns_changed_or_forced_ones(reproduce, fake_runner, tmp_path):
+    context = _context(reproduce, tmp_path)
+    rows = _fake_rows(reproduce, a=1, b=2, c=3)
+    assert reproduce.run_rows(rows, context, say=lambda _: None) == {"a": "done", "b": "done", "c": "done"}
+    assert fake_runner == ["a", "b", "c"]
+    record = json.loads((context.rows_dir / "b.json").read_text())
+    assert record["status"] == "done" and record["scores"][reproduce.HYPERREP]["epoch"] == 2
+    assert (
+        record["cpu_seconds"] >= 0 and record["wall_seconds"] >= 0 and record["fingerprint"] == rows[1].fingerprint()
+    )
+
+    assert set(reproduce.run_rows(rows, context, say=lambda _: None).values()) == {"cached"}
+    assert fake_runner == ["a", "b", "c"]
+
+    changed = [rows[0], _fake_rows(reproduce, b=20)[0], rows[2]]
+    assert reproduce.run_rows(changed, context, say=lambda _: None)["b"] == "done"
+    (context.rows_dir / "c.json").write_text("{ not json")  # a damaged cache entry is rerun
+    assert reproduce.run_rows(changed, context, say=lambda _: None) == {"a": "cached", "b": "cached", "c": "done"}
+    assert fake_runner == ["a", "b", "c", "b", "c"]
+    reproduce.run_rows(changed, context, force=True, say=lambda _: None)
+    assert fake_runner[-3:] == ["a", "b", "c"]
+
+
+def test_a_failing_row_is_reported_and_the_others_go_on(reproduce, fake_runner, tmp_path):
+    context = _context(reproduce, tmp_path)
+    rows = [
+        reproduce.Row("bad", "t1", "Bad", "fake", overrides={"fail": True}),
+        reproduce.Row("reader", "t1", "Reader", "fake", requires=("bad",)),
+        *_fake_rows(reproduce, good=5),
+    ]
+    outcome = reproduce.run_rows(rows, context, say=lambda _: None)
+    assert outcome["bad"].startswith("failed: RuntimeError: boom")
+    assert outcome["reader"] == "skipped: needs bad" and outcome["good"] == "done"
+    assert not (context.rows_dir / "bad.json").exists() and (context.rows_dir / "good.json").exists()
+
+
+def test_main_selects_rows_and_regenerates_the_report(reproduce, fake_runner, tmp_path):
+    rows = _fake_rows(reproduce, a=11, b=22)
+    report = tmp_path / "report.md"
+    common = ["--out", str(tmp_path / "out"), "--report", str(report)]
+    assert reproduce.main([*common, "--rows", "b"], rows=rows) == 0
+    assert fake_runner == ["b"]
+    text = report.read_text()
+    assert "| B |" in text and "22.0" in text
+    assert "| A | value 11 | not run yet" in text
+    assert "Finished rows: 1 of 2" in text
+    assert reproduce.main([*common, "--report-only"], rows=rows) == 0 and fake_runner == ["b"]
+    with pytest.raises(SystemExit):
+        reproduce.main([*common, "--rows", "nope"], rows=rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The markdown
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _write_record(reproduce, context, row, **result):
+    from hyperrep_hf.atomic import write_json_atomic
+
+    record = {"status": "done", "fingerprint": row.fingerprint(), "cpu_seconds": 90.0, "wall_seconds": 180.0, **result}
+    context.rows_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(context.rows_dir / f"{row.key}.json", record)
+
+
+def test_report_shows_finished_rows_beside_the_paper_and_the_rest_as_not_run(reproduce, tmp_path):
+    context = _context(reproduce, tmp_path)
+    rows = reproduce.default_rows()
+    by_key = {row.key: row for row in rows}
+    targets = reproduce.SEED_TARGETS
+    ours = dict(zip(targets, (98.0, 90.0, 70.0, 72.0, 60.0, 69.4, 90.0), strict=True))
+    sw = dict(zip(targets, (97.0, 91.0, 50.0, 70.0, 61.0, 69.0, 80.0), strict=True))
+    intervals = {
+        "epoch": {"difference": 1.0, "low": 0.2, "high": 1.8, "baseline": "s(W)", "significant": True},
+        "test_accuracy": {"difference": -1.0, "low": -1.9, "high": -0.1, "baseline": "s(W)", "significant": True},
+        "generalization_gap": {"difference": 20.0, "low": -1.0, "high": 40.0, "baseline": "s(W)", "significant": 0},
+    }
+    _write_record(reproduce, context, by_key["seed_preset"], scores={reproduce.HYPERREP: ours, "s(W)": sw},
+                  intervals=intervals)  # fmt: skip
+    _write_record(reproduce, context, by_key["t1_ecd"], scores={reproduce.HYPERREP: ours}, reconstruction_r2=80.0)
+    _write_record(reproduce, context, by_key["seed_baselines"], scores={"W": {"epoch": -3.0}, "s(W)": sw},
+                  cpu_seconds_by_baseline={"W": 6.0, "s(W)": 12.0})  # fmt: skip
+    text = reproduce.render_report(rows, context)
+    ecd = next(line for line in text.splitlines() if line.startswith("| EcD |"))
+    assert "98.0 (97.0)" in ecd and "90.0 (90.2)" in ecd and "80.0 (84.1)" in ecd and "1.5 (3.0)" in ecd
+    ed = next(line for line in text.splitlines() if line.startswith("| ED |"))
+    assert "not run yet" in ed and f"est. {by_key['t1_ed'].estimate_min:g}" in ed
+    assert next(line for line in text.splitlines() if line.startswith("| AttN+t |")).count("not run yet") == 1
+    assert "| W | -3.0 (55.4) |" in text and "| pca_rbf | – |" in text  # a baseline the row did not give
+    goals = text[text.index("Goals (vs s(W)") :]
+    cells = [line.strip("| ").split(" | ") for line in goals.splitlines() if line.startswith("| ")]
+    rows_of = {parts[0]: parts for parts in cells}
+    assert rows_of["Eph"][3] == "ahead" and rows_of["Acc"][3] == "behind" and rows_of["GGap"][3] == "level"
+    assert rows_of["F1C0"][3] == "ahead"  # no interval: by ±1 point (72.0 vs 70.0)
+    assert rows_of["F1C2"][5] == "level" and rows_of["F1C3"][5] == "ahead" and rows_of["F1C1"][5] == "behind"
+    assert "Finished rows: 3 of" in text and "## What differs from the paper's set-up" in text
+    standing = text[text.index("## Ahead, level or behind") : text.index("## What differs")]
+    # vs s(W): epoch ahead, accuracy behind, gap level by their intervals; F1 0 / 3 ahead, 1 / 2 level by ±1 point
+    assert "| TETRIS-SEED hyperrep (preset) | 3 / 3 / 1 | 2 / 3 / 2 |" in standing
+    assert "| TETRIS-SEED EcD | 0 / 0 / 0 | 2 / 3 / 2 |" in standing  # no s(W) scores in that record: no verdicts
+    assert "seed_baselines" not in standing and "ED |" not in standing  # baselines and unfinished rows left out
+    hyp = text[text.index("TETRIS-HYP, Table 5") :]
+    assert "Goals: the preset row has not run yet." in hyp
+    assert "not run (no results file" in text  # the CNN rows without a results file
+
+
+def test_report_reads_an_external_results_file(reproduce, tmp_path):
+    document = {
+        "targets": ["test_accuracy", "activation"],
+        "results": [
+            {"split": "test", "metric": "r2", "value": 0.5, "method": "s(W)", "target": "test_accuracy"},
+            {
+                "split": "test",
+                "metric": "accuracy",
+                "value": 0.9,
+                "method": reproduce.HYPERREP,
+                "target": "activation",
+            },
+            {"split": "train", "metric": "r2", "value": 0.99, "method": "s(W)", "target": "test_accuracy"},
+        ],
+    }
+    source = tmp_path / "cnn.json"
+    source.write_text(json.dumps(document))
+    row = reproduce.Row("cnn", "cnn", "CNN", "external", sources=(str(tmp_path / "missing.json"), str(source)))
+    text = reproduce.render_report([row], _context(reproduce, tmp_path))
+    assert "| s(W) | 50.0 | – |" in text and "| hyperrep | – | 90.0 |" in text
+    source.write_text("[1, 2]")  # not a results document: "not run"
+    assert "not run (no results file" in reproduce.render_report([row], _context(reproduce, tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The real runners on a tiny zoo (seconds)
+# ---------------------------------------------------------------------------------------------------------------
+
+TINY = {"d_model": 16, "num_attention_heads": 2, "intermediate_size": 16, "latent_dim": 4, "projection_dim": 4,
+        "epochs": 1, "batch_size": 16, "eval_batch_size": 64, "epochs_to_use": [0, 2]}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_tiny_rows_run_end_to_end_and_resume(reproduce, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    rows = [
+        reproduce.Row(
+            "zoo_tetris_seed", "zoos", "TETRIS-SEED", "zoo", overrides={"num_models": 8, "epochs": 2, "subset": 80}
+        ),
+        reproduce.Row("seed_baselines", "t5_seed", "baselines", "baselines", baselines=("W", "s(W)")),
+        reproduce.Row("t1_ed", "t1", "ED", "train", preset="tetris_seed", overrides=TINY, baselines=("s(W)",)),
+        reproduce.Row("t2_attn_t", "t2", "AttN+t", "train", same_as="t1_ed", note="= Table 1 ED"),
+    ]
+    report = tmp_path / "report.md"
+    arguments = ["--out", str(tmp_path / "out"), "--report", str(report)]
+    assert reproduce.main([*arguments, "--rows", "t2_attn_t"], rows=rows) == 0  # pulls in t1_ed and the zoo
+    finished = sorted(path.stem for path in (tmp_path / "out" / "rows").glob("*.json"))
+    assert finished == ["t1_ed", "zoo_tetris_seed"]
+    record = json.loads((tmp_path / "out" / "rows" / "t1_ed.json").read_text())
+    assert set(record["scores"]) == {reproduce.HYPERREP, "s(W)"} and "epoch" in record["scores"]["s(W)"]
+    assert record["reconstruction_r2"] is not None and record["cpu_seconds"] > 0
+    zoo = json.loads((tmp_path / "out" / "rows" / "zoo_tetris_seed.json").read_text())
+    assert zoo["built"] and zoo["data_version"] == 2 and zoo["counts"]["models"] == 8
+    text = report.read_text()
+    assert "not run yet (est." in next(line for line in text.splitlines() if line.startswith("| W |"))
+    second = record["finished"]
+    assert reproduce.main(arguments, rows=rows) == 0  # the rest; t1_ed is not trained again
+    assert json.loads((tmp_path / "out" / "rows" / "t1_ed.json").read_text())["finished"] == second
+    baselines = json.loads((tmp_path / "out" / "rows" / "seed_baselines.json").read_text())
+    assert set(baselines["scores"]) == {"W", "s(W)"}
+    assert baselines["scores"]["s(W)"] == record["scores"]["s(W)"]  # the same probe on the same rows, two routes
+    assert "Finished rows: 3 of 3" in report.read_text()
