@@ -1,5 +1,6 @@
 """bench/reproduce.py's machinery: row selection, cache and resume, worker groups, the markdown (not the real rows)."""
 
+import dataclasses
 import importlib.util
 import json
 import random
@@ -187,7 +188,10 @@ def _write_record(reproduce, context, row, **result):
 
 def test_report_shows_finished_rows_beside_the_paper_and_the_rest_as_not_run(reproduce, tmp_path):
     context = _context(reproduce, tmp_path)
-    rows = reproduce.default_rows()
+    rows = [  # the CNN row pointed at a results file that does not exist (the repository ships one)
+        dataclasses.replace(row, sources=(str(tmp_path / "missing.json"),)) if row.kind == "external" else row
+        for row in reproduce.default_rows()
+    ]
     by_key = {row.key: row for row in rows}
     targets = reproduce.SEED_TARGETS
     ours = dict(zip(targets, (98.0, 90.0, 70.0, 72.0, 60.0, 69.4, 90.0), strict=True))
