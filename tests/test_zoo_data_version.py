@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from tiny_models import tetris_lr_recipe
 
 from hyperrep_hf.cli import main
 from hyperrep_hf.zoo.filter import never_trained
@@ -21,16 +22,7 @@ SMALL = BuildOptions(epochs=4, subset=80)
 
 def small_hyp_recipe(**changes) -> ZooRecipe:
     """Eight networks, half of them with a learning rate too small to move in 4 epochs."""
-    recipe = ZooRecipe(
-        name="hyp_small",
-        dataset="tetris",
-        network="tetris_mlp",
-        epochs=4,
-        seeds=(1, 4),
-        fixed={"optimizer": "adam", "batch_size": 8, "activation": "tanh", "init": "kaiming_uniform"},
-        grid={"learning_rate": [3e-2, 1e-7]},
-    )
-    return dataclasses.replace(recipe, **changes)
+    return tetris_lr_recipe("hyp_small", 4, 4, [3e-2, 1e-7], **changes)
 
 
 def kept_models(zoo_dir) -> list[int]:

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from tiny_models import tetris_lr_recipe
 
 from hyperrep_hf.zoo import image_data
 from hyperrep_hf.zoo.filter import AT_CHANCE, DIVERGED, EXPLODED, drop_reasons, largest_weight, reason_text
@@ -26,16 +27,7 @@ SMALL = BuildOptions(epochs=3, subset=80)
 
 def tiny_recipe(**changes) -> ZooRecipe:
     """Six Tetris MLPs: three with a learning rate that moves them, three with one too small to."""
-    recipe = ZooRecipe(
-        name="hyp_tiny",
-        dataset="tetris",
-        network="tetris_mlp",
-        epochs=3,
-        seeds=(1, 3),
-        fixed={"optimizer": "adam", "batch_size": 8, "activation": "tanh", "init": "kaiming_uniform"},
-        grid={"learning_rate": [5e-2, 1e-7]},
-    )
-    return dataclasses.replace(recipe, **changes)
+    return tetris_lr_recipe("hyp_tiny", 3, 3, [5e-2, 1e-7], **changes)
 
 
 def per_model(zoo_dir) -> dict[int, tuple[float, float]]:

@@ -1,5 +1,6 @@
 """A tiny evaluated encoder (model folder with processor, probe heads, card) and tiny zoos, built for the tests."""
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -7,7 +8,7 @@ import torch
 from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, NeuronTokenProcessor
 from hyperrep_hf.probing.evaluation import evaluate_model
 from hyperrep_hf.zoo.folder import build_zoo
-from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
+from hyperrep_hf.zoo.recipes import BuildOptions, ZooRecipe, load_recipe
 
 TINY_HYP = BuildOptions(num_models=30, epochs=2, subset=120)
 
@@ -40,3 +41,17 @@ def make_evaluated_model(model_dir: Path, zoo_dir: Path, out_dir: Path, canonica
     processor.save_pretrained(model_dir)
     evaluate_model(model_dir, zoo_dir, out_dir, baselines=[], plots=False, progress=False)
     return model_dir
+
+
+def tetris_lr_recipe(name: str, epochs: int, num_seeds: int, learning_rates: list[float], **changes) -> ZooRecipe:
+    """A tiny Tetris-MLP grid over learning rate only (Adam, tanh, Kaiming-uniform, batch 8), seeds 1..num_seeds."""
+    recipe = ZooRecipe(
+        name=name,
+        dataset="tetris",
+        network="tetris_mlp",
+        epochs=epochs,
+        seeds=(1, num_seeds),
+        fixed={"optimizer": "adam", "batch_size": 8, "activation": "tanh", "init": "kaiming_uniform"},
+        grid={"learning_rate": learning_rates},
+    )
+    return dataclasses.replace(recipe, **changes)
