@@ -155,9 +155,10 @@ SECTIONS: dict[str, Section] = {
         "TETRIS-SEED, Table 1: self-supervised objectives",
         "tetris_seed",
         SEED_TARGETS,
-        "AttN+t encoder of the preset (d_model 128, 2 blocks, latent 50) on the raw weights with permutation, "
+        "AttN+t encoder of the ablation base (`bench/configs/tetris_seed_ablation.yaml`: d_model 128, 2 blocks, "
+        "latent 50) on the raw weights with permutation, "
         "sign-flip and erasing augmentations (P+S+E: a contrastive loss needs two different views; the preset's "
-        "canonical form gives one), 5 of the preset's 11 epochs; β 0.9 for EcD and Ec+D. Reconstruction = test R² "
+        "canonical form gives one), 5 of the base's 11 epochs; β 0.9 for EcD and Ec+D. Reconstruction = test R² "
         "of the decoded weights.",
     ),
     "t2": Section(
@@ -174,7 +175,7 @@ SECTIONS: dict[str, Section] = {
         SEED_TARGETS,
         "ED, AttN+t, 5 epochs. P = neuron permutation, E = erasing (p 0.5), N = additive noise (σ 0.05 of the "
         "standardised weights), S = sign flips before tanh (ours); 'symmetry average' = z averaged over the network "
-        "and 15 symmetric copies; 'canonical' = the preset's canonical form (no augmentation needed).",
+        "and 15 symmetric copies; 'canonical' = the base's canonical form (no augmentation needed).",
     ),
     "t5_seed": Section(
         "TETRIS-SEED, Table 5 (left): the hyper-representation and the baselines",
@@ -210,6 +211,8 @@ SECTIONS: dict[str, Section] = {
 }
 
 SEED_PRESET = "tetris_seed"
+# Tables 1-3 train from a pinned copy of the preset, so the preset can move on without re-basing the ablations.
+ABLATION_PRESET = "bench/configs/tetris_seed_ablation.yaml"
 HYP_PRESET = "tetris_hyp"
 # The ablations' common ground: raw weights with the paper's augmentations plus our sign flips, 5 epochs.
 ABLATION = {
@@ -242,52 +245,52 @@ def default_rows() -> list[Row]:
         Row("zoo_tetris_seed", "zoos", "TETRIS-SEED", "zoo", zoo="tetris_seed", estimate_min=1.2),
         Row("zoo_tetris_hyp", "zoos", "TETRIS-HYP", "zoo", zoo="tetris_hyp", estimate_min=9.0),
         # Table 1: objectives
-        Row("t1_ed", "t1", "ED", "train", preset=SEED_PRESET, overrides=_ablation(loss_type="ed"),
+        Row("t1_ed", "t1", "ED", "train", preset=ABLATION_PRESET, overrides=_ablation(loss_type="ed"),
             baselines=("s(W)",), paper={"reconstruction": PAPER_RECONSTRUCTION["ED"]}, note="5 epochs",
             estimate_min=3.5),
-        Row("t1_ec", "t1", "Ec", "train", preset=SEED_PRESET, overrides=_ablation(loss_type="ec"),
+        Row("t1_ec", "t1", "Ec", "train", preset=ABLATION_PRESET, overrides=_ablation(loss_type="ec"),
             baselines=("s(W)",), note="5 epochs", estimate_min=4.5),
-        Row("t1_ecd", "t1", "EcD", "train", preset=SEED_PRESET, overrides=_ablation(loss_type="ecd", beta=0.9),
+        Row("t1_ecd", "t1", "EcD", "train", preset=ABLATION_PRESET, overrides=_ablation(loss_type="ecd", beta=0.9),
             baselines=("s(W)",), paper={**seed_paper_ecd, "reconstruction": PAPER_RECONSTRUCTION["EcD"]},
             note="5 epochs", estimate_min=4.5),
-        Row("t1_ec+d", "t1", "Ec+D", "train", preset=SEED_PRESET, overrides=_ablation(loss_type="ec+d", beta=0.9),
+        Row("t1_ec+d", "t1", "Ec+D", "train", preset=ABLATION_PRESET, overrides=_ablation(loss_type="ec+d", beta=0.9),
             baselines=("s(W)",), paper={"reconstruction": PAPER_RECONSTRUCTION["Ec+D"]}, note="5 epochs",
             estimate_min=4.5),
         # Table 2: architectures (ED, as the Table 1 ED row)
-        Row("t2_ffn", "t2", "FFN", "train", preset=SEED_PRESET, overrides=_ablation(variant="ffn"),
+        Row("t2_ffn", "t2", "FFN", "train", preset=ABLATION_PRESET, overrides=_ablation(variant="ffn"),
             baselines=("s(W)",), note="5 epochs", estimate_min=2.0),
-        Row("t2_attw", "t2", "AttW", "train", preset=SEED_PRESET,
+        Row("t2_attw", "t2", "AttW", "train", preset=ABLATION_PRESET,
             overrides=_ablation(variant="attw", token_layout="weight", epochs=2), baselines=("s(W)",),
             note="2 epochs", estimate_min=9.0),
-        Row("t2_attw_t", "t2", "AttW+t", "train", preset=SEED_PRESET,
+        Row("t2_attw_t", "t2", "AttW+t", "train", preset=ABLATION_PRESET,
             overrides=_ablation(variant="attw_t", token_layout="weight", epochs=2), baselines=("s(W)",),
             note="2 epochs", estimate_min=9.0),
-        Row("t2_attn", "t2", "AttN", "train", preset=SEED_PRESET, overrides=_ablation(variant="attn"),
+        Row("t2_attn", "t2", "AttN", "train", preset=ABLATION_PRESET, overrides=_ablation(variant="attn"),
             baselines=("s(W)",), note="5 epochs", estimate_min=3.5),
         Row("t2_attn_t", "t2", "AttN+t", "train", same_as="t1_ed", note="= Table 1 ED"),
         # Table 3: augmentations (ED, AttN+t)
-        Row("t3_none", "t3", "none", "train", preset=SEED_PRESET, overrides=_augmentation(), baselines=("s(W)",),
+        Row("t3_none", "t3", "none", "train", preset=ABLATION_PRESET, overrides=_augmentation(), baselines=("s(W)",),
             note="5 epochs", estimate_min=3.5),
-        Row("t3_p", "t3", "P", "train", preset=SEED_PRESET, overrides=_augmentation(permute=True),
+        Row("t3_p", "t3", "P", "train", preset=ABLATION_PRESET, overrides=_augmentation(permute=True),
             baselines=("s(W)",), note="5 epochs", estimate_min=3.5),
-        Row("t3_e", "t3", "E", "train", preset=SEED_PRESET, overrides=_augmentation(erasing_probability=0.5),
+        Row("t3_e", "t3", "E", "train", preset=ABLATION_PRESET, overrides=_augmentation(erasing_probability=0.5),
             baselines=("s(W)",), note="5 epochs", estimate_min=3.5),
-        Row("t3_n", "t3", "N", "train", preset=SEED_PRESET, overrides=_augmentation(additive_noise_std=0.05),
+        Row("t3_n", "t3", "N", "train", preset=ABLATION_PRESET, overrides=_augmentation(additive_noise_std=0.05),
             baselines=("s(W)",), note="5 epochs", estimate_min=3.5),
-        Row("t3_pe", "t3", "P+E", "train", preset=SEED_PRESET,
+        Row("t3_pe", "t3", "P+E", "train", preset=ABLATION_PRESET,
             overrides=_augmentation(permute=True, erasing_probability=0.5), baselines=("s(W)",), note="5 epochs",
             estimate_min=3.5),
-        Row("t3_pen", "t3", "P+E+N", "train", preset=SEED_PRESET,
+        Row("t3_pen", "t3", "P+E+N", "train", preset=ABLATION_PRESET,
             overrides=_augmentation(permute=True, erasing_probability=0.5, additive_noise_std=0.05),
             baselines=("s(W)",), note="5 epochs", estimate_min=3.5),
-        Row("t3_ps", "t3", "P+S (ours)", "train", preset=SEED_PRESET,
+        Row("t3_ps", "t3", "P+S (ours)", "train", preset=ABLATION_PRESET,
             overrides=_augmentation(permute=True, sign_flip=True), baselines=("s(W)",), note="5 epochs",
             estimate_min=3.5),
         Row("t3_pse", "t3", "P+S+E (ours)", "train", same_as="t1_ed", note="= Table 1 ED"),
-        Row("t3_ps_avg", "t3", "P+S + symmetry average (ours)", "train", preset=SEED_PRESET,
+        Row("t3_ps_avg", "t3", "P+S + symmetry average (ours)", "train", preset=ABLATION_PRESET,
             overrides=_augmentation(permute=True, sign_flip=True, embedding_symmetry_samples=16),
             baselines=("s(W)",), note="5 epochs; z̄ over 16 copies", estimate_min=6.0),
-        Row("t3_canonical", "t3", "canonical form (ours)", "train", preset=SEED_PRESET,
+        Row("t3_canonical", "t3", "canonical form (ours)", "train", preset=ABLATION_PRESET,
             overrides=_augmentation(canonical=True), baselines=("s(W)",), note="5 epochs", estimate_min=3.5),
         # Table 5
         Row("seed_baselines", "t5_seed", "baselines", "baselines", zoo="tetris_seed", baselines=ALL_BASELINES,
@@ -345,7 +348,8 @@ def _preset_mapping(preset: str) -> dict:
     from hyperrep_hf.cli import resolve_train_config
     from hyperrep_hf.training.trainer import read_preset
 
-    return read_preset(resolve_train_config(preset))
+    in_repository = REPO / preset
+    return read_preset(resolve_train_config(str(in_repository) if in_repository.is_file() else preset))
 
 
 def _test_scores(document: Mapping) -> dict[str, dict[str, float]]:
@@ -747,7 +751,7 @@ def _describe(row: Row) -> str:
     changes = [f"{name} {value}" for name, value in row.overrides.items() if base.get(name, object()) != value]
     if row.preset is None:
         return ", ".join(changes)
-    return f"`{row.preset}`" + (" + " + ", ".join(changes) if changes else "")
+    return f"`{Path(row.preset).stem}`" + (" + " + ", ".join(changes) if changes else "")
 
 
 def _baseline_table(section: Section, rows: Sequence[Row], records: Mapping[str, dict | None]) -> list[str]:
