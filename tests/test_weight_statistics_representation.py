@@ -30,7 +30,7 @@ from hyperrep_hf.models.hyperrep.embeddings import (
 from hyperrep_hf.models.hyperrep.pipelines import TASK, predict_networks
 from hyperrep_hf.probing.baselines import compute_baseline_features
 from hyperrep_hf.probing.evaluation import evaluate_model, load_zoo_arrays, set_append_weight_statistics
-from hyperrep_hf.probing.probe_heads import load_probe_heads
+from hyperrep_hf.probing.probe_heads import ProbeMismatchError, load_probe_heads
 from hyperrep_hf.zoo.networks import MNIST_CNN, TETRIS_MLP, make_module
 
 LATENT_DIM = 8
@@ -215,10 +215,29 @@ def test_pipeline_and_predict_use_the_same_features_as_the_probes(switched_model
 def test_probes_of_another_layout_are_refused(switched_model, tmp_path):
     model_dir = Path(shutil.copytree(switched_model[0], tmp_path / "model"))
     set_append_weight_statistics(model_dir, False)  # the config says z alone, the probes read z ⊕ s(W)
-    with pytest.raises(ValueError, match=r"fitted on the representation 'z\+s\(W\)'.*append_weight_statistics=false"):
+    assert json.loads((model_dir / "config.json").read_text())["append_weight_statistics"] is False
+    message = r"fitted on the representation 'z\+s\(W\)'.*gives 'z' \(append_weight_statistics=false\)"
+    with pytest.raises(ProbeMismatchError, match=message):
         pipeline(TASK, model=str(model_dir), device=-1)
+    network = tmp_path / "network.safetensors"
+    save_file({"layers.1.weight": torch.zeros(5, 16), "layers.3.weight": torch.zeros(4, 5)}, network)
+    with pytest.raises(ProbeMismatchError, match=message):  # not reworded as a damaged folder
+        predict_networks(model_dir, [network])
+    assert main(["predict", str(model_dir), str(network)]) == 2
     set_append_weight_statistics(model_dir, True)
     pipeline(TASK, model=str(model_dir), device=-1)  # matching again: loads
+
+
+def test_evaluate_warns_about_other_zoos_probes_of_another_layout(switched_model, caplog):
+    from hyperrep_hf.probing.evaluation import _warn_other_layouts
+
+    model_dir = switched_model[0]
+    (key,) = {entry["zoo"] for entry in json.loads((model_dir / "probes" / "index.json").read_text())["probes"]}
+    with caplog.at_level("WARNING", logger="hyperrep_hf"):
+        _warn_other_layouts(model_dir, key, "z+s(W)")  # the same layout: nothing to say
+        assert not caplog.records
+        _warn_other_layouts(model_dir, "another-zoo", "z")  # a z evaluation of another zoo beside these probes
+    assert len(caplog.records) == 1 and key in caplog.text and "re-evaluate" in caplog.text
 
 
 @pytest.mark.slow

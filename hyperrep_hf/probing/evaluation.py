@@ -818,7 +818,29 @@ def _save_probes(
         scores_by_activation=scores_by_activation(report.probes, embeddings, zoo.columns, targets_by_split),
         representation=representation,
     )
+    _warn_other_layouts(model_dir, key, representation)
     return [index, model_dir / "probes" / key / "statistics.json"]
+
+
+def _warn_other_layouts(model_dir: Path, key: str, representation: str) -> None:
+    """Logs the other zoos whose probes read another representation layout (the pipeline will refuse them)."""
+    from .probe_heads import read_probe_index
+
+    others = sorted(
+        {
+            entry["zoo"]
+            for entry in read_probe_index(model_dir)["probes"]
+            if entry["zoo"] != key and entry.get("representation", Z_LAYOUT) != representation
+        }
+    )
+    if others:
+        logger.warning(
+            "%s: the probes of zoo(s) %s were fitted on another representation than %r (append_weight_statistics "
+            "changed); predictions with them are refused until you re-evaluate those zoos with --overwrite.",
+            model_dir,
+            ", ".join(others),
+            representation,
+        )
 
 
 def write_model_evaluation(model_dir: Path, document: dict, plots: Sequence[Path]) -> list[Path]:

@@ -49,6 +49,10 @@ class ProbeIndexError(ValueError):
     """A damaged ``probes/index.json`` or probe head."""
 
 
+class ProbeMismatchError(ValueError):
+    """Probe heads fitted on another representation (layout or size) than the encoder's config gives."""
+
+
 def _missing_probes_message(model_dir: str | os.PathLike, detail: str) -> str:
     return (
         f"{model_dir} has no probe heads ({detail}). Fit them first with "

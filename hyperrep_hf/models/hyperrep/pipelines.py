@@ -49,6 +49,7 @@ from .embeddings import (
 from .modeling_hyperrep_probe import (
     HyperRepProbeModel,
     ProbeIndexError,
+    ProbeMismatchError,
     ProbesNotFoundError,
     load_probe_heads,
     load_probe_statistics,
@@ -139,14 +140,14 @@ class NetworkPropertyPredictionPipeline(Pipeline):
             fitted = getattr(head.config, "representation", "z")
             if fitted != layout:
                 setting, wanted = ("true", "false") if layout == "z+s(W)" else ("false", "true")
-                raise ValueError(
+                raise ProbeMismatchError(
                     f"Probe {target!r} (zoo {self.zoo}) was fitted on the representation {fitted!r}, but the "
                     f"encoder's config gives {layout!r} (append_weight_statistics={setting}): the features do not "
                     "match. Re-fit the probes for this setting with `hyperrep evaluate MODEL --zoo ZOO --out DIR "
                     f"--overwrite`, or set append_weight_statistics to {wanted} in the model's config.json."
                 )
             if head.config.input_dim != size:
-                raise ValueError(
+                raise ProbeMismatchError(
                     f"Probe {target!r} reads {head.config.input_dim}-dimensional embeddings, the encoder gives "
                     f"{size}: the probes belong to another encoder; re-run `hyperrep evaluate`."
                 )
@@ -405,6 +406,7 @@ def make_prediction_pipeline(
     Raises:
         ProbesNotFoundError: The folder has no probes (telling to run ``hyperrep evaluate`` first).
         ProbeIndexError: A damaged ``probes/index.json`` or probe head.
+        ProbeMismatchError: Probes fitted on another representation than the config's (``append_weight_statistics``).
         ValueError: An encoder or processor that cannot be loaded (naming the folder).
     """
     from safetensors import SafetensorError
@@ -415,7 +417,7 @@ def make_prediction_pipeline(
         return pipeline(
             TASK, model=os.fspath(model_dir_or_repo), zoo=zoo, device=device, max_rows_per_pass=max_rows_per_pass
         )
-    except (ProbesNotFoundError, ProbeIndexError):
+    except (ProbesNotFoundError, ProbeIndexError, ProbeMismatchError):
         raise
     except (OSError, ValueError, SafetensorError) as error:
         raise ValueError(
