@@ -1,6 +1,7 @@
 """The hyper-representation z̄ ⊕ s(W) (``append_weight_statistics``): the baseline's s(W), everywhere z̄ is used.
 
-On: the appended columns are exactly the s(W) baseline's features; z̄ itself does not move; the probe heads read
+On: the appended columns are the s(W) baseline's features, taken over the same canonical views or symmetric copies
+as z̄ (so with permutations alone exactly the baseline's columns); z̄ itself does not move; the probe heads read
 ``latent_dim + 7 · num_layers`` values and say so; evaluation reports z̄ alone beside it; the pipeline, ``hyperrep
 predict`` and the repo's remote code give the probes' predictions; a mismatch between the probes and the config is
 refused. Off: nothing changes (the other test files check the old behaviour itself).
@@ -88,19 +89,41 @@ def test_canonical_representation_is_invariant_to_permutations(spec, activation)
         torch.testing.assert_close(representation, reference, atol=1e-6, rtol=1e-6)
 
 
-def test_sign_flips_leave_z_and_move_s_w_exactly_as_the_baseline():
-    """Documented: s(W) is the baseline's, and the baseline reads a tanh neuron's sign (the layer mean moves)."""
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_canonical_representation_is_invariant_to_sign_flips_though_raw_s_w_is_not(seed):
+    """A tanh neuron's sign moves its layer's raw s(W); s over the canonical views (like z) does not move."""
     processor = NeuronTokenProcessor(TETRIS_MLP, canonical=True, canonical_activation="tanh")
     model = tiny_encoder(processor, append_weight_statistics=True)
-    vectors = real_networks(TETRIS_MLP, "tanh", 4, seed=4)
+    vectors = real_networks(TETRIS_MLP, "tanh", 4, seed=seed)
     identity = SymmetryTransforms(processor.architecture, 1)
     reference = embed_vectors(model, processor, vectors, identity)
-    flipped = NeuronSignFlip(TETRIS_MLP, "tanh")(vectors, torch.Generator().manual_seed(5))
-    representation = embed_vectors(model, processor, flipped, identity)
-    torch.testing.assert_close(representation[:, :LATENT_DIM], reference[:, :LATENT_DIM], atol=1e-6, rtol=1e-6)
-    expected = baseline_statistics(flipped, processor.architecture)
-    np.testing.assert_allclose(representation[:, LATENT_DIM:].double().numpy(), expected, rtol=1e-6, atol=1e-9)
-    assert not torch.allclose(representation[:, LATENT_DIM:], reference[:, LATENT_DIM:])
+    generator = torch.Generator().manual_seed(seed + 100)
+    permutation = NeuronPermutation(TETRIS_MLP, num_permutations=50, generator=generator)
+    moved = permutation(NeuronSignFlip(TETRIS_MLP, "tanh")(vectors, generator), generator)
+    raw_before = baseline_statistics(vectors, processor.architecture)
+    raw_after = baseline_statistics(moved, processor.architecture)
+    assert not np.allclose(raw_before, raw_after)  # the baseline's raw s(W) reads the stored orientation
+    torch.testing.assert_close(embed_vectors(model, processor, moved, identity), reference, atol=1e-6, rtol=1e-6)
+    views, weights, owner = processor.canonical_views(vectors)  # s of the canonical views, blended like z
+    blended = np.zeros_like(raw_before)
+    np.add.at(
+        blended, owner.numpy(), weights.double().numpy()[:, None] * baseline_statistics(views, processor.architecture)
+    )
+    np.testing.assert_allclose(reference[:, LATENT_DIM:].double().numpy(), blended, rtol=1e-5, atol=1e-7)
+
+
+def test_sign_flip_average_averages_s_w_over_the_same_copies_as_z():
+    processor = NeuronTokenProcessor(TETRIS_MLP)
+    symmetries = {"symmetries": ["permutation", "sign_flip"], "activation": "tanh", "embedding_symmetry_samples": 5}
+    model = tiny_encoder(processor, **symmetries, append_weight_statistics=True)
+    vectors = real_networks(TETRIS_MLP, "tanh", 3, seed=7)
+    transforms = symmetry_transforms(model.config, processor.architecture)
+    representation = embed_vectors(model, processor, vectors, transforms)
+    copies = [baseline_statistics(transforms(vectors, k), processor.architecture) for k in range(5)]
+    np.testing.assert_allclose(
+        representation[:, LATENT_DIM:].double().numpy(), np.mean(copies, axis=0), rtol=1e-5, atol=1e-7
+    )
+    assert not np.allclose(copies[0], copies[1])  # the copies' raw statistics differ: the average is not vacuous
 
 
 def test_config_and_training_config_carry_the_option():

@@ -77,8 +77,10 @@ class HyperRepConfig(PreTrainedConfig):
             fixed symmetric copies of it (:mod:`embeddings`); 1 = the plain z of the paper. Used by
             evaluation, probes and the prediction pipeline; ``HyperRepModel.forward`` itself always returns plain z.
         append_weight_statistics: The hyper-representation is z̄ followed by s(W), the per-layer weight statistics of
-            the network's raw weights (mean, variance, percentiles 1/25/50/75/99 of each layer's weights: exactly
-            the ``s(W)`` baseline; ``weight_statistics.weight_statistics``), ``latent_dim + 7 · num_layers`` values.
+            the network's weights (mean, variance, percentiles 1/25/50/75/99 of each layer's weights: the ``s(W)``
+            baseline's features, ``weight_statistics.weight_statistics``, taken over the same canonical views or
+            symmetric copies as z̄, so the canonical form keeps them invariant to sign flips too),
+            ``latent_dim + 7 · num_layers`` values.
             s(W) holds the scale of each layer's weights exactly, which z need not keep (it is trained to
             reconstruct and contrast views, not to preserve scale); probes on the concatenation read both. Used
             wherever the representation is (evaluation, probe heads, the pipeline); training and

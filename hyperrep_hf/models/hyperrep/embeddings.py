@@ -20,15 +20,19 @@ the few branches of its near-ties, so z is exactly invariant to the symmetries a
     z(w) = Σ_b p_b(w) · z(canon_b(w)),   Σ_b p_b = 1, one branch (p = 1) for most networks
 
 With ``append_weight_statistics`` in the model config, the hyper-representation is z̄ followed by s(W), the
-per-layer weight statistics of the raw vector (:func:`weight_statistics.weight_statistics`, the ``s(W)`` baseline)::
+per-layer weight statistics (:func:`weight_statistics.weight_statistics`, the ``s(W)`` baseline's features), taken
+over the same copies or canonical views as z (so the canonical form keeps the whole representation invariant)::
 
-    h(w) = [z̄(w), s(w)]   (latent_dim + 7 · num_layers values; layout "z+s(W)", else "z")
+    h(w) = 1/K · Σ_k [z(g_k · w), s(g_k · w)]   or   Σ_b p_b(w) · [z(canon_b(w)), s(canon_b(w))]
+
+(``latent_dim + 7 · num_layers`` values; layout "z+s(W)", else "z").
 
 :func:`embed_vectors` is the one place that builds it, for evaluation, probe heads and the pipeline alike.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -140,56 +144,55 @@ def embed_vectors(
 ) -> torch.Tensor:
     """The hyper-representation of raw flat vectors (batch, num_parameters), on the model's device and dtype.
 
-    z̄ (batch, latent_dim); with ``model.config.append_weight_statistics`` followed by s(W) of the raw vectors:
-    (batch, :func:`representation_dim`). The copies of a batch go through the encoder together, up to
-    ``max_rows_per_pass`` rows per forward pass, so a single network costs one pass of K rows rather than K passes.
-    With a canonical processor (``processor.canonical``) the rows are the network's weighted canonical views instead
-    and ``transforms`` is not used.
+    z̄ (batch, latent_dim); with ``model.config.append_weight_statistics`` each encoder row carries s(W) of the very
+    weights it encoded, so the statistics are averaged (or blended) over the same copies (or canonical views) as z:
+    (batch, :func:`representation_dim`). With a canonical processor that makes the whole representation exactly
+    invariant, sign flips before tanh included (a raw tanh network's layer mean and percentiles depend on the
+    orientation its neurons happened to be stored in); with permutations alone s(W) is the raw network's, since a
+    layer's statistics do not depend on the order of its weights. The copies of a batch go through the encoder
+    together, up to ``max_rows_per_pass`` rows per forward pass, so a single network costs one pass of K rows rather
+    than K passes. With a canonical processor (``processor.canonical``) the rows are the network's weighted canonical
+    views instead and ``transforms`` is not used.
     """
     vectors = vectors.detach().to("cpu", torch.float32)  # the processor tokenises on the CPU
-    z = _embed_latent(model, processor, vectors, transforms, max_rows_per_pass)
-    if representation_layout(model.config) == Z_LAYOUT:
-        return z
-    # float64 statistics of the float32 vectors (as the s(W) baseline computes them), then the encoder's dtype.
-    statistics = torch.from_numpy(weight_statistics(vectors.numpy(), processor.architecture))
-    return torch.cat([z, statistics.to(z.device, z.dtype)], dim=1)
-
-
-def _embed_latent(
-    model: torch.nn.Module,
-    processor: Any,
-    vectors: torch.Tensor,
-    transforms: SymmetryTransforms,
-    max_rows_per_pass: int,
-) -> torch.Tensor:
-    """z̄ of float32 CPU vectors (batch, num_parameters) → (batch, latent_dim): the copies' mean or canonical blend."""
     device = next(model.parameters()).device
+    with_statistics = representation_layout(model.config) == Z_WEIGHT_STATISTICS_LAYOUT
+
+    def rows_of(weights: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """The representation of each encoder row: z of the weights, then (if asked) their s(W)."""
+        inputs = processor.vectors_to_tokens(weights, check=check)  # checks shape and finiteness
+        embeddings = model(**{key: value.to(device) for key, value in inputs.items()}).embeddings
+        if not with_statistics:
+            return embeddings
+        # float64 statistics of the float32 weights (as the s(W) baseline computes them), then the encoder's dtype.
+        statistics = torch.from_numpy(weight_statistics(weights.numpy(), processor.architecture))
+        return torch.cat([embeddings, statistics.to(embeddings.device, embeddings.dtype)], dim=1)
+
     if getattr(processor, "canonical", False):
-        return _embed_canonical(model, processor, vectors, max_rows_per_pass, device)
+        return _embed_canonical(rows_of, processor, vectors, max_rows_per_pass)
     batch, num_samples = vectors.shape[0], transforms.num_samples
     group = max(1, max_rows_per_pass // max(batch, 1))  # copies per forward pass
     total = None
     for first in range(0, num_samples, group):
         copies = torch.cat([transforms(vectors, k) for k in range(first, min(first + group, num_samples))])
-        inputs = processor.vectors_to_tokens(copies)  # checks shape and finiteness
-        embeddings = model(**{key: value.to(device) for key, value in inputs.items()}).embeddings
+        embeddings = rows_of(copies)
         summed = embeddings.view(-1, batch, embeddings.shape[-1]).sum(0)
         total = summed if total is None else total + summed
     return total / num_samples
 
 
 def _embed_canonical(
-    model: torch.nn.Module, processor: Any, vectors: torch.Tensor, max_rows_per_pass: int, device: torch.device
+    rows_of: Callable[..., torch.Tensor], processor: Any, vectors: torch.Tensor, max_rows_per_pass: int
 ) -> torch.Tensor:
-    """Σ_b p_b · z(canon_b(w)) per network: its canonical views through the encoder, weighted and summed."""
+    """Σ_b p_b · h(canon_b(w)) per network: its canonical views' rows (``rows_of``), weighted and summed."""
     views, weights, owner = processor.canonical_views(vectors)  # checks shape and finiteness
-    pieces = []
-    for first in range(0, views.shape[0], max_rows_per_pass):
-        inputs = processor.vectors_to_tokens(views[first : first + max_rows_per_pass], check=False)
-        pieces.append(model(**{key: value.to(device) for key, value in inputs.items()}).embeddings)
+    pieces = [
+        rows_of(views[first : first + max_rows_per_pass], check=False)
+        for first in range(0, views.shape[0], max_rows_per_pass)
+    ]
     embeddings = torch.cat(pieces)
     if views.shape[0] == vectors.shape[0]:  # one view each (weight exactly 1): z itself, bit for bit
         return embeddings
-    weighted = embeddings * weights.to(device, embeddings.dtype)[:, None]
+    weighted = embeddings * weights.to(embeddings.device, embeddings.dtype)[:, None]
     total = embeddings.new_zeros(vectors.shape[0], embeddings.shape[-1])
-    return total.index_add_(0, owner.to(device), weighted)
+    return total.index_add_(0, owner.to(embeddings.device), weighted)

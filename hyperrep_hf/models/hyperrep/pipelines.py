@@ -5,7 +5,7 @@
  (nn.Module, state_dict, .safetensors path, flat vector; or a list of them)
 ```
 
-The probes read the representation :func:`embeddings.embed_vectors` builds: z̄, followed by s(W) of the raw weights
+The probes read the representation :func:`embeddings.embed_vectors` builds: z̄, followed by s(W) of the same views
 when the encoder's config has ``append_weight_statistics`` (the probe heads record which; a mismatch is refused).
 
 ``import hyperrep_hf`` registers the task, so after it::
