@@ -127,6 +127,7 @@ def _evaluate(arguments: argparse.Namespace) -> int:
     check_evaluation_options(arguments.baselines, arguments.max_rows, arguments.seed)
     device = resolve_device(arguments.device)
     options = {"max_rows": arguments.max_rows, "seed": arguments.seed, "progress": not arguments.quiet}
+    options["append_weight_statistics"] = arguments.append_weight_statistics
     check_one_architecture(arguments.zoo)  # zoos of several architectures: named, before anything is written
     outs = _zoo_outs(arguments)
     for zoo, out in outs:  # every zoo checked before the first is evaluated
@@ -160,6 +161,7 @@ def _evaluate_protocol(arguments: argparse.Namespace) -> int:
             split_file=arguments.split_file,
             seed=arguments.seed,
             progress=not arguments.quiet,
+            append_weight_statistics=arguments.append_weight_statistics,
         )
     return 0
 
@@ -329,6 +331,13 @@ def make_parser() -> argparse.ArgumentParser:
         "(s(W)+MLP, s(W)+linear, hyperrep+linear, hyperrep+MLP) → protocol_results.json/.md",
     )
     evaluate.add_argument("--split-file", help="with --protocol: the peers' split file (row indices, no header)")
+    evaluate.add_argument(
+        "--append-weight-statistics",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the hyper-representation is z ⊕ s(W) (per-layer weight statistics appended; --no-…: z alone); "
+        "written into the model's config.json with the probe heads, no retraining (default: the config's setting)",
+    )
     evaluate.add_argument("--device", default="cpu", help=DEVICE_HELP)
     evaluate.add_argument("--batch-size", type=int, default=2048, help=BATCH_HELP)
     evaluate.add_argument("--threads", type=int)

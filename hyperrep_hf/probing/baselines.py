@@ -18,130 +18,51 @@ non-finite weights are left out of the fit and get NaN features, which the probe
 The per-layer slicing comes from the architecture record (``NetworkSpec.to_dict()`` or
 ``zoo_info["architecture"]``): its ordered ``parameters`` list of ``{"name", "shape"}`` in flat-vector order,
 each layer's weight followed by its bias (a name ending in ``.bias``).
+
+s(W) itself (:func:`weight_statistics`, :func:`layer_slices`) lives in the flat remote-code file
+:mod:`hyperrep_hf.models.hyperrep.weight_statistics` and is re-exported here: a model with
+``append_weight_statistics`` computes the same features at embedding time, where hyperrep_hf may not be installed.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
+
+from ..models.hyperrep.weight_statistics import (
+    REFERENCE_ORDER,
+    REFERENCE_PERCENTILES,
+    LayerSlices,
+    check_vectors,
+    layer_slices,
+    tensor_statistics,
+    weight_statistics,
+)
 
 logger = logging.getLogger("hyperrep_hf")
 
 BASELINE_NAMES: tuple[str, ...] = ("W", "s(W)", "s(W)_unterthiner", "pca_linear", "pca_cosine", "pca_rbf", "umap")
-REFERENCE_PERCENTILES: tuple[float, ...] = (1, 25, 50, 75, 99)
 UNTERTHINER_PERCENTILES: tuple[float, ...] = (0, 25, 50, 75, 100)
 UMAP_NEIGHBORS = 25
 UMAP_MIN_DIST = 0.001
 _TRANSFORM_BLOCK_ROWS = 4096
-
-
-@dataclass(frozen=True)
-class LayerSlices:
-    """Where one layer's parameters sit in the flat vector.
-
-    Attributes:
-        name: Layer name: the parameter name without ``.weight``/``.bias`` (e.g. ``"layers.1"``).
-        weight: Slice of the weight (start, stop) in the flat vector.
-        bias: Slice of the bias, or None for a layer without bias.
-    """
-
-    name: str
-    weight: slice
-    bias: slice | None = None
-
-
-def layer_slices(architecture: Mapping) -> list[LayerSlices]:
-    """Groups the architecture's parameters into layers: each weight, followed by its optional bias.
-
-    Args:
-        architecture: Dict with ``parameters``: ordered ``[{"name": "layers.1.weight", "shape": [5, 16]}, ...]``.
-
-    Returns:
-        One :class:`LayerSlices` per weight tensor, in flat order.
-
-    Raises:
-        ValueError: No parameter list, or a bias that does not follow its layer's weight.
-    """
-    parameters = architecture.get("parameters") if isinstance(architecture, Mapping) else None
-    if not parameters:
-        raise ValueError("The architecture record needs a non-empty 'parameters' list of {name, shape}.")
-    layers: list[LayerSlices] = []
-    start = 0
-    for parameter in parameters:
-        name, size = parameter["name"], math.prod(parameter["shape"])
-        span = slice(start, start + size)
-        start += size
-        if not name.endswith(".bias"):
-            layers.append(LayerSlices(name.removesuffix(".weight"), span))
-            continue
-        layer_name = name.removesuffix(".bias")
-        if not layers or layers[-1].name != layer_name or layers[-1].bias is not None:
-            raise ValueError(f"Bias {name!r} does not directly follow the weight of layer {layer_name!r}.")
-        layers[-1] = LayerSlices(layer_name, layers[-1].weight, span)
-    return layers
-
-
-def _num_parameters(layers: list[LayerSlices]) -> int:
-    last = layers[-1]
-    return (last.bias or last.weight).stop
-
-
-def _check_vectors(vectors: np.ndarray, layers: list[LayerSlices]) -> np.ndarray:
-    vectors = np.asarray(vectors)
-    expected = _num_parameters(layers)
-    if vectors.ndim != 2 or vectors.shape[1] != expected:
-        raise ValueError(
-            f"Expected weight vectors of shape (num_rows, {expected}) from the architecture, got {vectors.shape}."
-        )
-    return vectors
-
-
-def _tensor_statistics(values: np.ndarray, statistics: tuple[str, ...], percentiles: tuple[float, ...]) -> np.ndarray:
-    """Statistics of each row: values (num_rows, size) → (num_rows, len(statistics) + extra percentiles).
-
-    Names: ``mean``, ``variance`` and ``std`` (ddof 0), and ``percentile`` (all of ``percentiles`` at that
-    position, numpy's linear interpolation).
-    """
-    values = np.asarray(values, dtype=np.float64)
-    columns = []
-    for statistic in statistics:
-        if statistic == "mean":
-            columns.append(values.mean(axis=1, keepdims=True))
-        elif statistic == "variance":
-            columns.append(values.var(axis=1, keepdims=True))
-        elif statistic == "std":
-            columns.append(values.std(axis=1, keepdims=True))
-        else:
-            columns.append(np.percentile(values, percentiles, axis=1).T)
-    return np.concatenate(columns, axis=1)
-
-
-_REFERENCE_ORDER = ("mean", "variance", "percentile")
 _UNTERTHINER_ORDER = ("percentile", "mean", "std")
 
-
-def weight_statistics(vectors: np.ndarray, architecture: Mapping) -> np.ndarray:
-    """s(W), the reference variant: per layer, statistics of the weight tensor (biases not used).
-
-    Per layer, in order: mean, variance, percentiles 1, 25, 50, 75, 99.
-
-    Args:
-        vectors: (num_rows, num_parameters) flat weight vectors.
-        architecture: Architecture record (see :func:`layer_slices`).
-
-    Returns:
-        (num_rows, 7 · num_layers) float64.
-    """
-    layers = layer_slices(architecture)
-    vectors = _check_vectors(vectors, layers)
-    blocks = [
-        _tensor_statistics(vectors[:, layer.weight], _REFERENCE_ORDER, REFERENCE_PERCENTILES) for layer in layers
-    ]
-    return np.concatenate(blocks, axis=1)
+__all__ = [
+    "BASELINE_NAMES",
+    "REFERENCE_PERCENTILES",
+    "UNTERTHINER_PERCENTILES",
+    "LayerSlices",
+    "compute_baseline_features",
+    "kernel_pca_features",
+    "layer_slices",
+    "statistics_feature_names",
+    "umap_features",
+    "unterthiner_statistics",
+    "weight_statistics",
+]
 
 
 def unterthiner_statistics(vectors: np.ndarray, architecture: Mapping) -> np.ndarray:
@@ -158,12 +79,12 @@ def unterthiner_statistics(vectors: np.ndarray, architecture: Mapping) -> np.nda
         (num_rows, 7 · (num_layers + num_layers_with_bias)) float64.
     """
     layers = layer_slices(architecture)
-    vectors = _check_vectors(vectors, layers)
+    vectors = check_vectors(vectors, layers)
     blocks = []
     for layer in layers:
         for span in (layer.weight, layer.bias):
             if span is not None:
-                blocks.append(_tensor_statistics(vectors[:, span], _UNTERTHINER_ORDER, UNTERTHINER_PERCENTILES))
+                blocks.append(tensor_statistics(vectors[:, span], _UNTERTHINER_ORDER, UNTERTHINER_PERCENTILES))
     return np.concatenate(blocks, axis=1)
 
 
@@ -177,7 +98,7 @@ def statistics_feature_names(architecture: Mapping, variant: str = "reference") 
         raise ValueError(f"variant must be 'reference' or 'unterthiner', got {variant!r}.")
     reference = variant == "reference"
     order, percentiles = (
-        (_REFERENCE_ORDER, REFERENCE_PERCENTILES) if reference else (_UNTERTHINER_ORDER, UNTERTHINER_PERCENTILES)
+        (REFERENCE_ORDER, REFERENCE_PERCENTILES) if reference else (_UNTERTHINER_ORDER, UNTERTHINER_PERCENTILES)
     )
     names = []
     for layer in layer_slices(architecture):

@@ -34,7 +34,14 @@ from tqdm.auto import tqdm
 
 from ..atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from ..checks import resolve_device
-from ..models.hyperrep.embeddings import embed_vectors, networks_per_pass, symmetry_transforms
+from ..models.hyperrep.embeddings import (
+    Z_LAYOUT,
+    embed_vectors,
+    networks_per_pass,
+    representation_dim,
+    representation_layout,
+    symmetry_transforms,
+)
 from ..zoo.folder import parse_zoo_argument
 from .baselines import compute_baseline_features
 from .plots import write_plots
@@ -44,6 +51,7 @@ from .report import (
     CATEGORICAL_HYPERPARAMETERS,
     GRID_CATEGORICAL,
     HYPERREP_METHOD,
+    HYPERREP_Z_METHOD,
     MAX_GRID_VALUES,
     METRIC_TARGETS,
     NUMERIC_HYPERPARAMETERS,
@@ -190,8 +198,13 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def load_encoder(model_dir: str | os.PathLike) -> tuple[torch.nn.Module, Any]:
+def load_encoder(
+    model_dir: str | os.PathLike, append_weight_statistics: bool | None = None
+) -> tuple[torch.nn.Module, Any]:
     """The encoder (``HyperRepModel``, eval mode) and its ``NeuronTokenProcessor`` from a model folder or repo.
+
+    ``append_weight_statistics``: None keeps the config's; True / False overrides it in memory (the representation
+    is then z̄ ⊕ s(W) / z̄ alone; :func:`set_append_weight_statistics` writes it into a folder's config.json).
 
     Raises:
         FileNotFoundError: No such folder, and no Hub repo of that name could be read (``NotInCacheError``: not in
@@ -221,7 +234,24 @@ def load_encoder(model_dir: str | os.PathLike) -> tuple[torch.nn.Module, Any]:
             "damaged or "
             "not a hyperrep model: re-download it, or take it again from the training run's checkpoints."
         ) from None
+    if append_weight_statistics is not None:
+        model.config.append_weight_statistics = bool(append_weight_statistics)
     return model, processor
+
+
+def set_append_weight_statistics(model_dir: str | os.PathLike, value: bool) -> Path:
+    """Writes ``append_weight_statistics`` into a model folder's ``config.json``, every other entry kept as it is.
+
+    Switches a trained encoder's hyper-representation between z̄ and z̄ ⊕ s(W) without retraining (the encoder's
+    weights do not change). Probe heads fitted under the other setting no longer match: the pipeline refuses them
+    until ``hyperrep evaluate`` fits them again (it calls this itself with ``--append-weight-statistics``).
+    """
+    path = Path(model_dir) / "config.json"
+    config = json.loads(path.read_text())
+    if config.get("append_weight_statistics", False) == bool(value):
+        return path
+    config["append_weight_statistics"] = bool(value)
+    return write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 @torch.inference_mode()
@@ -236,8 +266,9 @@ def compute_embeddings(
     """Hyper-representations of flat weight vectors, in batches, with the model in eval mode.
 
     Each is z averaged over the network and its symmetric copies (:mod:`hyperrep_hf.models.hyperrep.embeddings`; K from
-    ``model.config.embedding_symmetry_samples`` unless ``symmetry_samples`` is given). Rows with a NaN/inf weight
-    get NaN embeddings (the probes drop and count them) instead of failing.
+    ``model.config.embedding_symmetry_samples`` unless ``symmetry_samples`` is given), followed by s(W) when the
+    config has ``append_weight_statistics``. Rows with a NaN/inf weight get NaN embeddings (the probes drop and
+    count them) instead of failing.
 
     Args:
         model: ``HyperRepModel`` (or anything returning ``.embeddings``).
@@ -248,15 +279,15 @@ def compute_embeddings(
         max_rows_per_pass: Encoder rows per forward pass: the copies of many networks go through it together.
 
     Returns:
-        (num_rows, latent_dim) float64.
+        (num_rows, latent_dim) float64, or (num_rows, latent_dim + 7 · num_layers) with ``append_weight_statistics``.
     """
     model.eval()
     transforms = symmetry_transforms(model.config, processor.architecture, symmetry_samples)
     batch_size = batch_size or networks_per_pass(max_rows_per_pass, transforms, processor)
     vectors = np.asarray(vectors, dtype=np.float32)
     finite = np.flatnonzero(np.isfinite(vectors).all(axis=1))
-    latent_dim = int(model.config.latent_dim)
-    embeddings = np.full((vectors.shape[0], latent_dim), np.nan)
+    width = representation_dim(model.config, processor.architecture)
+    embeddings = np.full((vectors.shape[0], width), np.nan)
     for start in range(0, finite.size, batch_size):
         rows = finite[start : start + batch_size]
         batch = embed_vectors(model, processor, torch.from_numpy(vectors[rows]), transforms, max_rows_per_pass)
@@ -348,6 +379,11 @@ class _Stages:
             self.bar.write(f"[{self.prefix}] {message} ({elapsed:.1f} s)")
         self.started = time.perf_counter()
 
+    def add(self, count: int) -> None:
+        """``count`` more stages than planned (the z-only row, known once the encoder is loaded)."""
+        self.bar.total += count
+        self.bar.refresh()
+
     def close(self) -> None:
         self.bar.close()
 
@@ -394,6 +430,7 @@ def evaluate_model(
     map_method: str = "auto",
     progress: bool = True,
     overwrite: bool = False,
+    append_weight_statistics: bool | None = None,
 ) -> EvaluationReport:
     """Probes the hyper-representation and the baselines on a zoo; writes the results, plots and probe heads.
 
@@ -421,6 +458,10 @@ def evaluate_model(
         map_method: 2-D map of the embeddings: ``"umap"``, ``"pca"`` or ``"auto"`` (UMAP when installed).
         progress: Progress bar and one line per stage.
         overwrite: Replace probes (and the ``eval/`` entry) that the model folder already holds for this zoo.
+        append_weight_statistics: None: the model config's setting. True / False: the hyper-representation is
+            z̄ ⊕ s(W) / z̄ alone for this evaluation, and (``save_to_model``) the setting is written into the model
+            folder's ``config.json`` with the probe heads, so predictions use what the probes were fitted on.
+            With z̄ ⊕ s(W), ``results`` also has the row ``hyperrep_z`` (z̄ alone, "hyperrep (z only)").
 
     Returns:
         An :class:`EvaluationReport`.
@@ -430,8 +471,8 @@ def evaluate_model(
     1. check every input before anything is written (:func:`_check_inputs`);
     2. load the zoo: rows, splits, targets; refuse probes that exist already (:func:`_load_zoo_for_probes`);
     3. load the encoder and check that it was trained on this zoo's architecture;
-    4. embed every split: z̄ of each network (:func:`_embed_splits`);
-    5. probe the baselines, then z̄, with the same probes (:func:`_probe_methods`);
+    4. embed every split: z̄ of each network, ⊕ s(W) with ``append_weight_statistics`` (:func:`_embed_splits`);
+    5. probe the baselines, then z̄ (alone and ⊕ s(W)), with the same probes (:func:`_probe_methods`);
     6. write ``results.json`` / ``results.md``, with the final-checkpoints comparison (:func:`_write_report`);
     7. draw the plots (optional);
     8. save the probe heads, ``eval/`` and the model card into the model folder (optional, :func:`_save_to_model`).
@@ -448,11 +489,13 @@ def evaluate_model(
         zoo_arrays, targets, categorical = _load_zoo_for_probes(
             zoo, model_dir, max_rows, seed, validation_fallback, save_to_model, overwrite, stages
         )
-        model, processor = load_encoder(model_dir)
+        model, processor = load_encoder(model_dir, append_weight_statistics)
         model.to(device)
         _check_architecture(processor, zoo_arrays)
+        layout = representation_layout(model.config)
         stages.done(
-            f"encoder {model_dir} on {device}: latent_dim {model.config.latent_dim}, {processor.num_tokens} tokens"
+            f"encoder {model_dir} on {device}: latent_dim {model.config.latent_dim}, {processor.num_tokens} tokens; "
+            f"representation {layout} ({representation_dim(model.config, processor.architecture)} values)"
         )
         embeddings = _embed_splits(model, processor, zoo_arrays, batch_size, stages)
         targets_by_split = _targets_by_split(zoo_arrays, targets)
@@ -465,10 +508,13 @@ def evaluate_model(
             max_fit_rows=max_fit_rows,
             seed=seed,
             stages=stages,
+            latent_dim=int(model.config.latent_dim),
         )
         document = _results_document(
             model_dir, zoo_arrays, targets, categorical, reports, unavailable, validation_fallback
         )
+        if layout != Z_LAYOUT:  # absent for z̄ alone: such documents read as before
+            document["representation"] = layout
         paths = _write_report(Path(out_dir), document, zoo_arrays, reports, features_by_method, categorical, seed)
         if plots:
             paths += write_plots(
@@ -476,8 +522,10 @@ def evaluate_model(
             )
             stages.done(f"plots: {', '.join(path.name for path in paths if path.suffix == '.png')}")
         if save_to_model:
+            if append_weight_statistics is not None:  # the probes below are fitted on this setting
+                paths.append(set_append_weight_statistics(model_dir, append_weight_statistics))
             paths += _save_to_model(
-                Path(model_dir), zoo_arrays, reports, targets_by_split, document, paths, stages, embeddings
+                Path(model_dir), zoo_arrays, reports, targets_by_split, document, paths, stages, embeddings, layout
             )
     finally:
         stages.close()
@@ -558,8 +606,12 @@ def _probe_methods(
     max_fit_rows: int,
     seed: int,
     stages: _Stages,
+    latent_dim: int | None = None,
 ) -> tuple[dict[str, ProbeReport], dict[str, str], dict[str, Mapping[str, np.ndarray]]]:
     """Step 5: each baseline's features, then z̄, through the same probes.
+
+    When the representation is z̄ ⊕ s(W) (wider than ``latent_dim``), z̄ alone is probed too, as
+    :data:`HYPERREP_Z_METHOD`, just before it: the first ``latent_dim`` columns, the same encoder pass.
 
     Returns:
         (reports by method — baselines first, z̄ last —, unavailable baselines and why, features by method).
@@ -583,6 +635,12 @@ def _probe_methods(
         reports[name] = probe(features, name)
         features_by_method[name] = features
         stages.done(f"{name}: {_headline(reports[name])}")
+    if latent_dim is not None and any(values.shape[1] > latent_dim for values in embeddings.values()):
+        stages.add(1)
+        z_only = {split: values[:, :latent_dim] for split, values in embeddings.items()}
+        reports[HYPERREP_Z_METHOD] = probe(z_only, HYPERREP_Z_METHOD)
+        features_by_method[HYPERREP_Z_METHOD] = z_only
+        stages.done(f"{HYPERREP_Z_METHOD} (z only): {_headline(reports[HYPERREP_Z_METHOD])}")
     reports[HYPERREP_METHOD] = probe(embeddings, HYPERREP_METHOD)
     stages.done(f"{HYPERREP_METHOD}: {_headline(reports[HYPERREP_METHOD])}")
     return reports, unavailable, features_by_method
@@ -597,10 +655,17 @@ def _write_report(
     categorical: set[str],
     seed: int,
 ) -> list[Path]:
-    """Step 6: adds the final-checkpoints comparison to ``document`` and writes ``results.json`` / ``results.md``."""
+    """Step 6: adds the final-checkpoints comparison to ``document`` and writes ``results.json`` / ``results.md``.
+
+    With a z̄-alone row (z̄ ⊕ s(W) encoders) its comparison with s(W) goes under ``final_checkpoints_z_only``.
+    """
     document["final_checkpoints"] = compare_final_checkpoints(
         zoo_arrays, reports, features_by_method, categorical, seed=seed
     )
+    if HYPERREP_Z_METHOD in reports:
+        document["final_checkpoints_z_only"] = compare_final_checkpoints(
+            zoo_arrays, reports, features_by_method, categorical, seed=seed, method=HYPERREP_Z_METHOD
+        )
     return _write_results(out_dir, document)
 
 
@@ -613,9 +678,12 @@ def _save_to_model(
     paths: Sequence[Path],
     stages: _Stages,
     embeddings: Mapping[str, np.ndarray] | None = None,
+    representation: str = Z_LAYOUT,
 ) -> list[Path]:
-    """Step 8: the probe heads of z̄, then ``eval/`` (with the plots among ``paths``) and the model card."""
-    written = _save_probes(model_dir, zoo_arrays, reports[HYPERREP_METHOD], targets_by_split, embeddings)
+    """Step 8: the probe heads of the hyperrep row, then ``eval/`` (with the plots among ``paths``) and the card."""
+    written = _save_probes(
+        model_dir, zoo_arrays, reports[HYPERREP_METHOD], targets_by_split, embeddings, representation
+    )
     stages.done(f"probe heads: {len(reports[HYPERREP_METHOD].probes)} saved in {model_dir / 'probes'}")
     plots = [p for p in [*paths, *written] if p.suffix == ".png"]
     written += write_model_evaluation(model_dir, document, plots)
@@ -725,6 +793,7 @@ def _save_probes(
     report: ProbeReport,
     targets_by_split: Mapping[str, Mapping[str, np.ndarray]],
     embeddings: Mapping[str, np.ndarray] | None = None,
+    representation: str = Z_LAYOUT,
 ) -> list[Path]:
     from ..models.hyperrep.weight_statistics import compute_statistics
     from .probe_heads import save_probe_heads, scores_by_activation, zoo_fingerprint, zoo_key
@@ -747,8 +816,31 @@ def _save_probes(
         fingerprint=zoo_fingerprint(zoo.info),
         statistics=statistics,
         scores_by_activation=scores_by_activation(report.probes, embeddings, zoo.columns, targets_by_split),
+        representation=representation,
     )
+    _warn_other_layouts(model_dir, key, representation)
     return [index, model_dir / "probes" / key / "statistics.json"]
+
+
+def _warn_other_layouts(model_dir: Path, key: str, representation: str) -> None:
+    """Logs the other zoos whose probes read another representation layout (the pipeline will refuse them)."""
+    from .probe_heads import read_probe_index
+
+    others = sorted(
+        {
+            entry["zoo"]
+            for entry in read_probe_index(model_dir)["probes"]
+            if entry["zoo"] != key and entry.get("representation", Z_LAYOUT) != representation
+        }
+    )
+    if others:
+        logger.warning(
+            "%s: the probes of zoo(s) %s were fitted on another representation than %r (append_weight_statistics "
+            "changed); predictions with them are refused until you re-evaluate those zoos with --overwrite.",
+            model_dir,
+            ", ".join(others),
+            representation,
+        )
 
 
 def write_model_evaluation(model_dir: Path, document: dict, plots: Sequence[Path]) -> list[Path]:
@@ -876,11 +968,31 @@ def render_model_card(
         model_title=model_dir.resolve().name,
         repo_id=repo_id or "<this folder or repo>",
         encoder=config,
+        **_representation(model_dir, config),
         training_config=json.loads(training.read_text()) if training.is_file() else None,
         evaluations=sections,
         probe_zoos=[_document_key(document) for document in evaluations],
     )
     return str(card)
+
+
+def _representation(model_dir: Path, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The card's ``representation`` (text) and ``representation_dim`` for a z̄ ⊕ s(W) encoder; {} for z̄ alone."""
+    if "latent_dim" not in config or not config.get("append_weight_statistics", False):
+        return {}
+    from ..models.hyperrep.weight_statistics import num_weight_statistics
+
+    latent_dim = int(config["latent_dim"])
+    processor_path = model_dir / "preprocessor_config.json"
+    architecture = json.loads(processor_path.read_text()).get("architecture") if processor_path.is_file() else None
+    extra = num_weight_statistics(architecture) if architecture else None
+    sizes = f"{latent_dim} + {extra} = {latent_dim + extra} values" if extra else f"{latent_dim} + 7 per layer"
+    text = (
+        "z̄ ⊕ s(W): the encoder's embedding z̄ followed by s(W), the per-layer statistics of the network's raw weights "
+        "(mean, variance, percentiles 1/25/50/75/99 of each layer's weights: the s(W) baseline's features), "
+        f"{sizes} (`append_weight_statistics: true` in config.json)"
+    )
+    return {"representation": text, "representation_dim": latent_dim + extra if extra else None}
 
 
 def _card_plots(eval_dir: Path, document: dict) -> list[str]:

@@ -47,6 +47,7 @@ def evaluate_ood(
     batch_size: int = 1024,
     progress: bool = True,
     device: str = "cpu",
+    append_weight_statistics: bool | None = None,
 ) -> dict:
     """Kendall τ when the probe fitted on one zoo predicts another: a matrix per method (paper Table 7).
 
@@ -66,6 +67,7 @@ def evaluate_ood(
         batch_size: Networks per encoder forward pass.
         progress: Progress bar and one line per stage.
         device: Where the encoder runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``).
+        append_weight_statistics: None: the model config's; True / False: ``hyperrep`` is z̄ ⊕ s(W) / z̄ alone.
 
     Returns:
         The ``ood.json`` document: ``matrices[method][metric]`` is a (len(zoos), len(zoos)) nested list, rows =
@@ -82,7 +84,7 @@ def evaluate_ood(
     device = resolve_device(device)
     stages = _Stages(2 + len(zoos), progress, "ood")
     try:
-        model, processor = load_encoder(model_dir)
+        model, processor = load_encoder(model_dir, append_weight_statistics)
         model.to(device)
         loaded = [load_zoo_arrays(zoo, max_rows, seed) for zoo in zoos]
         names = _unique_names(loaded)

@@ -40,6 +40,7 @@ from ..models.hyperrep.modeling_hyperrep_probe import (
     HyperRepProbeModel,
     HyperRepProbeOutput,
     ProbeIndexError,
+    ProbeMismatchError,
     ProbesNotFoundError,
     _finite_or_none,
     _safe_name,
@@ -81,6 +82,7 @@ __all__ = [
     "HyperRepProbeModel",
     "HyperRepProbeOutput",
     "ProbeIndexError",
+    "ProbeMismatchError",
     "ProbesExistError",
     "ProbesNotFoundError",
     "load_probe_heads",
@@ -108,6 +110,7 @@ def save_probe_heads(
     fingerprint: str | None = None,
     statistics: dict | None = None,
     scores_by_activation: dict[str, dict[str, float | None]] | None = None,
+    representation: str = "z",
 ) -> Path:
     """Saves every fitted probe of one zoo under ``probes/<zoo>/<target>/`` and updates ``probes/index.json``.
 
@@ -132,6 +135,9 @@ def save_probe_heads(
         scores_by_activation: Target → activation → the probe's validation score on that activation's networks
             (:func:`scores_by_activation`); saved in each head's config, so predictions for a network of an
             activation the encoder was not trained on can say how well the probe did on such networks.
+        representation: The layout of the features the probes were fitted on (``"z"`` or ``"z+s(W)"``,
+            ``embeddings.representation_layout`` of the encoder's config); saved in each head's config (and, when not
+            ``"z"``, in the index), so the pipeline refuses heads of another layout than its encoder's.
 
     Returns:
         Path of ``probes/index.json``.
@@ -153,7 +159,9 @@ def save_probe_heads(
     described = {"config": config or zoo, "zoo_source": source, "zoo_fingerprint": fingerprint}
     entries = []
     for target, probe in probes.items():
-        head = HyperRepProbeModel.from_probe(probe, target, zoo, selection_splits.get(target, "validation"))
+        head = HyperRepProbeModel.from_probe(
+            probe, target, zoo, selection_splits.get(target, "validation"), representation=representation
+        )
         head.config.validation_score_by_activation = (scores_by_activation or {}).get(target)
         with quiet_progress():
             head.save_pretrained(staging / _safe_name(target))
@@ -171,6 +179,8 @@ def save_probe_heads(
                 "path": (zoo_dir / target).relative_to(model_dir).as_posix(),
             }
         )
+        if representation != "z":  # older indexes (and z probes) leave it out: z is the default
+            entries[-1]["representation"] = representation
     if statistics is not None:
         from ..models.hyperrep.weight_statistics import STATISTICS_FILE
 

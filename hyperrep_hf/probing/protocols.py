@@ -192,6 +192,7 @@ def evaluate_protocol(
     save_to_model: bool = True,
     progress: bool = True,
     mlp_options: dict | None = None,
+    append_weight_statistics: bool | None = None,
 ) -> dict:
     """Runs the peers' protocol (module docstring) and writes ``protocol_results.json`` and ``.md`` into out_dir.
 
@@ -206,12 +207,14 @@ def evaluate_protocol(
         save_to_model: Save the linear and MLP heads on z as probe heads of zoo ``<zoo>-final`` (not the default).
         progress: Print one line per method.
         mlp_options: Passed to :class:`~hyperrep_hf.probing.probes.MLPProbe`.
+        append_weight_statistics: None: the model config's; True / False: "hyperrep" is z̄ ⊕ s(W) / z̄ alone (written
+            into the model folder's config.json with the heads when ``save_to_model``).
 
     Returns:
         The results document.
     """
     from ..zoo.folder import parse_zoo_argument
-    from .evaluation import _check_architecture, compute_embeddings, load_encoder
+    from .evaluation import _check_architecture, compute_embeddings, load_encoder, set_append_weight_statistics
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; known: {list(PROTOCOLS)}.")
@@ -222,7 +225,7 @@ def evaluate_protocol(
             "one (`hyperrep zoo import small-cnn-zoo`). Leave --split-file out to use a seeded shuffle."
         )
     rows = protocol_rows(vectors, targets, source_rows, final_epoch, split_file, seed)
-    model, processor = load_encoder(model_dir)
+    model, processor = load_encoder(model_dir, append_weight_statistics)
     zoo_name = parse_zoo_argument(zoo)[1] or info["name"]
     _check_architecture(processor, _ZooView(zoo_name, info))
     say(progress, f"[{zoo_name}] {_rows_text(rows)}")
@@ -277,7 +280,16 @@ def evaluate_protocol(
         results = reports["hyperrep+linear"].results + [
             _renamed(result, f"{TARGET}@mlp") for result in reports["hyperrep+MLP"].results
         ]
-        paths.append(save_probe_heads(model_dir, f"{zoo_name}-final", heads, results, make_default=False))
+        from ..models.hyperrep.embeddings import representation_layout
+
+        representation = representation_layout(model.config)  # the features compute_embeddings gave the heads
+        if append_weight_statistics is not None:
+            paths.append(set_append_weight_statistics(model_dir, append_weight_statistics))
+        paths.append(
+            save_probe_heads(
+                model_dir, f"{zoo_name}-final", heads, results, make_default=False, representation=representation
+            )
+        )
     for path in paths:
         say(progress, f"wrote {path}")
     return document

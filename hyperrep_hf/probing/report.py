@@ -25,6 +25,11 @@ logger = logging.getLogger("hyperrep_hf")
 
 RESULTS_FORMAT_VERSION = 1
 HYPERREP_METHOD = "hyperrep"
+"""The hyper-representation the probe heads read: z̄, or z̄ ⊕ s(W) with ``append_weight_statistics``."""
+HYPERREP_Z_METHOD = "hyperrep_z"
+"""z̄ alone, reported beside :data:`HYPERREP_METHOD` when that one is z̄ ⊕ s(W) (no probe heads are saved for it)."""
+Z_WEIGHT_STATISTICS = "z+s(W)"
+"""``document["representation"]`` of an encoder with ``append_weight_statistics`` (absent: z̄ alone)."""
 BASELINES: tuple[str, ...] = ("W", "s(W)", "pca_linear", "pca_cosine", "pca_rbf", "umap")
 """Baselines of ``hyperrep evaluate``, in table order (``s(W)_unterthiner`` may be asked for explicitly)."""
 METRIC_TARGETS: tuple[str, ...] = ("epoch", "test_accuracy", "generalization_gap")
@@ -43,7 +48,16 @@ METHOD_TITLES = {
     "pca_rbf": "PCA rbf",
     "umap": "UMAP",
     HYPERREP_METHOD: "hyperrep",
+    HYPERREP_Z_METHOD: "hyperrep (z only)",
 }
+
+
+def method_title(document: Mapping, method: str) -> str:
+    """The column title of ``method`` in ``document``'s tables: says which representation the hyperrep rows are."""
+    if method == HYPERREP_METHOD and document.get("representation") == Z_WEIGHT_STATISTICS:
+        return "hyperrep (z ⊕ s(W))"
+    return METHOD_TITLES.get(method, method)
+
 
 # Paper §6 (test R² in %; accuracy in % for categorical targets), keyed by zoo_info["recipe"]["name"].
 PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
@@ -160,11 +174,11 @@ def results_table(document: dict, metric: str | None = None, scale: float = 100.
     records = _lookup(document)
     methods = document["methods"]
     paper = (document.get("paper") or {}) if metric is None else {}
-    header = ["target", *(METHOD_TITLES.get(method, method) for method in methods)]
+    header = ["target", *(method_title(document, method) for method in methods)]
     header += [f"paper {name}" for name in paper]
-    show_difference = metric is None and "s(W)" in methods and HYPERREP_METHOD in methods
-    if show_difference:
-        header.append("hyperrep − s(W)")
+    differences = [method for method in (HYPERREP_Z_METHOD, HYPERREP_METHOD) if method in methods]
+    differences = differences if metric is None and "s(W)" in methods else []
+    header += [f"{method_title(document, method)} − s(W)" for method in differences]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for target in document["targets"]:
         target_metric = metric or _main_metric(document, target)
@@ -174,9 +188,9 @@ def results_table(document: dict, metric: str | None = None, scale: float = 100.
         values = {method: records.get((method, target, target_metric), {}).get("value") for method in methods}
         cells += [_format_value(values[method], digits, scale) for method in methods]
         cells += [_format_value(paper[name].get(target), 1) for name in paper]
-        if show_difference:
-            both = values["s(W)"] is not None and values[HYPERREP_METHOD] is not None
-            cells.append(_format_value(values[HYPERREP_METHOD] - values["s(W)"], digits, scale) if both else "–")
+        for method in differences:
+            both = values["s(W)"] is not None and values[method] is not None
+            cells.append(_format_value(values[method] - values["s(W)"], digits, scale) if both else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -187,10 +201,17 @@ def _dropped_lines(document: dict) -> list[str]:
     for record in document["results"]:
         if record["num_dropped"] and record["metric"] in ("r2", "accuracy"):
             lines.append(
-                f"- {METHOD_TITLES.get(record['method'], record['method'])} · {record['target']} · "
+                f"- {method_title(document, record['method'])} · {record['target']} · "
                 f"{record['split']}: {record['num_dropped']} rows dropped, {record['num_rows']} used"
             )
     return lines
+
+
+REPRESENTATION_NOTE = (
+    "**hyperrep (z ⊕ s(W))** is the encoder's hyper-representation with `append_weight_statistics`: z̄ followed by "
+    "s(W), the per-layer weight statistics of the s(W) column; the published probe heads read it. "
+    "**hyperrep (z only)** is z̄ alone, the same encoder without s(W), probed the same way (no probe heads saved)."
+)
 
 
 def render_results_markdown(document: dict) -> str:
@@ -228,12 +249,16 @@ def render_results_markdown(document: dict) -> str:
     lines += ["", "## Kendall τ (test)", "", results_table(document, "kendall_tau", scale=1.0, digits=3)]
     notes = []
     for method, reason in document.get("unavailable_methods", {}).items():
-        notes.append(f"- {METHOD_TITLES.get(method, method)} skipped: {reason}.")
+        notes.append(f"- {method_title(document, method)} skipped: {reason}.")
     for method, skipped in document.get("skipped_targets", {}).items():
         for target, reason in skipped.items():
-            notes.append(f"- {METHOD_TITLES.get(method, method)}: target `{target}` skipped ({reason}).")
-    if document.get("final_checkpoints"):
-        lines += ["", render_final_checkpoints_markdown(document["final_checkpoints"])]
+            notes.append(f"- {method_title(document, method)}: target `{target}` skipped ({reason}).")
+    if document.get("representation") == Z_WEIGHT_STATISTICS:
+        lines += ["", REPRESENTATION_NOTE]
+    for key in ("final_checkpoints", "final_checkpoints_z_only"):
+        if document.get(key):
+            method = document[key].get("method", HYPERREP_METHOD)
+            lines += ["", render_final_checkpoints_markdown(document[key], method_title(document, method))]
     dropped = _dropped_lines(document)
     lines += ["", "## Dropped rows and skipped targets", ""]
     lines += notes + dropped if notes or dropped else ["None: every row had finite features and targets."]
@@ -312,6 +337,7 @@ def compare_final_checkpoints(
     baseline: str = "s(W)",
     num_resamples: int = 1000,
     seed: int = 0,
+    method: str = HYPERREP_METHOD,
 ) -> dict | None:
     """Per target: R² and Kendall τ (accuracy for a class) on all rows and each model's last epoch, vs ``baseline``.
 
@@ -320,9 +346,12 @@ def compare_final_checkpoints(
     asks about a trained network). The difference to ``baseline`` gets a 95 % bootstrap interval over ``split``'s
     models (:func:`bootstrap_difference`); ``significant`` when the interval excludes 0. None when the zoo has no
     epoch column or the baseline was not run.
+
+    ``method`` is the representation compared (default the hyperrep row; :data:`HYPERREP_Z_METHOD` for z̄ alone,
+    then recorded as ``"method"``); its values sit under the records' ``"hyperrep"`` key either way.
     """
     columns = zoo.columns.get(split, {})
-    if "epoch" not in columns or baseline not in reports or HYPERREP_METHOD not in reports:
+    if "epoch" not in columns or baseline not in reports or method not in reports:
         return None
     model_ids = zoo.model_ids[split]
     subsets = {
@@ -330,30 +359,30 @@ def compare_final_checkpoints(
         "final_checkpoint": last_epoch_rows(model_ids, columns["epoch"]),
     }
     records = []
-    for target in reports[HYPERREP_METHOD].probes:
+    for target in reports[method].probes:
         if target not in reports[baseline].probes or target not in columns:
             continue
         is_class = target in categorical
         truth_all = np.asarray(columns[target], dtype=None if is_class else np.float64)
         known = np.array([value is not None for value in truth_all]) if is_class else np.isfinite(truth_all)
         predictions, predicted = {}, known.copy()
-        for method in (HYPERREP_METHOD, baseline):
-            features = np.asarray(features_by_method[method][split], dtype=np.float64)
+        for name in (method, baseline):
+            features = np.asarray(features_by_method[name][split], dtype=np.float64)
             finite = np.isfinite(features).all(axis=1)
             values = np.empty(truth_all.shape, dtype=object) if is_class else np.full(truth_all.shape, np.nan)
-            values[finite] = reports[method].probes[target].predict(features[finite])
-            predictions[method], predicted = values, predicted & finite
+            values[finite] = reports[name].probes[target].predict(features[finite])
+            predictions[name], predicted = values, predicted & finite
         for subset, rows in subsets.items():
             keep = rows[predicted[rows]]
             if keep.size < 3 or len({str(value) for value in truth_all[keep]}) < 2:  # e.g. the final epoch
                 continue
             truth = truth_all[keep]
             for metric in ("accuracy",) if is_class else FINAL_METRICS:
-                values = {method: _metric(metric, truth, predictions[method][keep]) for method in predictions}
+                values = {name: _metric(metric, truth, predictions[name][keep]) for name in predictions}
                 interval = bootstrap_difference(
                     metric,
                     truth,
-                    predictions[HYPERREP_METHOD][keep],
+                    predictions[method][keep],
                     predictions[baseline][keep],
                     model_ids[keep],
                     num_resamples,
@@ -365,7 +394,7 @@ def compare_final_checkpoints(
                         "subset": subset,
                         "metric": metric,
                         "num_rows": int(keep.size),
-                        "hyperrep": values[HYPERREP_METHOD],
+                        "hyperrep": values[method],
                         "baseline": values[baseline],
                         **interval,
                         "significant": bool(interval["low"] > 0 or interval["high"] < 0),
@@ -374,20 +403,24 @@ def compare_final_checkpoints(
                 records[-1] = {
                     k: None if isinstance(v, float) and math.isnan(v) else v for k, v in records[-1].items()
                 }
-    return {"split": split, "baseline": baseline, "level": 0.95, "results": records}
+    comparison = {"split": split, "baseline": baseline, "level": 0.95, "results": records}
+    return comparison if method == HYPERREP_METHOD else {"method": method, **comparison}
 
 
-def render_final_checkpoints_markdown(comparison: dict) -> str:
-    """The final-checkpoint / all-epochs table with the bootstrap intervals of the difference to the baseline."""
+def render_final_checkpoints_markdown(comparison: dict, title: str = "hyperrep") -> str:
+    """The final-checkpoint / all-epochs table with the bootstrap intervals of the difference to the baseline.
+
+    ``title``: the compared representation's column title (``method_title``).
+    """
     baseline = METHOD_TITLES.get(comparison["baseline"], comparison["baseline"])
     lines = [
-        f"## Final checkpoints and all epochs ({comparison['split']}), hyperrep vs {baseline}",
+        f"## Final checkpoints and all epochs ({comparison['split']}), {title} vs {baseline}",
         "",
         "The probes of the table above, scored on every test row (all epochs) and on each test model's last epoch "
-        f"(final checkpoint). Δ = hyperrep − {baseline} with a {comparison['level']:.0%} bootstrap interval over "
+        f"(final checkpoint). Δ = {title} − {baseline} with a {comparison['level']:.0%} bootstrap interval over "
         "test models (paired); **bold**: the interval excludes 0. R² and accuracy in %, τ as is.",
         "",
-        f"| target | rows | metric | hyperrep | {baseline} | Δ [interval] |",
+        f"| target | rows | metric | {title} | {baseline} | Δ [interval] |",
         "|---|---|---|---|---|---|",
     ]
     for record in comparison["results"]:

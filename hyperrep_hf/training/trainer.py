@@ -176,6 +176,15 @@ class TrainConfig:
             "symmetric copies of it. The per-epoch quick probe uses plain z."
         },
     )
+    append_weight_statistics: bool = field(
+        default=False,
+        metadata={
+            "help": "The saved model's hyper-representation is z̄ followed by s(W), the per-layer weight statistics "
+            "of the raw weights (the s(W) baseline's features): probes, evaluation and the pipeline read both. "
+            "Training is unchanged (the per-epoch quick probe uses plain z); a trained model can be switched "
+            "later with `hyperrep evaluate ... --append-weight-statistics`."
+        },
+    )
     erasing_probability: float = field(
         default=0.5, metadata={"help": "Chance of erasing a random block of a view (0: never)."}
     )
@@ -526,7 +535,7 @@ def make_model_config(
     """
     model_fields = ("variant", "num_hidden_layers", "d_model", "num_attention_heads", "intermediate_size")
     model_fields += ("latent_dim", "dropout", "projection_layers", "projection_dim", "loss_type", "beta")
-    model_fields += ("temperature", "reference_losses", "embedding_symmetry_samples")
+    model_fields += ("temperature", "reference_losses", "embedding_symmetry_samples", "append_weight_statistics")
     symmetries = ["permutation"] * config.permute + ["sign_flip"] * config.sign_flip
     activation = zoo_activation(zoo_info or {}, required=config.sign_flip)
     try:

@@ -76,6 +76,14 @@ class HyperRepConfig(PreTrainedConfig):
         embedding_symmetry_samples: K: a network's hyper-representation is the mean of z over the network and K − 1
             fixed symmetric copies of it (:mod:`embeddings`); 1 = the plain z of the paper. Used by
             evaluation, probes and the prediction pipeline; ``HyperRepModel.forward`` itself always returns plain z.
+        append_weight_statistics: The hyper-representation is z̄ followed by s(W), the per-layer weight statistics of
+            the network's raw weights (mean, variance, percentiles 1/25/50/75/99 of each layer's weights: exactly
+            the ``s(W)`` baseline; ``weight_statistics.weight_statistics``), ``latent_dim + 7 · num_layers`` values.
+            s(W) holds the scale of each layer's weights exactly, which z need not keep (it is trained to
+            reconstruct and contrast views, not to preserve scale); probes on the concatenation read both. Used
+            wherever the representation is (evaluation, probe heads, the pipeline); training and
+            ``HyperRepModel.forward`` are unchanged, so a trained encoder can be switched
+            (``hyperrep evaluate ... --append-weight-statistics``). False: z̄ alone, the paper's.
         initializer_range: Standard deviation of the position embeddings and the compression token.
         layer_norm_eps: Epsilon of the LayerNorms.
         kwargs: Passed on to `PreTrainedConfig`.
@@ -117,6 +125,7 @@ class HyperRepConfig(PreTrainedConfig):
         symmetries: list[str] | tuple[str, ...] = (),
         activation: str | None = None,
         embedding_symmetry_samples: int = 1,
+        append_weight_statistics: bool = False,
         initializer_range: float = 0.02,
         layer_norm_eps: float = 1e-5,
         **kwargs,
@@ -147,6 +156,7 @@ class HyperRepConfig(PreTrainedConfig):
         self.symmetries = list(symmetries)
         self.activation = activation
         self.embedding_symmetry_samples = embedding_symmetry_samples
+        self.append_weight_statistics = append_weight_statistics
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         kwargs.pop("custom_pipelines", None)  # a constant of this code (see the property), not a field
@@ -241,6 +251,8 @@ class HyperRepConfig(PreTrainedConfig):
         samples = self.embedding_symmetry_samples
         if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
             fail("embedding_symmetry_samples", samples, "expected a positive integer")
+        if not isinstance(self.append_weight_statistics, bool):
+            fail("append_weight_statistics", self.append_weight_statistics, "expected a bool (true or false)")
 
 
 def derive_num_parameters(

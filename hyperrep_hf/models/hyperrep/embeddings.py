@@ -18,6 +18,13 @@ average: each network is brought to its canonical form (``NeuronTokenProcessor.c
 the few branches of its near-ties, so z is exactly invariant to the symmetries at about one encoder row per network::
 
     z(w) = Σ_b p_b(w) · z(canon_b(w)),   Σ_b p_b = 1, one branch (p = 1) for most networks
+
+With ``append_weight_statistics`` in the model config, the hyper-representation is z̄ followed by s(W), the
+per-layer weight statistics of the raw vector (:func:`weight_statistics.weight_statistics`, the ``s(W)`` baseline)::
+
+    h(w) = [z̄(w), s(w)]   (latent_dim + 7 · num_layers values; layout "z+s(W)", else "z")
+
+:func:`embed_vectors` is the one place that builds it, for evaluation, probe heads and the pipeline alike.
 """
 
 from __future__ import annotations
@@ -28,8 +35,24 @@ import torch
 
 from .augmentations import NeuronPermutation, NeuronSignFlip
 from .processing_hyperrep import _flat_length, _layer_table
+from .weight_statistics import num_weight_statistics, weight_statistics
 
 SYMMETRIES = ("permutation", "sign_flip")
+Z_LAYOUT = "z"
+"""Representation layout of z̄ alone (the paper's); recorded in every probe head (``representation``)."""
+Z_WEIGHT_STATISTICS_LAYOUT = "z+s(W)"
+"""Representation layout of z̄ followed by s(W) (``append_weight_statistics``)."""
+
+
+def representation_layout(config: Any) -> str:
+    """The layout of a model's hyper-representation: :data:`Z_WEIGHT_STATISTICS_LAYOUT` or :data:`Z_LAYOUT`."""
+    return Z_WEIGHT_STATISTICS_LAYOUT if getattr(config, "append_weight_statistics", False) else Z_LAYOUT
+
+
+def representation_dim(config: Any, architecture: dict) -> int:
+    """Size of a model's hyper-representation: ``latent_dim``, plus 7 per layer with ``append_weight_statistics``."""
+    extra = num_weight_statistics(architecture) if representation_layout(config) == Z_WEIGHT_STATISTICS_LAYOUT else 0
+    return int(config.latent_dim) + extra
 
 
 class SymmetryTransforms:
@@ -115,14 +138,32 @@ def embed_vectors(
     transforms: SymmetryTransforms,
     max_rows_per_pass: int = 2048,
 ) -> torch.Tensor:
-    """z̄ of raw flat vectors (batch, num_parameters) → (batch, latent_dim), on the model's device and dtype.
+    """The hyper-representation of raw flat vectors (batch, num_parameters), on the model's device and dtype.
 
-    The copies of a batch go through the encoder together, up to ``max_rows_per_pass`` rows per forward pass, so a
-    single network costs one pass of K rows rather than K passes. With a canonical processor (``processor.canonical``)
-    the rows are the network's weighted canonical views instead and ``transforms`` is not used.
+    z̄ (batch, latent_dim); with ``model.config.append_weight_statistics`` followed by s(W) of the raw vectors:
+    (batch, :func:`representation_dim`). The copies of a batch go through the encoder together, up to
+    ``max_rows_per_pass`` rows per forward pass, so a single network costs one pass of K rows rather than K passes.
+    With a canonical processor (``processor.canonical``) the rows are the network's weighted canonical views instead
+    and ``transforms`` is not used.
     """
-    device = next(model.parameters()).device
     vectors = vectors.detach().to("cpu", torch.float32)  # the processor tokenises on the CPU
+    z = _embed_latent(model, processor, vectors, transforms, max_rows_per_pass)
+    if representation_layout(model.config) == Z_LAYOUT:
+        return z
+    # float64 statistics of the float32 vectors (as the s(W) baseline computes them), then the encoder's dtype.
+    statistics = torch.from_numpy(weight_statistics(vectors.numpy(), processor.architecture))
+    return torch.cat([z, statistics.to(z.device, z.dtype)], dim=1)
+
+
+def _embed_latent(
+    model: torch.nn.Module,
+    processor: Any,
+    vectors: torch.Tensor,
+    transforms: SymmetryTransforms,
+    max_rows_per_pass: int,
+) -> torch.Tensor:
+    """z̄ of float32 CPU vectors (batch, num_parameters) → (batch, latent_dim): the copies' mean or canonical blend."""
+    device = next(model.parameters()).device
     if getattr(processor, "canonical", False):
         return _embed_canonical(model, processor, vectors, max_rows_per_pass, device)
     batch, num_samples = vectors.shape[0], transforms.num_samples

@@ -37,6 +37,8 @@ PROBE_INDEX_FORMAT_VERSION = 1
 PROBES_FOLDER = "probes"
 INDEX_FILE = "index.json"
 TASKS = ("regression", "classification")
+REPRESENTATIONS = ("z", "z+s(W)")
+"""Layouts of the hyper-representation a probe head can read (``embeddings.representation_layout``)."""
 
 
 class ProbesNotFoundError(FileNotFoundError):
@@ -45,6 +47,10 @@ class ProbesNotFoundError(FileNotFoundError):
 
 class ProbeIndexError(ValueError):
     """A damaged ``probes/index.json`` or probe head."""
+
+
+class ProbeMismatchError(ValueError):
+    """Probe heads fitted on another representation (layout or size) than the encoder's config gives."""
 
 
 def _missing_probes_message(model_dir: str | os.PathLike, detail: str) -> str:
@@ -61,7 +67,11 @@ class HyperRepProbeConfig(PreTrainedConfig):
     Args:
         target: The zoo column it predicts (``"test_accuracy"``, ``"activation"``, …).
         task: ``"regression"`` (one value) or ``"classification"`` (one logit per label).
-        input_dim: Size of z (the encoder's ``latent_dim``).
+        input_dim: Size of the hyper-representation it reads (the encoder's ``latent_dim``, plus the s(W) columns
+            for ``"z+s(W)"``).
+        representation: The layout of that representation: ``"z"`` (z̄ alone; probes saved before this field
+            existed) or ``"z+s(W)"`` (z̄ followed by s(W), the encoder's ``append_weight_statistics``). The pipeline
+            refuses heads whose layout differs from the encoder config's.
         labels: Class names in logit order (classification only).
         standardization_mean: (input_dim,) train mean of z the probe was fitted with (already folded into the
             Linear; kept so the probe can be reconstructed and audited).
@@ -101,8 +111,11 @@ class HyperRepProbeConfig(PreTrainedConfig):
         zoo: str | None = None,
         hidden_sizes: list[int] | None = None,
         validation_score_by_activation: dict[str, float | None] | None = None,
+        representation: str = "z",
         **kwargs: Any,
     ) -> None:
+        if representation not in REPRESENTATIONS:
+            raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}.")
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
         if not isinstance(input_dim, int) or input_dim < 1:
@@ -120,6 +133,7 @@ class HyperRepProbeConfig(PreTrainedConfig):
         self.target = target
         self.task = task
         self.input_dim = input_dim
+        self.representation = representation
         self.labels = list(labels) if labels is not None else None
         self.standardization_mean = standardization_mean
         self.standardization_std = standardization_std
@@ -217,6 +231,7 @@ class HyperRepProbeModel(PreTrainedModel):
         target: str,
         zoo: str | None = None,
         selection_split: str = "validation",
+        representation: str = "z",
     ) -> HyperRepProbeModel:
         """Turns a fitted probe into a head that computes exactly its predictions (up to float32 rounding).
 
@@ -226,6 +241,7 @@ class HyperRepProbeModel(PreTrainedModel):
             target: The target column it was fitted on.
             zoo: The zoo it was fitted on.
             selection_split: Split its regularisation was selected on.
+            representation: The layout of the features it was fitted on (``"z"`` or ``"z+s(W)"``).
         """
         if hasattr(probe, "as_layers"):  # an MLP: standardisation folded into the first layer, target scale the last
             layers = probe.as_layers()
@@ -246,6 +262,7 @@ class HyperRepProbeModel(PreTrainedModel):
             selection_split=selection_split,
             zoo=zoo,
             hidden_sizes=[int(np.asarray(weight).shape[0]) for weight, _ in layers[:-1]] or None,
+            representation=representation,
         )
         model = cls(config)
         with torch.no_grad():

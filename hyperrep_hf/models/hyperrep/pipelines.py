@@ -1,9 +1,12 @@
 """The ``"network-property-prediction"`` pipeline: a network's weights → its predicted properties.
 
 ```
- network(s) ──NeuronTokenProcessor──► tokens ──HyperRepModel──► z ──probe heads (probes/<zoo>/…)──► properties
+ network(s) ──NeuronTokenProcessor──► tokens ──HyperRepModel──► z̄ [⊕ s(W)] ──probe heads (probes/<zoo>/…)──► properties
  (nn.Module, state_dict, .safetensors path, flat vector; or a list of them)
 ```
+
+The probes read the representation :func:`embeddings.embed_vectors` builds: z̄, followed by s(W) of the raw weights
+when the encoder's config has ``append_weight_statistics`` (the probe heads record which; a mismatch is refused).
 
 ``import hyperrep_hf`` registers the task, so after it::
 
@@ -36,10 +39,17 @@ import torch
 from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .embeddings import embed_vectors, networks_per_pass, symmetry_transforms
+from .embeddings import (
+    embed_vectors,
+    networks_per_pass,
+    representation_dim,
+    representation_layout,
+    symmetry_transforms,
+)
 from .modeling_hyperrep_probe import (
     HyperRepProbeModel,
     ProbeIndexError,
+    ProbeMismatchError,
     ProbesNotFoundError,
     load_probe_heads,
     load_probe_statistics,
@@ -123,12 +133,23 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         self.max_rows_per_pass = max_rows_per_pass
 
     def _check_probe_sizes(self) -> None:
-        latent_dim = int(self.model.config.latent_dim)
+        """Refuses probe heads fitted on another representation layout or size than the encoder's config gives."""
+        layout = representation_layout(self.model.config)
+        size = representation_dim(self.model.config, self.feature_extractor.architecture)
         for target, head in self.probes.items():
-            if head.config.input_dim != latent_dim:
-                raise ValueError(
+            fitted = getattr(head.config, "representation", "z")
+            if fitted != layout:
+                setting, wanted = ("true", "false") if layout == "z+s(W)" else ("false", "true")
+                raise ProbeMismatchError(
+                    f"Probe {target!r} (zoo {self.zoo}) was fitted on the representation {fitted!r}, but the "
+                    f"encoder's config gives {layout!r} (append_weight_statistics={setting}): the features do not "
+                    "match. Re-fit the probes for this setting with `hyperrep evaluate MODEL --zoo ZOO --out DIR "
+                    f"--overwrite`, or set append_weight_statistics to {wanted} in the model's config.json."
+                )
+            if head.config.input_dim != size:
+                raise ProbeMismatchError(
                     f"Probe {target!r} reads {head.config.input_dim}-dimensional embeddings, the encoder gives "
-                    f"{latent_dim}: the probes belong to another encoder; re-run `hyperrep evaluate`."
+                    f"{size}: the probes belong to another encoder; re-run `hyperrep evaluate`."
                 )
 
     def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
@@ -239,7 +260,11 @@ class NetworkPropertyPredictionPipeline(Pipeline):
             ) from error
 
     def embed(self, networks: Any) -> torch.Tensor:
-        """The hyper-representations the probes read: (batch, latent_dim) for a network or a list of them."""
+        """The hyper-representations the probes read, for a network or a list of them.
+
+        (batch, latent_dim): z̄; with the config's ``append_weight_statistics``, z̄ followed by s(W),
+        (batch, latent_dim + 7 · num_layers).
+        """
         networks = networks if _is_batch(networks) else [networks]
         return self._embed(self.preprocess(networks)["vectors"])
 
@@ -249,7 +274,7 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         return networks_per_pass(self.max_rows_per_pass, self.transforms, self.feature_extractor)
 
     def _embed(self, vectors: torch.Tensor) -> torch.Tensor:
-        # The one place where the pipeline turns raw flat vectors into z (library and remote code alike).
+        # The one place where the pipeline turns raw flat vectors into the representation (library and remote code).
         return embed_vectors(self.model, self.feature_extractor, vectors, self.transforms, self.max_rows_per_pass)
 
     def _forward(self, model_inputs: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -381,6 +406,7 @@ def make_prediction_pipeline(
     Raises:
         ProbesNotFoundError: The folder has no probes (telling to run ``hyperrep evaluate`` first).
         ProbeIndexError: A damaged ``probes/index.json`` or probe head.
+        ProbeMismatchError: Probes fitted on another representation than the config's (``append_weight_statistics``).
         ValueError: An encoder or processor that cannot be loaded (naming the folder).
     """
     from safetensors import SafetensorError
@@ -391,7 +417,7 @@ def make_prediction_pipeline(
         return pipeline(
             TASK, model=os.fspath(model_dir_or_repo), zoo=zoo, device=device, max_rows_per_pass=max_rows_per_pass
         )
-    except (ProbesNotFoundError, ProbeIndexError):
+    except (ProbesNotFoundError, ProbeIndexError, ProbeMismatchError):
         raise
     except (OSError, ValueError, SafetensorError) as error:
         raise ValueError(

@@ -1,4 +1,13 @@
-"""How far a network lies from the zoo its probes were fitted on: per-parameter norm statistics and target ranges.
+"""Statistics of raw weights: s(W), the per-layer weight statistics, and the zoo's norm range that predictions check.
+
+**s(W)** (:func:`weight_statistics`; paper §5, the reference variant): per layer, the mean, variance and percentiles
+1, 25, 50, 75, 99 of the layer's weight tensor (biases not used), computed in float64 from the raw, un-normalised flat
+vectors. It is the ``s(W)`` baseline of ``hyperrep evaluate`` (``hyperrep_hf.probing.baselines`` imports it from
+here) and, with ``HyperRepConfig.append_weight_statistics``, the second half of the hyper-representation z̄ ⊕ s(W)
+(``embeddings.embed_vectors``): one implementation, so the probes of both read exactly the same numbers.
+
+**Distance to the zoo** — how far a network lies from the zoo its probes were fitted on: per-parameter norm
+statistics and target ranges.
 
 A linear probe on z extrapolates without complaint: weights scaled ×1000 gave a predicted test accuracy of 1.3
 beside a validation R² of 0.90. ``hyperrep evaluate`` therefore stores, beside each zoo's probes
@@ -31,6 +40,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,6 +54,115 @@ MINIMUM_IQR = 0.01
 PERCENTILES = (0.1, 1.0, 25.0, 50.0, 75.0, 99.0, 99.9)
 _TINY = 1e-30
 NOT_FINITE = "the prediction is not a finite number"
+
+
+REFERENCE_PERCENTILES: tuple[float, ...] = (1, 25, 50, 75, 99)
+"""Percentiles of s(W), after the mean and the variance of each layer's weights."""
+REFERENCE_ORDER: tuple[str, ...] = ("mean", "variance", "percentile")
+
+
+@dataclass(frozen=True)
+class LayerSlices:
+    """Where one layer's parameters sit in the flat vector.
+
+    Attributes:
+        name: Layer name: the parameter name without ``.weight``/``.bias`` (e.g. ``"layers.1"``).
+        weight: Slice of the weight (start, stop) in the flat vector.
+        bias: Slice of the bias, or None for a layer without bias.
+    """
+
+    name: str
+    weight: slice
+    bias: slice | None = None
+
+
+def layer_slices(architecture: Mapping) -> list[LayerSlices]:
+    """Groups the architecture's parameters into layers: each weight, followed by its optional bias.
+
+    Args:
+        architecture: Dict with ``parameters``: ordered ``[{"name": "layers.1.weight", "shape": [5, 16]}, ...]``
+            (``NetworkSpec.to_dict()``, ``zoo_info["architecture"]``, ``NeuronTokenProcessor.architecture``).
+
+    Returns:
+        One :class:`LayerSlices` per weight tensor, in flat order.
+
+    Raises:
+        ValueError: No parameter list, or a bias that does not follow its layer's weight.
+    """
+    parameters = architecture.get("parameters") if isinstance(architecture, Mapping) else None
+    if not parameters:
+        raise ValueError("The architecture record needs a non-empty 'parameters' list of {name, shape}.")
+    layers: list[LayerSlices] = []
+    start = 0
+    for parameter in parameters:
+        name, size = parameter["name"], math.prod(parameter["shape"])
+        span = slice(start, start + size)
+        start += size
+        if not name.endswith(".bias"):
+            layers.append(LayerSlices(name.removesuffix(".weight"), span))
+            continue
+        layer_name = name.removesuffix(".bias")
+        if not layers or layers[-1].name != layer_name or layers[-1].bias is not None:
+            raise ValueError(f"Bias {name!r} does not directly follow the weight of layer {layer_name!r}.")
+        layers[-1] = LayerSlices(layer_name, layers[-1].weight, span)
+    return layers
+
+
+def check_vectors(vectors: np.ndarray, layers: Sequence[LayerSlices]) -> np.ndarray:
+    """``vectors`` as an array, refused unless it is (num_rows, the architecture's number of parameters)."""
+    vectors = np.asarray(vectors)
+    last = layers[-1]
+    expected = (last.bias or last.weight).stop
+    if vectors.ndim != 2 or vectors.shape[1] != expected:
+        raise ValueError(
+            f"Expected weight vectors of shape (num_rows, {expected}) from the architecture, got {vectors.shape}."
+        )
+    return vectors
+
+
+def tensor_statistics(values: np.ndarray, statistics: Sequence[str], percentiles: Sequence[float]) -> np.ndarray:
+    """Statistics of each row: values (num_rows, size) → (num_rows, len(statistics) + extra percentiles), float64.
+
+    Names: ``mean``, ``variance`` and ``std`` (ddof 0), and ``percentile`` (all of ``percentiles`` at that
+    position, numpy's linear interpolation).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    columns = []
+    for statistic in statistics:
+        if statistic == "mean":
+            columns.append(values.mean(axis=1, keepdims=True))
+        elif statistic == "variance":
+            columns.append(values.var(axis=1, keepdims=True))
+        elif statistic == "std":
+            columns.append(values.std(axis=1, keepdims=True))
+        else:
+            columns.append(np.percentile(values, percentiles, axis=1).T)
+    return np.concatenate(columns, axis=1)
+
+
+def weight_statistics(vectors: np.ndarray, architecture: Mapping) -> np.ndarray:
+    """s(W), the reference variant: per layer, statistics of the weight tensor (biases not used).
+
+    Per layer, in order: mean, variance, percentiles 1, 25, 50, 75, 99. A permutation of a layer's neurons
+    reorders values within each weight tensor, so s(W) does not change (up to float summation order); a sign flip of
+    a neuron (tanh) does change the layer's mean and percentiles.
+
+    Args:
+        vectors: (num_rows, num_parameters) raw flat weight vectors.
+        architecture: Architecture record (see :func:`layer_slices`).
+
+    Returns:
+        (num_rows, 7 · num_layers) float64.
+    """
+    layers = layer_slices(architecture)
+    vectors = check_vectors(vectors, layers)
+    blocks = [tensor_statistics(vectors[:, layer.weight], REFERENCE_ORDER, REFERENCE_PERCENTILES) for layer in layers]
+    return np.concatenate(blocks, axis=1)
+
+
+def num_weight_statistics(architecture: Mapping) -> int:
+    """Columns of :func:`weight_statistics` for ``architecture``: 7 per layer."""
+    return (2 + len(REFERENCE_PERCENTILES)) * len(layer_slices(architecture))
 
 
 def parameter_log_norms(vectors: np.ndarray, parameters: Sequence[Mapping[str, Any]]) -> np.ndarray:
