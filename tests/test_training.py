@@ -387,7 +387,8 @@ def test_canonical_embedding_refuses_contradictions_before_training(tmp_path, ch
 
 def _random_tanh_networks(processor, count, seed):
     """Raw flat vectors of random tanh networks of the processor's architecture (no two keys tied)."""
-    return torch.randn(count, processor.architecture["num_parameters"], generator=torch.Generator().manual_seed(seed)) * 0.5
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(count, processor.architecture["num_parameters"], generator=generator) * 0.5
 
 
 def test_canonical_embedding_trains_the_same_and_saves_an_invariant_model(tiny_zoo, tmp_path):
