@@ -367,3 +367,80 @@ def test_two_process_ddp_gathers_metrics_exactly(tiny_zoo, tmp_path):
         r2 = 1 - residual / (clean.double() - clean.double().mean(0)).pow(2).sum()
         assert final[f"{split}/reconstruction_r2"] == pytest.approx(float(r2), abs=1e-5)
     assert (run / "checkpoints" / "last").is_file()
+
+
+# ------------------------------------------------------------------------------------------- canonical_embedding
+@pytest.mark.parametrize(
+    ("changes", "names"),
+    [
+        ({"embedding_symmetry_samples": 16}, ["canonical_embedding=True", "embedding_symmetry_samples=16"]),
+        ({"canonical": True, "permute": False}, ["canonical_embedding=True", "canonical=True"]),
+    ],
+)
+def test_canonical_embedding_refuses_contradictions_before_training(tmp_path, changes, names):
+    run = {"zoo": "z", "output_dir": str(tmp_path / "run"), "canonical_embedding": True, **changes}
+    with pytest.raises(ValueError) as error:
+        make_train_config(run)
+    assert all(name in str(error.value) for name in names), error.value
+    assert not (tmp_path / "run").exists()
+
+
+def _random_tanh_networks(processor, count, seed):
+    """Raw flat vectors of random tanh networks of the processor's architecture (no two keys tied)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(count, processor.architecture["num_parameters"], generator=generator) * 0.5
+
+
+def test_canonical_embedding_trains_the_same_and_saves_an_invariant_model(tiny_zoo, tmp_path):
+    from hyperrep_hf.models.hyperrep.augmentations import NeuronPermutation, NeuronSignFlip
+    from hyperrep_hf.models.hyperrep.embeddings import embed_vectors, symmetry_transforms
+
+    model = {"d_model": 16, "num_attention_heads": 2, "intermediate_size": 32, "latent_dim": 8, "projection_dim": 4}
+    run = {"zoo": str(tiny_zoo), "epochs": 1, "batch_size": 8, "sign_flip": True, "loss_type": "ecd", "beta": 0.9}
+    run |= {"checkpoint_every": 1, "num_threads": 1, "progress": False, "eval_batch_size": 50, **model}
+    folders = {}
+    for canonical in (False, True):
+        folders[canonical] = tmp_path / f"canonical_{canonical}"
+        trainer = Trainer(
+            make_train_config({**run, "output_dir": str(folders[canonical]), "canonical_embedding": canonical})
+        )
+        assert not trainer.processor.canonical  # training sees the raw weights either way
+        trainer.train()
+        AcceleratorState._reset_state(True)
+        PartialState._reset_state()
+    # Training is the same run bit for bit: only the saved processor differs.
+    plain, canonical = _weights(folders[False]), _weights(folders[True])
+    assert plain.keys() == canonical.keys()
+    for name, tensor in plain.items():
+        assert torch.equal(canonical[name], tensor), name
+    saved = {c: json.loads((folders[c] / "preprocessor_config.json").read_text()) for c in folders}
+    assert saved[True]["canonical"] is True and saved[True]["canonical_activation"] == "tanh"
+    assert saved[False]["canonical"] is False
+    assert saved[True]["normalization_stats"] == saved[False]["normalization_stats"]
+    assert {k: v for k, v in saved[True].items() if not k.startswith("canonical")} == {
+        k: v for k, v in saved[False].items() if not k.startswith("canonical")
+    }
+    checkpoint = find_last_checkpoint(folders[True] / "checkpoints") / "pretrained_model"
+    assert json.loads((checkpoint / "preprocessor_config.json").read_text()) == saved[True]
+
+    # One network, one answer: the saved canonical model's z does not move under permutations + sign flips.
+    moved_by = {}
+    for canonical, folder in folders.items():
+        encoder = HyperRepModel.from_pretrained(folder).eval()
+        processor = NeuronTokenProcessor.from_pretrained(folder)
+        transforms = symmetry_transforms(encoder.config, processor.architecture)
+        moved_by[canonical] = 0.0
+        for seed in range(4):
+            vectors = _random_tanh_networks(processor, 6, seed)
+            permutation = NeuronPermutation(processor.architecture, generator=torch.Generator().manual_seed(seed))
+            flip = NeuronSignFlip(processor.architecture, "tanh")
+            generator = torch.Generator().manual_seed(100 + seed)
+            with torch.no_grad():
+                reference = embed_vectors(encoder, processor, vectors, transforms)
+                for _ in range(3):
+                    moved = flip(permutation(vectors, generator), generator)
+                    assert not torch.equal(moved, vectors)
+                    z = embed_vectors(encoder, processor, moved, transforms)
+                    moved_by[canonical] = max(moved_by[canonical], float((z - reference).abs().max()))
+    assert moved_by[True] < 1e-5, moved_by
+    assert moved_by[False] > 1e-3, moved_by  # the raw model does move: the check can fail

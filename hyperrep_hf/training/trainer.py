@@ -36,6 +36,7 @@ every global batch (the contrastive negatives are those of the local slice). Met
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -169,6 +170,18 @@ class TrainConfig:
             "symmetries at about one encoder row per network (blended at near-ties). Turn permute/sign_flip off."
         },
     )
+    canonical_embedding: bool = field(
+        default=False,
+        metadata={
+            "help": "Train on the configured views of the raw weights (permute, sign_flip, erasing, ...), but save "
+            "a processor set to the canonical form (NeuronTokenProcessor.set_canonical with the zoo's activation): "
+            "the saved model embeds each network once, exactly invariant to neuron permutations and (before an "
+            "odd activation) sign flips. Training, the quick probe and checkpoints' training state are unchanged; "
+            "the processor saved with the model and in each checkpoint's pretrained_model is the canonical one. "
+            "Refused with embedding_symmetry_samples > 1 (the canonical form replaces the average) and with "
+            "canonical (which already trains and embeds on the canonical form)."
+        },
+    )
     embedding_symmetry_samples: int = field(
         default=1,
         metadata={
@@ -279,6 +292,17 @@ class TrainConfig:
             problems.append(f"erasing_scale={self.erasing_scale!r} (expected [low, high] with 0 <= low <= high <= 1)")
         if len(self.adam_betas) != 2 or not all(0 <= beta < 1 for beta in self.adam_betas):
             problems.append(f"adam_betas={self.adam_betas!r} (expected two values in [0, 1))")
+        if self.canonical_embedding and self.embedding_symmetry_samples > 1:
+            problems.append(
+                f"canonical_embedding=True with embedding_symmetry_samples={self.embedding_symmetry_samples} "
+                "(the canonical form embeds each network once, exactly invariant: set embedding_symmetry_samples "
+                "to 1, or canonical_embedding to false for the symmetry average)"
+            )
+        if self.canonical_embedding and self.canonical:
+            problems.append(
+                "canonical_embedding=True with canonical=True (canonical already trains and embeds on the canonical "
+                "form: drop canonical_embedding, or set canonical to false to train on augmented raw weights)"
+            )
         if problems:
             raise ValueError("Invalid training config: " + "; ".join(problems) + ".")
 
@@ -549,6 +573,17 @@ def make_model_config(
         raise ValueError(f"Invalid training config (model fields): {error}") from None
 
 
+def saved_processor(config: TrainConfig, processor: NeuronTokenProcessor, zoo_info: dict) -> NeuronTokenProcessor:
+    """The processor saved with the model: the training one, or with ``canonical_embedding`` a canonical copy.
+
+    A copy, so that training, the quick probe and the tokens stay exactly those of the same run without the field;
+    the normalisation fitted on the raw training rows travels with it (the encoder was trained on those).
+    """
+    if not config.canonical_embedding:
+        return processor
+    return copy.deepcopy(processor).set_canonical(zoo_activation(zoo_info, required=False))
+
+
 def check_batch_size(config: TrainConfig, num_train_rows: int, num_processes: int) -> int:
     """The per-process batch: the global batch (clamped to the data) split evenly over the processes."""
     global_batch = min(config.batch_size, num_train_rows)
@@ -697,6 +732,7 @@ class Trainer:
             self.data = load_zoo_tensors(config)
         self.processor = self.data.processor
         self.model_config = make_model_config(config, self.processor, self.data.zoo_info)
+        self.saved_processor = saved_processor(config, self.processor, self.data.zoo_info)
         self.per_process_batch = check_batch_size(config, len(self.data.vectors["train"]), accelerator.num_processes)
         self.global_batch = self.per_process_batch * accelerator.num_processes
         self.steps_per_epoch = len(self.data.vectors["train"]) // self.global_batch
@@ -919,7 +955,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model)
             model.save_pretrained(directory, state_dict=state_dict, is_main_process=True)
-            self.processor.save_pretrained(directory)
+            self.saved_processor.save_pretrained(directory)
 
     def save_checkpoint(self) -> Path:
         """Writes ``checkpoints/<step>/`` (under a temporary name, then renamed) and points ``last`` at it.
