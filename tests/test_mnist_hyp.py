@@ -196,7 +196,9 @@ def test_cnn_demo_plumbing_on_a_tiny_zoo(tmp_path, capsys):
     assert "MNIST-HYP mini" in output and "step 4/4" in output and "[demo] done" in output
     document = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert set(document["categorical_targets"]) == {"activation", "init", "optimizer", "dropout"}
-    assert document["methods"] == ["s(W)", "hyperrep"]
+    # the preset appends s(W) (append_weight_statistics): hyperrep is z̄ ⊕ s(W), hyperrep_z the z̄ alone beside it
+    assert document["methods"] == ["s(W)", "hyperrep_z", "hyperrep"]
+    assert document["representation"] == "z+s(W)"
     # the mini recipe keeps the paper's whole grid: every hyper-parameter varies, so every one is probed
     assert document["fixed_hyperparameters"] == {} and {"learning_rate", "weight_decay"} <= set(document["targets"])
     bootstrapped = {(r["target"], r["metric"]) for r in document["final_checkpoints"]["results"]}
