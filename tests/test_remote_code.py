@@ -50,6 +50,16 @@ def offline_environment(hf_home: Path) -> dict:
     return environment
 
 
+def remote_and_library_stories(model_dir: Path, tmp_path: Path, seed: int) -> tuple[dict, dict]:
+    """The user story on 4 random networks (seeded), once from the repo's remote code and once from the library."""
+    networks = tmp_path / "networks.safetensors"
+    save_file({"vectors": torch.randn(4, 100, generator=torch.Generator().manual_seed(seed)) * 0.3}, networks)
+    environment = offline_environment(tmp_path / "hf_home")
+    remote = run_user_story(str(model_dir), networks, tmp_path / "remote", "--remote-code", environment)
+    library = run_user_story(str(model_dir), networks, tmp_path / "library", "--library", environment)
+    return remote, library
+
+
 def assert_same_story(remote: dict, library: dict) -> None:
     assert not remote["hyperrep_hf_imported"] and library["hyperrep_hf_imported"]
     for name, classes in (("remote", remote["classes"]), ("library", library["classes"])):
@@ -137,11 +147,7 @@ def test_canonical_model_without_the_package_equals_the_library(tmp_path_factory
         tmp_path_factory.mktemp("model"), zoo_dir, tmp_path_factory.mktemp("out"), canonical="tanh"
     )
     assert json.loads((model_dir / "preprocessor_config.json").read_text())["canonical"] is True
-    networks = tmp_path / "networks.safetensors"
-    save_file({"vectors": torch.randn(4, 100, generator=torch.Generator().manual_seed(2)) * 0.3}, networks)
-    environment = offline_environment(tmp_path / "hf_home")
-    remote = run_user_story(str(model_dir), networks, tmp_path / "remote", "--remote-code", environment)
-    library = run_user_story(str(model_dir), networks, tmp_path / "library", "--library", environment)
+    remote, library = remote_and_library_stories(model_dir, tmp_path, seed=2)
     assert_same_story(remote, library)
 
 

@@ -265,13 +265,9 @@ def test_evaluate_warns_about_other_zoos_probes_of_another_layout(switched_model
 
 @pytest.mark.slow
 def test_user_story_without_the_package_equals_the_library(switched_model, tmp_path):
-    from test_remote_code import assert_same_story, offline_environment, run_user_story
+    from test_remote_code import assert_same_story, remote_and_library_stories
 
     model_dir = Path(shutil.copytree(switched_model[0], tmp_path / "model"))
-    networks = tmp_path / "networks.safetensors"
-    save_file({"vectors": torch.randn(4, 100, generator=torch.Generator().manual_seed(1)) * 0.3}, networks)
-    environment = offline_environment(tmp_path / "hf_home")
-    remote = run_user_story(str(model_dir), networks, tmp_path / "remote", "--remote-code", environment)
-    library = run_user_story(str(model_dir), networks, tmp_path / "library", "--library", environment)
+    remote, library = remote_and_library_stories(model_dir, tmp_path, seed=1)
     assert_same_story(remote, library)
     assert remote["tensors"]["z_bar"].shape == (4, LATENT_DIM + 14)

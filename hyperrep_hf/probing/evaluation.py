@@ -988,8 +988,9 @@ def _representation(model_dir: Path, config: Mapping[str, Any]) -> dict[str, Any
     extra = num_weight_statistics(architecture) if architecture else None
     sizes = f"{latent_dim} + {extra} = {latent_dim + extra} values" if extra else f"{latent_dim} + 7 per layer"
     text = (
-        "z̄ ⊕ s(W): the encoder's embedding z̄ followed by s(W), the per-layer statistics of the network's raw weights "
-        "(mean, variance, percentiles 1/25/50/75/99 of each layer's weights: the s(W) baseline's features), "
+        "z̄ ⊕ s(W): the encoder's embedding z̄ followed by s(W), the per-layer statistics of the network's weights "
+        "(mean, variance, percentiles 1/25/50/75/99 of each layer's weights: the s(W) baseline's features, taken over "
+        "the same canonical views or symmetric copies as z̄), "
         f"{sizes} (`append_weight_statistics: true` in config.json)"
     )
     return {"representation": text, "representation_dim": latent_dim + extra if extra else None}

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_json_atomic
+from ..models.hyperrep.embeddings import Z_LAYOUT
 from ..models.hyperrep.modeling_hyperrep_probe import (
     INDEX_FILE,
     PROBE_INDEX_FORMAT_VERSION,
@@ -110,7 +111,7 @@ def save_probe_heads(
     fingerprint: str | None = None,
     statistics: dict | None = None,
     scores_by_activation: dict[str, dict[str, float | None]] | None = None,
-    representation: str = "z",
+    representation: str = Z_LAYOUT,
 ) -> Path:
     """Saves every fitted probe of one zoo under ``probes/<zoo>/<target>/`` and updates ``probes/index.json``.
 
@@ -179,7 +180,7 @@ def save_probe_heads(
                 "path": (zoo_dir / target).relative_to(model_dir).as_posix(),
             }
         )
-        if representation != "z":  # older indexes (and z probes) leave it out: z is the default
+        if representation != Z_LAYOUT:  # older indexes (and z probes) leave it out: z is the default
             entries[-1]["representation"] = representation
     if statistics is not None:
         from ..models.hyperrep.weight_statistics import STATISTICS_FILE

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..atomic import write_json_atomic, write_text_atomic
+from ..models.hyperrep.embeddings import Z_WEIGHT_STATISTICS_LAYOUT
 from .probes import ProbeReport
 
 if TYPE_CHECKING:
@@ -28,8 +29,6 @@ HYPERREP_METHOD = "hyperrep"
 """The hyper-representation the probe heads read: z̄, or z̄ ⊕ s(W) with ``append_weight_statistics``."""
 HYPERREP_Z_METHOD = "hyperrep_z"
 """z̄ alone, reported beside :data:`HYPERREP_METHOD` when that one is z̄ ⊕ s(W) (no probe heads are saved for it)."""
-Z_WEIGHT_STATISTICS = "z+s(W)"
-"""``document["representation"]`` of an encoder with ``append_weight_statistics`` (absent: z̄ alone)."""
 BASELINES: tuple[str, ...] = ("W", "s(W)", "pca_linear", "pca_cosine", "pca_rbf", "umap")
 """Baselines of ``hyperrep evaluate``, in table order (``s(W)_unterthiner`` may be asked for explicitly)."""
 METRIC_TARGETS: tuple[str, ...] = ("epoch", "test_accuracy", "generalization_gap")
@@ -54,7 +53,7 @@ METHOD_TITLES = {
 
 def method_title(document: Mapping, method: str) -> str:
     """The column title of ``method`` in ``document``'s tables: says which representation the hyperrep rows are."""
-    if method == HYPERREP_METHOD and document.get("representation") == Z_WEIGHT_STATISTICS:
+    if method == HYPERREP_METHOD and document.get("representation") == Z_WEIGHT_STATISTICS_LAYOUT:
         return "hyperrep (z ⊕ s(W))"
     return METHOD_TITLES.get(method, method)
 
@@ -253,7 +252,7 @@ def render_results_markdown(document: dict) -> str:
     for method, skipped in document.get("skipped_targets", {}).items():
         for target, reason in skipped.items():
             notes.append(f"- {method_title(document, method)}: target `{target}` skipped ({reason}).")
-    if document.get("representation") == Z_WEIGHT_STATISTICS:
+    if document.get("representation") == Z_WEIGHT_STATISTICS_LAYOUT:
         lines += ["", REPRESENTATION_NOTE]
     for key in ("final_checkpoints", "final_checkpoints_z_only"):
         if document.get(key):

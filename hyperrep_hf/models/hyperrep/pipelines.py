@@ -40,6 +40,8 @@ from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .embeddings import (
+    Z_LAYOUT,
+    Z_WEIGHT_STATISTICS_LAYOUT,
     embed_vectors,
     networks_per_pass,
     representation_dim,
@@ -137,9 +139,9 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         layout = representation_layout(self.model.config)
         size = representation_dim(self.model.config, self.feature_extractor.architecture)
         for target, head in self.probes.items():
-            fitted = getattr(head.config, "representation", "z")
+            fitted = getattr(head.config, "representation", Z_LAYOUT)
             if fitted != layout:
-                setting, wanted = ("true", "false") if layout == "z+s(W)" else ("false", "true")
+                setting, wanted = ("true", "false") if layout == Z_WEIGHT_STATISTICS_LAYOUT else ("false", "true")
                 raise ProbeMismatchError(
                     f"Probe {target!r} (zoo {self.zoo}) was fitted on the representation {fitted!r}, but the "
                     f"encoder's config gives {layout!r} (append_weight_statistics={setting}): the features do not "
