@@ -61,7 +61,9 @@ def _launch(arguments, num_processes=1, timeout=240):
         launcher += ["--config_file", str(REPOSITORY / "training" / "accelerate" / "cpu_2proc.yaml")]
     launcher += ["--num_cpu_threads_per_process", "1", str(TRAIN_SCRIPT), *arguments]
     result = subprocess.run(launcher, capture_output=True, text=True, env=environment, timeout=timeout)
-    assert result.returncode == 0, result.stderr[-4000:]
+    # Each rank's own traceback first: the launcher's summary at the end hides which rank failed and why.
+    ranks = [line for line in result.stderr.splitlines() if line.startswith("[rank")]
+    assert result.returncode == 0, "\n".join(ranks[-60:]) + "\n…\n" + result.stderr[-3000:]
     return result
 
 
@@ -369,6 +371,38 @@ def test_two_process_ddp_gathers_metrics_exactly(tiny_zoo, tmp_path):
         r2 = 1 - residual / (clean.double() - clean.double().mean(0)).pow(2).sum()
         assert final[f"{split}/reconstruction_r2"] == pytest.approx(float(r2), abs=1e-5)
     assert (run / "checkpoints" / "last").is_file()
+    # Every rank's RNG state is inside each checkpoint, and no half-written folder is left beside them.
+    for checkpoint in (run / "checkpoints").glob("[0-9]*"):
+        states = sorted(p.name for p in (checkpoint / "training_state").glob("random_states_*"))
+        assert states == ["random_states_0.pkl", "random_states_1.pkl"], (checkpoint, states)
+    assert not [p.name for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_checkpoint_folder_is_renamed_only_after_every_process_wrote_into_it(tiny_zoo, tmp_path, monkeypatch):
+    """The checkpoint folder is written by every process (each its own RNG state) and renamed by the main one.
+
+    A barrier must sit between the last write and the rename, or a slower rank writes into a folder that is gone
+    (a two-process run once failed this way at random). The order of events is recorded on one process.
+    """
+    import hyperrep_hf.training.trainer as trainer_module
+
+    run = {"zoo": str(tiny_zoo), "output_dir": str(tmp_path / "run"), "epochs": 1, "batch_size": 8}
+    run |= {"num_threads": 1, "progress": False, "d_model": 16, "num_attention_heads": 2, "intermediate_size": 32}
+    trainer = Trainer(make_train_config({**run, "latent_dim": 8, "projection_dim": 4}))
+    events = []
+    accelerator = trainer.accelerator
+    for name, event in (("save_state", "write"), ("wait_for_everyone", "barrier")):
+        method = getattr(accelerator, name)
+        monkeypatch.setattr(accelerator, name, lambda *a, _m=method, _e=event, **k: (events.append(_e), _m(*a, **k))[1])
+    save_pretrained = trainer.save_pretrained
+    monkeypatch.setattr(trainer, "save_pretrained", lambda d: (events.append("write"), save_pretrained(d))[1])
+    replace = trainer_module.replace_path
+    monkeypatch.setattr(trainer_module, "replace_path", lambda *a: (events.append("rename"), replace(*a))[1])
+
+    final = trainer.save_checkpoint()
+    assert (final / "training_state").is_dir() and (final / "pretrained_model" / "config.json").is_file()
+    last_write, rename = max(i for i, e in enumerate(events) if e == "write"), events.index("rename")
+    assert "barrier" in events[last_write:rename], events
 
 
 # ------------------------------------------------------------------------------------------- canonical_embedding

@@ -970,8 +970,9 @@ class Trainer:
             remove_path(temporary)
             temporary.mkdir(parents=True)
         accelerator.wait_for_everyone()
-        accelerator.save_state(temporary / "training_state")
+        accelerator.save_state(temporary / "training_state")  # every process writes its own RNG state file
         self.save_pretrained(temporary / "pretrained_model")
+        accelerator.wait_for_everyone()  # no process may still be writing into the folder when it is renamed
         if is_main:
             state = {"epoch": self.epoch, "step": self.step, "elapsed_seconds": self.elapsed}
             write_json_atomic(temporary / "trainer_state.json", state)
