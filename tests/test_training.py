@@ -390,14 +390,19 @@ def test_checkpoint_folder_is_renamed_only_after_every_process_wrote_into_it(tin
     run |= {"num_threads": 1, "progress": False, "d_model": 16, "num_attention_heads": 2, "intermediate_size": 32}
     trainer = Trainer(make_train_config({**run, "latent_dim": 8, "projection_dim": 4}))
     events = []
+
+    def recorded(function, event):
+        def wrapper(*args, **kwargs):
+            events.append(event)
+            return function(*args, **kwargs)
+
+        return wrapper
+
     accelerator = trainer.accelerator
-    for name, event in (("save_state", "write"), ("wait_for_everyone", "barrier")):
-        method = getattr(accelerator, name)
-        monkeypatch.setattr(accelerator, name, lambda *a, _m=method, _e=event, **k: (events.append(_e), _m(*a, **k))[1])
-    save_pretrained = trainer.save_pretrained
-    monkeypatch.setattr(trainer, "save_pretrained", lambda d: (events.append("write"), save_pretrained(d))[1])
-    replace = trainer_module.replace_path
-    monkeypatch.setattr(trainer_module, "replace_path", lambda *a: (events.append("rename"), replace(*a))[1])
+    monkeypatch.setattr(accelerator, "save_state", recorded(accelerator.save_state, "write"))
+    monkeypatch.setattr(accelerator, "wait_for_everyone", recorded(accelerator.wait_for_everyone, "barrier"))
+    monkeypatch.setattr(trainer, "save_pretrained", recorded(trainer.save_pretrained, "write"))
+    monkeypatch.setattr(trainer_module, "replace_path", recorded(trainer_module.replace_path, "rename"))
 
     final = trainer.save_checkpoint()
     assert (final / "training_state").is_dir() and (final / "pretrained_model" / "config.json").is_file()
