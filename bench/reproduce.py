@@ -14,8 +14,10 @@ selects rows (their zoos and the rows they read are added); the markdown is rebu
 finished, the others shown as "not run yet". CPU time is the process's own (``time.process_time``, all its threads),
 so it holds on a busy machine; wall time does not (the load average at the row's start is recorded beside it).
 
-Rows run one after another in one process; ``--jobs N`` runs N worker processes (a row and the rows reading its
-model stay in one worker). The zoos are built first, in this process.
+Rows run one after another in one process; ``--jobs N`` keeps N worker processes busy, one row each, each row
+started as soon as the rows it reads are finished (the zoos, a model's training for its out-of-distribution row),
+the row heading the longest chain of estimated work first: the Table 1–3 rows train on TETRIS-SEED while the
+TETRIS-HYP zoo is still being built.
 """
 
 from __future__ import annotations
@@ -572,6 +574,15 @@ def run_row(row: Row, context: Context) -> dict:
     return record
 
 
+def _needs(row: Row, by_key: Mapping[str, Row]) -> list[str]:
+    """The rows (keys of ``by_key``) that must be finished before ``row`` runs: its zoos' build rows, the rows it
+    reads (``requires``) and the row it aliases (``same_as``)."""
+    needs = list(row.requires) + ([row.same_as] if row.same_as else [])
+    if row.kind not in ("zoo", "external") and row.same_as is None:
+        needs += [f"zoo_{config}" for config in (row.zoos or (row.zoo,))]
+    return [need for need in dict.fromkeys(needs) if need in by_key]
+
+
 def select_rows(rows: Sequence[Row], keys: Sequence[str] | None) -> list[Row]:
     """The rows named (all when ``keys`` is None), with the rows they need, in the order of ``rows``.
 
@@ -591,12 +602,8 @@ def select_rows(rows: Sequence[Row], keys: Sequence[str] | None) -> list[Row]:
         wanted = set(keys)
     pending = list(wanted)
     while pending:
-        row = by_key[pending.pop()]
-        needs = list(row.requires) + ([row.same_as] if row.same_as else [])
-        if row.kind not in ("zoo", "external") and row.same_as is None:
-            needs += [f"zoo_{config}" for config in (row.zoos or (row.zoo,))]
-        for need in needs:
-            if need in by_key and need not in wanted:
+        for need in _needs(by_key[pending.pop()], by_key):
+            if need not in wanted:
                 wanted.add(need)
                 pending.append(need)
     return [row for row in rows if row.key in wanted]
@@ -607,24 +614,25 @@ def runnable(rows: Sequence[Row]) -> list[Row]:
     return [row for row in rows if row.same_as is None and row.kind != "external"]
 
 
-def _groups(rows: Sequence[Row], jobs: int) -> list[list[Row]]:
-    """Rows split into ``jobs`` lists of about equal estimated time; a row stays with the rows it requires."""
+def critical_minutes(rows: Sequence[Row]) -> dict[str, float]:
+    """Each row's estimate plus the longest chain of estimates of the rows among ``rows`` that wait on it.
+
+    The parallel scheduler starts the ready row with the longest chain first, so that a long zoo build and the
+    training that reads it are not left for last.
+    """
     by_key = {row.key: row for row in rows}
-    owner: dict[str, str] = {}
-    for row in rows:  # rows in order: a required row comes first
-        heads = [owner[need] for need in row.requires if need in owner]
-        owner[row.key] = heads[0] if heads else row.key
-    bundles: dict[str, list[Row]] = {}
+    waiting: dict[str, list[str]] = {key: [] for key in by_key}
     for row in rows:
-        bundles.setdefault(owner[row.key], []).append(row)
-    groups: list[list[Row]] = [[] for _ in range(max(1, jobs))]
-    loads = [0.0] * len(groups)
-    for bundle in sorted(bundles.values(), key=lambda b: -sum(r.estimate_min for r in b)):
-        index = loads.index(min(loads))
-        groups[index] += bundle
-        loads[index] += sum(row.estimate_min for row in bundle)
-    order = {key: position for position, key in enumerate(by_key)}
-    return [sorted(group, key=lambda row: order[row.key]) for group in groups if group]
+        for need in _needs(row, by_key):
+            waiting[need].append(row.key)
+    chains: dict[str, float] = {}
+
+    def chain(key: str) -> float:
+        if key not in chains:
+            chains[key] = by_key[key].estimate_min + max((chain(other) for other in waiting[key]), default=0.0)
+        return chains[key]
+
+    return {key: chain(key) for key in by_key}
 
 
 def run_rows(
@@ -634,45 +642,71 @@ def run_rows(
     force: bool = False,
     jobs: int = 1,
     say: Callable[[str], None] = print,
-    worker_command: Callable[[list[Row]], list[str]] | None = None,
+    worker_command: Callable[[Row], list[str]] | None = None,
 ) -> dict[str, str]:
     """Runs every row of ``rows`` that is not finished (all with ``force``); returns key → what happened.
 
-    Zoo rows run first, here; with ``jobs`` > 1 the other rows go to that many worker processes
-    (``worker_command(rows)`` gives each one's command line). A failing row is reported and the others go on.
+    A row starts once every row it needs (:func:`_needs`) is finished. With ``jobs`` 1 (or no ``worker_command``)
+    the rows run here, in the order given; with ``jobs`` > 1 each row runs in a worker process of its own
+    (``worker_command(row)`` gives its command line), at most ``jobs`` at once, the ready row with the longest
+    chain of work behind it (:func:`critical_minutes`) first. A failing row is reported, the rows that need it are
+    skipped, and the others go on.
     """
     outcome: dict[str, str] = {}
-    todo = []
+    pending: dict[str, Row] = {}
     for row in runnable(rows):
         if not force and read_row(context, row) is not None:
             outcome[row.key] = "cached"
         else:
-            todo.append(row)
-    zoo_rows = [row for row in todo if row.kind == "zoo"]
-    others = [row for row in todo if row.kind != "zoo"]
+            pending[row.key] = row
+    by_key = {row.key: row for row in rows}
+    parallel = jobs > 1 and worker_command is not None
+    chains = critical_minutes(list(pending.values()))
+    running: dict[str, subprocess.Popen] = {}
     failed: set[str] = set()
-    for row in zoo_rows + (others if jobs <= 1 or worker_command is None else []):
-        missing = [need for need in row.requires if need in failed]
-        if missing:
-            outcome[row.key] = f"skipped: needs {', '.join(missing)}"
+
+    def finish(row: Row, record: dict | None, failure: str) -> None:
+        if record is None:
+            outcome[row.key] = failure
             failed.add(row.key)
-            continue
-        say(f"[reproduce] {row.key}: running ({row.kind}, ~{row.estimate_min:g} CPU-min)")
-        try:
-            record = run_row(row, context)
-        except Exception as error:  # one row's failure is reported; the others go on
-            outcome[row.key] = f"failed: {type(error).__name__}: {error}"
-            failed.add(row.key)
-            say(f"[reproduce] {row.key}: FAILED {type(error).__name__}: {error}")
-            continue
-        outcome[row.key] = "done"
-        say(f"[reproduce] {row.key}: done in {_minutes(record)} CPU-min (wall)")
-    if others and jobs > 1 and worker_command is not None:
-        workers = [subprocess.Popen(worker_command(group)) for group in _groups(others, jobs)]
-        for worker in workers:
-            worker.wait()
-        for row in others:
-            outcome[row.key] = "done" if read_row(context, row) is not None else "failed (see the worker's log)"
+            say(f"[reproduce] {row.key}: FAILED {failure.removeprefix('failed: ')}")
+        else:
+            outcome[row.key] = "done"
+            say(f"[reproduce] {row.key}: done in {_minutes(record)} CPU-min (wall)")
+
+    while pending or running:
+        for row in list(pending.values()):
+            missing = [need for need in _needs(row, by_key) if need in failed]
+            if missing:
+                outcome[row.key] = f"skipped: needs {', '.join(missing)}"
+                failed.add(row.key)
+                del pending[row.key]
+        ready = [row for row in pending.values() if not any(n in pending or n in running for n in _needs(row, by_key))]
+        if parallel:
+            ready.sort(key=lambda row: -chains[row.key])
+        if not ready and not running:
+            if pending:
+                raise ValueError(f"Rows that need each other in a circle: {', '.join(pending)}.")
+            break
+        for row in ready[: (jobs - len(running)) if parallel else 1]:
+            del pending[row.key]
+            say(f"[reproduce] {row.key}: running ({row.kind}, ~{row.estimate_min:g} CPU-min)")
+            if parallel:
+                running[row.key] = subprocess.Popen(worker_command(row))
+                continue
+            try:
+                record = run_row(row, context)
+            except Exception as error:  # one row's failure is reported; the others go on
+                finish(row, None, f"failed: {type(error).__name__}: {error}")
+            else:
+                finish(row, record, "")
+        if parallel and running:
+            while not (done := [key for key, worker in running.items() if worker.poll() is not None]):
+                time.sleep(0.2)
+            for key in done:
+                code = running.pop(key).returncode
+                finish(by_key[key], read_row(context, by_key[key]), f"failed: its worker exited with code {code} "
+                       "(its traceback is above)")  # fmt: skip
     return outcome
 
 
@@ -1054,13 +1088,14 @@ def main(argv: Sequence[str] | None = None, rows: Sequence[Row] | None = None) -
     parser.add_argument("--zoo-dir", help="folder of the zoos (default: OUT/zoos); built there when missing")
     parser.add_argument("--rows", nargs="+", help="run only these rows (and the rows they need)")
     parser.add_argument("--force", action="store_true", help="rerun the selected rows even when cached")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes for the rows after the zoos")
+    parser.add_argument("--jobs", type=int, default=1, help="rows run at once, each in a worker process")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     parser.add_argument("--report", default=str(DEFAULT_REPORT), help="the markdown written at the end")
     parser.add_argument("--report-only", action="store_true", help="only regenerate the markdown")
-    parser.add_argument("--no-report", action="store_true", help="do not write the markdown (workers)")
+    parser.add_argument("--no-report", action="store_true", help="do not write the markdown")
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     parser.add_argument("--progress", action="store_true", help="progress bars of the builds and trainings")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # one row of --jobs; the rows it needs are finished
     arguments = parser.parse_args(argv)
     all_rows = list(default_rows() if rows is None else rows)
     if arguments.list:
@@ -1075,13 +1110,15 @@ def main(argv: Sequence[str] | None = None, rows: Sequence[Row] | None = None) -
     out = Path(arguments.out).resolve()
     context = Context(out, Path(arguments.zoo_dir).resolve() if arguments.zoo_dir else out / "zoos",
                       threads=arguments.threads, progress=arguments.progress)  # fmt: skip
+    if arguments.worker:  # a worker of --jobs: its row only (a failure's traceback goes to the log), no report
+        run_row({row.key: row for row in all_rows}[arguments.worker], context)
+        return 0
     if not arguments.report_only:
 
-        def worker_command(group: list[Row]) -> list[str]:
+        def worker_command(row: Row) -> list[str]:
             command = [sys.executable, str(Path(__file__).resolve()), "--out", str(out), "--zoo-dir",
-                       str(context.zoo_dir), "--threads", str(arguments.threads), "--no-report", "--rows",
-                       *(row.key for row in group)]  # fmt: skip
-            return command + (["--force"] if arguments.force else [])
+                       str(context.zoo_dir), "--threads", str(arguments.threads), "--worker", row.key]  # fmt: skip
+            return command + (["--progress"] if arguments.progress else [])
 
         outcome = run_rows(selected, context, force=arguments.force, jobs=arguments.jobs,
                            worker_command=worker_command if rows is None else None)  # fmt: skip

@@ -1,4 +1,5 @@
-"""bench/reproduce.py's machinery: row selection, cache and resume, worker groups, the markdown (not the real rows)."""
+"""bench/reproduce.py's machinery: row selection, cache and resume, the parallel scheduler, the markdown (not the real
+rows)."""
 
 import dataclasses
 import importlib.util
@@ -80,15 +81,80 @@ def test_select_rows_adds_what_a_row_needs_in_report_order(reproduce):
         reproduce.select_rows(rows, ["t1_ed", "t9"])
 
 
-def test_groups_cover_each_row_once_and_keep_a_model_with_its_readers(reproduce):
-    rows = [row for row in reproduce.runnable(reproduce.default_rows()) if row.kind != "zoo"]
-    for jobs in (1, 2, 3, 7):
-        groups = reproduce._groups(rows, jobs)
-        assert len(groups) <= jobs
-        flat = [row.key for group in groups for row in group]
-        assert sorted(flat) == sorted(row.key for row in rows)
-        where = {row.key: index for index, group in enumerate(groups) for row in group}
-        assert where["ood_hyp_model"] == where["hyp_preset"] and where["ood_seed_model"] == where["seed_preset"]
+def test_a_rows_chain_is_its_estimate_and_its_longest_readers_chain(reproduce):
+    rows = reproduce.select_rows(reproduce.default_rows(), None)
+    chains = reproduce.critical_minutes(reproduce.runnable(rows))
+    by_key = {row.key: row for row in rows}
+    # The TETRIS-HYP zoo heads its zoo build, the preset trained on it and that model's OOD row.
+    expected = sum(by_key[key].estimate_min for key in ("zoo_tetris_hyp", "hyp_preset", "ood_hyp_model"))
+    assert chains["zoo_tetris_hyp"] == pytest.approx(expected)
+    for row in reproduce.runnable(rows):  # a row's chain is at least its own and any reader's plus its own
+        for need in reproduce._needs(row, by_key):
+            if need in chains:
+                assert chains[need] >= chains[row.key] + by_key[need].estimate_min - 1e-9
+
+
+_WORKER = """
+import json, sys, time
+log, path, fingerprint, seconds, code = sys.argv[1:]
+with open(log, "a") as handle:
+    handle.write(json.dumps({"row": path, "at": time.time(), "event": "start"}) + "\\n")
+time.sleep(float(seconds))
+if int(code) == 0:
+    with open(path, "w") as handle:
+        json.dump({"status": "done", "fingerprint": fingerprint, "cpu_seconds": 1.0, "wall_seconds": 1.0}, handle)
+with open(log, "a") as handle:
+    handle.write(json.dumps({"row": path, "at": time.time(), "event": "end"}) + "\\n")
+sys.exit(int(code))
+"""
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_parallel_rows_start_when_what_they_read_is_finished(reproduce, tmp_path, seed):
+    """Random dependency graphs of stand-in worker processes: never more than `jobs` at once, no row before the rows
+    it needs, a failed row's readers skipped, every other row done."""
+    rng = random.Random(seed)
+    context = _context(reproduce, tmp_path)
+    context.rows_dir.mkdir(parents=True)
+    script, log = tmp_path / "worker.py", tmp_path / "log.jsonl"
+    script.write_text(_WORKER)
+    rows = [reproduce.Row("zoo_a", "zoos", "A", "zoo", zoo="a"), reproduce.Row("zoo_b", "zoos", "B", "zoo", zoo="b")]
+    for index in range(10):
+        requires = tuple(rng.sample([row.key for row in rows if row.kind != "zoo"], k=min(index, rng.randint(0, 2))))
+        rows.append(reproduce.Row(f"r{index}", "t1", f"R{index}", "fake", zoo=rng.choice("ab"), requires=requires,
+                                  overrides={"n": index}, estimate_min=rng.uniform(0.5, 5)))  # fmt: skip
+    failing = rows[rng.randrange(2, 7)].key
+
+    def worker_command(row):
+        path = reproduce.row_path(context, row.key)
+        seconds = rng.uniform(0.05, 0.3)
+        return [sys.executable, str(script), str(log), str(path), row.fingerprint(), f"{seconds}",
+                "3" if row.key == failing else "0"]  # fmt: skip
+
+    said = []
+    outcome = reproduce.run_rows(rows, context, jobs=3, worker_command=worker_command, say=said.append)
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    by_key = {row.key: row for row in rows}
+    start = {Path(e["row"]).stem: e["at"] for e in events if e["event"] == "start"}
+    end = {Path(e["row"]).stem: e["at"] for e in events if e["event"] == "end"}
+    assert max(sum(1 for k in start if start[k] <= e["at"] < end[k]) for e in events) <= 3
+    for key in start:
+        assert all(end[need] <= start[key] for need in reproduce._needs(by_key[key], by_key)), key
+    assert outcome[failing] == "failed: its worker exited with code 3 (its traceback is above)"
+    skipped = {key for key, what in outcome.items() if what.startswith("skipped")}
+    for key in skipped:  # skipped exactly when something it needs failed or was skipped
+        assert set(reproduce._needs(by_key[key], by_key)) & (skipped | {failing}), key
+    assert set(start) == set(outcome) - skipped
+    assert all(outcome[key] == "done" for key in set(outcome) - skipped - {failing})
+    assert any(line.startswith(f"[reproduce] {failing}: FAILED its worker exited with code 3") for line in said)
+
+
+def test_a_worker_runs_only_its_row(reproduce, fake_runner, tmp_path):
+    rows = [reproduce.Row("zoo_tetris_seed", "zoos", "Z", "fake"), *_fake_rows(reproduce, a=1, b=2)]
+    out = tmp_path / "out"
+    assert reproduce.main(["--out", str(out), "--worker", "b"], rows=rows) == 0
+    assert fake_runner == ["b"] and not (tmp_path / "report.md").exists()
+    assert [path.name for path in (out / "rows").iterdir()] == ["b.json"]
 
 
 def test_fingerprint_follows_the_configuration_only(reproduce):
