@@ -327,7 +327,8 @@ def default_rows() -> list[Row]:
 
 @dataclass
 class Context:
-    """Where a run writes: ``out/rows`` (the cache), ``out/runs``, ``out/eval``; zoos in ``zoo_dir``."""
+    """Where a run writes: ``out/rows`` (the cache), ``out/runs``, ``out/eval``, ``out/invocations.jsonl`` (each
+    invocation's time); zoos in ``zoo_dir``."""
 
     out: Path
     zoo_dir: Path
@@ -941,6 +942,42 @@ def _shown(path: Path) -> str:
         return f"`{DEFAULT_OUT}/rows/` by default (this run: an `--out` folder outside the working directory)"
 
 
+def record_run(context: Context, started: float, outcome: Mapping[str, str], jobs: int) -> None:
+    """Appends this invocation (wall time start to end, CPU time with its workers, rows run) to
+    ``OUT/invocations.jsonl``.
+
+    The report's one-run figure: with ``--jobs`` the rows overlap, so their wall times do not add up to the run's.
+    """
+    import resource
+
+    if not any(what != "cached" for what in outcome.values()):
+        return  # nothing ran: not a run worth timing
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    record = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "wall_seconds": round(time.time() - started, 1),
+        "cpu_seconds": round(sum(u.ru_utime + u.ru_stime for u in usage), 1),
+        "jobs": jobs,
+        "cpus": os.cpu_count(),
+        "rows_run": sum(what != "cached" for what in outcome.values()),
+        "rows_failed": sum(what.startswith(("failed", "skipped")) for what in outcome.values()),
+        "outcome": dict(outcome),
+    }
+    context.out.mkdir(parents=True, exist_ok=True)
+    with open(context.out / "invocations.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def last_run(context: Context) -> dict | None:
+    """The newest record of :func:`record_run` (None when there is none or the file is damaged)."""
+    path = context.out / "invocations.jsonl"
+    try:
+        return json.loads(path.read_text().splitlines()[-1])
+    except (OSError, IndexError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
 def render_report(rows: Sequence[Row], context: Context, command: str = "python bench/reproduce.py") -> str:
     """The markdown report from the finished rows (the others: "not run yet")."""
     records: dict[str, dict | None] = {}
@@ -954,6 +991,18 @@ def render_report(rows: Sequence[Row], context: Context, command: str = "python 
     cpu = sum(records[row.key]["cpu_seconds"] for row in finished) / 60
     wall = sum(records[row.key]["wall_seconds"] for row in finished) / 60
     estimate = sum(row.estimate_min for row in pending)
+    last = last_run(context)
+    last_line = (
+        []
+        if last is None
+        else [
+            f"Last run ({last['finished']}, `--jobs {last['jobs']}`, {last['cpus']} CPUs): "
+            f"{last['rows_run']} rows run ({last['rows_failed']} failed) in **{last['wall_seconds'] / 60:.1f} min "
+            "wall** from start to end, "
+            f"{last['cpu_seconds'] / 60:.1f} CPU-min with its workers' start-up.",
+            "",
+        ]
+    )
     lines = [
         "# Reproduction of the paper's tables on a CPU",
         "",
@@ -962,9 +1011,10 @@ def render_report(rows: Sequence[Row], context: Context, command: str = "python 
         "(the paper's)** where the project's PAPER.md gives the paper's number, else ours alone. CPU minutes are the "
         "process's own CPU time (one torch thread); wall minutes depend on the machine's load.",
         "",
-        f"Finished rows: {len(finished)} of {len(runnable(rows))}, {cpu:.1f} CPU-min ({wall:.1f} min wall). "
-        f"Not run yet: {len(pending)} rows, estimated {estimate:.0f} CPU-min on one free core.",
+        f"Finished rows: {len(finished)} of {len(runnable(rows))}, {cpu:.1f} CPU-min ({wall:.1f} min wall, summed "
+        f"over the rows). Not run yet: {len(pending)} rows, estimated {estimate:.0f} CPU-min on one free core.",
         "",
+        *last_line,
         "## Time per part",
         "",
         "| part | rows finished | CPU min | estimate for the rest (CPU min) |",
@@ -1120,8 +1170,10 @@ def main(argv: Sequence[str] | None = None, rows: Sequence[Row] | None = None) -
                        str(context.zoo_dir), "--threads", str(arguments.threads), "--worker", row.key]  # fmt: skip
             return command + (["--progress"] if arguments.progress else [])
 
+        started = time.time()
         outcome = run_rows(selected, context, force=arguments.force, jobs=arguments.jobs,
                            worker_command=worker_command if rows is None else None)  # fmt: skip
+        record_run(context, started, outcome, arguments.jobs)
         for key, what in outcome.items():
             print(f"[reproduce] {key}: {what}")
     if not arguments.no_report:

@@ -234,7 +234,13 @@ def test_main_selects_rows_and_regenerates_the_report(reproduce, fake_runner, tm
     assert "| B |" in text and "22.0" in text
     assert "| A | value 11 | not run yet" in text
     assert "Finished rows: 1 of 2" in text
+    run = json.loads((tmp_path / "out" / "invocations.jsonl").read_text())  # the one-run time beside the rows'
+    assert run["rows_run"] == 1 and run["rows_failed"] == 0 and run["jobs"] == 1 and run["wall_seconds"] >= 0
+    assert run["outcome"] == {"b": "done"}
+    assert f"Last run ({run['finished']}, `--jobs 1`" in text and "1 rows run (0 failed)" in text
     assert reproduce.main([*common, "--report-only"], rows=rows) == 0 and fake_runner == ["b"]
+    assert reproduce.main([*common, "--rows", "b"], rows=rows) == 0 and fake_runner == ["b"]  # cached: no new run
+    assert len((tmp_path / "out" / "invocations.jsonl").read_text().splitlines()) == 1
     with pytest.raises(SystemExit):
         reproduce.main([*common, "--rows", "nope"], rows=rows)
 
