@@ -101,7 +101,8 @@ class Row:
         requires: Rows whose output this row reads (its zoo row is added automatically).
         paper: The paper's numbers for this row: target → value (``reconstruction`` for the test reconstruction R²).
         note: What differs from the preset or the paper (shown in the table).
-        estimate_min: Expected CPU minutes on one free core (the ``--list`` and the report's unfinished rows).
+        estimate_min: Expected CPU minutes with two rows sharing 2 cores (``--jobs 2``; session 6's one-run
+            measurement), for the ``--list`` and the report's unfinished rows.
         same_as: This row is another row's configuration under a second name (nothing runs; its result is shown).
         zoos: ``ood`` rows: the zoo configs compared.
         sources: ``external`` rows: results files to read, first found wins.
@@ -247,72 +248,72 @@ def default_rows() -> list[Row]:
     seed_paper_ecd = PAPER_SEED["EcD"]
     rows = [
         Row("zoo_tetris_seed", "zoos", "TETRIS-SEED", "zoo", zoo="tetris_seed", estimate_min=1.5),
-        Row("zoo_tetris_hyp", "zoos", "TETRIS-HYP", "zoo", zoo="tetris_hyp", estimate_min=22.0),
+        Row("zoo_tetris_hyp", "zoos", "TETRIS-HYP", "zoo", zoo="tetris_hyp", estimate_min=22),
         # Table 1: objectives
         Row("t1_ed", "t1", "ED", "train", preset=ABLATION_PRESET, overrides=_ablation(loss_type="ed"),
             baselines=("s(W)",), paper={"reconstruction": PAPER_RECONSTRUCTION["ED"]}, note="5 epochs",
-            estimate_min=3.5),
+            estimate_min=5.3),
         Row("t1_ec", "t1", "Ec", "train", preset=ABLATION_PRESET, overrides=_ablation(loss_type="ec"),
-            baselines=("s(W)",), note="5 epochs", estimate_min=4.5),
+            baselines=("s(W)",), note="5 epochs", estimate_min=5.9),
         Row("t1_ecd", "t1", "EcD", "train", preset=ABLATION_PRESET, overrides=_ablation(loss_type="ecd", beta=0.9),
             baselines=("s(W)",), paper={**seed_paper_ecd, "reconstruction": PAPER_RECONSTRUCTION["EcD"]},
-            note="5 epochs", estimate_min=4.5),
+            note="5 epochs", estimate_min=7.2),
         Row("t1_ec+d", "t1", "Ec+D", "train", preset=ABLATION_PRESET, overrides=_ablation(loss_type="ec+d", beta=0.9),
             baselines=("s(W)",), paper={"reconstruction": PAPER_RECONSTRUCTION["Ec+D"]}, note="5 epochs",
-            estimate_min=4.5),
+            estimate_min=7.1),
         # Table 2: architectures (ED, as the Table 1 ED row)
         Row("t2_ffn", "t2", "FFN", "train", preset=ABLATION_PRESET, overrides=_ablation(variant="ffn"),
-            baselines=("s(W)",), note="5 epochs", estimate_min=2.0),
+            baselines=("s(W)",), note="5 epochs", estimate_min=1.9),
         Row("t2_attw", "t2", "AttW", "train", preset=ABLATION_PRESET,
             overrides=_ablation(variant="attw", token_layout="weight", epochs=2), baselines=("s(W)",),
-            note="2 epochs", estimate_min=9.0),
+            note="2 epochs", estimate_min=17),
         Row("t2_attw_t", "t2", "AttW+t", "train", preset=ABLATION_PRESET,
             overrides=_ablation(variant="attw_t", token_layout="weight", epochs=2), baselines=("s(W)",),
-            note="2 epochs", estimate_min=9.0),
+            note="2 epochs", estimate_min=17),
         Row("t2_attn", "t2", "AttN", "train", preset=ABLATION_PRESET, overrides=_ablation(variant="attn"),
-            baselines=("s(W)",), note="5 epochs", estimate_min=3.5),
+            baselines=("s(W)",), note="5 epochs", estimate_min=4.7),
         Row("t2_attn_t", "t2", "AttN+t", "train", same_as="t1_ed", note="= Table 1 ED"),
         # Table 3: augmentations (ED, AttN+t)
         Row("t3_none", "t3", "none", "train", preset=ABLATION_PRESET, overrides=_augmentation(), baselines=("s(W)",),
-            note="5 epochs", estimate_min=3.5),
+            note="5 epochs", estimate_min=4.8),
         Row("t3_p", "t3", "P", "train", preset=ABLATION_PRESET, overrides=_augmentation(permute=True),
-            baselines=("s(W)",), note="5 epochs", estimate_min=3.5),
+            baselines=("s(W)",), note="5 epochs", estimate_min=4.9),
         Row("t3_e", "t3", "E", "train", preset=ABLATION_PRESET, overrides=_augmentation(erasing_probability=0.5),
-            baselines=("s(W)",), note="5 epochs", estimate_min=3.5),
+            baselines=("s(W)",), note="5 epochs", estimate_min=5),
         Row("t3_n", "t3", "N", "train", preset=ABLATION_PRESET, overrides=_augmentation(additive_noise_std=0.05),
-            baselines=("s(W)",), note="5 epochs", estimate_min=3.5),
+            baselines=("s(W)",), note="5 epochs", estimate_min=4.9),
         Row("t3_pe", "t3", "P+E", "train", preset=ABLATION_PRESET,
             overrides=_augmentation(permute=True, erasing_probability=0.5), baselines=("s(W)",), note="5 epochs",
-            estimate_min=3.5),
+            estimate_min=5.2),
         Row("t3_pen", "t3", "P+E+N", "train", preset=ABLATION_PRESET,
             overrides=_augmentation(permute=True, erasing_probability=0.5, additive_noise_std=0.05),
-            baselines=("s(W)",), note="5 epochs", estimate_min=3.5),
+            baselines=("s(W)",), note="5 epochs", estimate_min=5.2),
         Row("t3_ps", "t3", "P+S (ours)", "train", preset=ABLATION_PRESET,
             overrides=_augmentation(permute=True, sign_flip=True), baselines=("s(W)",), note="5 epochs",
-            estimate_min=3.5),
+            estimate_min=4.9),
         Row("t3_pse", "t3", "P+S+E (ours)", "train", same_as="t1_ed", note="= Table 1 ED"),
         Row("t3_ps_avg", "t3", "P+S + symmetry average (ours)", "train", preset=ABLATION_PRESET,
             overrides=_augmentation(permute=True, sign_flip=True, embedding_symmetry_samples=16),
-            baselines=("s(W)",), note="5 epochs; z̄ over 16 copies", estimate_min=6.0),
+            baselines=("s(W)",), note="5 epochs; z̄ over 16 copies", estimate_min=7.9),
         Row("t3_canonical", "t3", "canonical form (ours)", "train", preset=ABLATION_PRESET,
-            overrides=_augmentation(canonical=True), baselines=("s(W)",), note="5 epochs", estimate_min=3.5),
+            overrides=_augmentation(canonical=True), baselines=("s(W)",), note="5 epochs", estimate_min=4.8),
         # Table 5
         Row("seed_baselines", "t5_seed", "baselines", "baselines", zoo="tetris_seed", baselines=ALL_BASELINES,
-            paper={"W": PAPER_SEED["W"], "s(W)": PAPER_SEED["s(W)"]}, estimate_min=1.5),
+            paper={"W": PAPER_SEED["W"], "s(W)": PAPER_SEED["s(W)"]}, estimate_min=2),
         Row("seed_preset", "t5_seed", "hyperrep (preset)", "train", preset=SEED_PRESET, baselines=("s(W)",),
-            paper=seed_paper_ecd, note="the preset, 10 epochs", estimate_min=15.0),
+            paper=seed_paper_ecd, note="the preset, 10 epochs", estimate_min=11),
         Row("hyp_baselines", "t5_hyp", "baselines", "baselines", zoo="tetris_hyp", baselines=ALL_BASELINES,
-            max_rows=10000, paper={"W": PAPER_HYP["W"], "s(W)": PAPER_HYP["s(W)"]}, estimate_min=1.0),
+            max_rows=10000, paper={"W": PAPER_HYP["W"], "s(W)": PAPER_HYP["s(W)"]}, estimate_min=3.1),
         Row("hyp_preset", "t5_hyp", "hyperrep (preset)", "train", zoo="tetris_hyp", preset=HYP_PRESET,
             baselines=("s(W)",), max_rows=10000, paper=PAPER_HYP["EcD"], note="the preset, 6 epochs",
-            estimate_min=20.0),
+            estimate_min=13),
         # Table 7
         Row("ood_hyp_model", "t7", "encoder trained on TETRIS-HYP", "ood", zoo="tetris_hyp",
             requires=("hyp_preset", "zoo_tetris_seed"), zoos=("tetris_hyp", "tetris_seed"), max_rows=10000,
-            estimate_min=2.0),
+            estimate_min=2.8),
         Row("ood_seed_model", "t7", "encoder trained on TETRIS-SEED", "ood", zoo="tetris_seed",
             requires=("seed_preset", "zoo_tetris_hyp"), zoos=("tetris_hyp", "tetris_seed"), max_rows=10000,
-            estimate_min=2.0),
+            estimate_min=0.2),
         # CNN
         Row("cnn_mnist_hyp_mini", "cnn", "MNIST-HYP mini", "external", zoo="", sources=tuple(
             str(path) for path in DEFAULT_CNN_RESULTS), estimate_min=0.0),
@@ -1012,7 +1013,7 @@ def render_report(rows: Sequence[Row], context: Context, command: str = "python 
         "process's own CPU time (one torch thread); wall minutes depend on the machine's load.",
         "",
         f"Finished rows: {len(finished)} of {len(runnable(rows))}, {cpu:.1f} CPU-min ({wall:.1f} min wall, summed "
-        f"over the rows). Not run yet: {len(pending)} rows, estimated {estimate:.0f} CPU-min on one free core.",
+        f"over the rows). Not run yet: {len(pending)} rows, estimated {estimate:.0f} CPU-min.",
         "",
         *last_line,
         "## Time per part",
@@ -1128,7 +1129,8 @@ def _list(rows: Sequence[Row]) -> str:
         what = f"= {row.same_as}" if row.same_as else _describe(row)
         lines.append(f"{row.key:20s} {row.section:8s} {row.label:30s} ~{row.estimate_min:4g} CPU-min  {what}")
     total = sum(row.estimate_min for row in runnable(rows))
-    return "\n".join([*lines, f"total: ~{total:.0f} CPU-min on one free core"])
+    total_line = f"total: ~{total:.0f} CPU-min (as measured with --jobs 2 on 2 cores: 1 h 45 min wall in all)"
+    return "\n".join([*lines, total_line])
 
 
 def main(argv: Sequence[str] | None = None, rows: Sequence[Row] | None = None) -> int:
