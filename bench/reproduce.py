@@ -368,11 +368,14 @@ def _test_scores(document: Mapping) -> dict[str, dict[str, float]]:
 
 
 def _intervals(document: Mapping) -> dict[str, dict]:
-    """target → hyperrep − baseline on all test rows (R², in points) with its bootstrap interval."""
+    """target → hyperrep − baseline on all test rows (R², or accuracy for a class target, in points) with its
+    bootstrap interval."""
     comparison = document.get("final_checkpoints") or {}
+    categorical = set(document.get("categorical_targets", ()))
     out = {}
     for record in comparison.get("results", []):
-        if record["subset"] == "all_epochs" and record["metric"] == "r2" and record["difference"] is not None:
+        metric = "accuracy" if record["target"] in categorical else "r2"
+        if record["subset"] == "all_epochs" and record["metric"] == metric and record["difference"] is not None:
             out[record["target"]] = {
                 "baseline": comparison["baseline"],
                 "difference": round(100 * record["difference"], 2),

@@ -157,6 +157,24 @@ def test_a_worker_runs_only_its_row(reproduce, fake_runner, tmp_path):
     assert [path.name for path in (out / "rows").iterdir()] == ["b.json"]
 
 
+def test_intervals_take_r2_for_numbers_and_accuracy_for_classes(reproduce):
+    def result(target, metric, difference, subset="all_epochs"):
+        return {"target": target, "metric": metric, "subset": subset, "difference": difference,
+                "low": difference - 0.1, "high": difference + 0.1, "significant": difference > 0.1}  # fmt: skip
+
+    document = {
+        "categorical_targets": ["init"],
+        "final_checkpoints": {"baseline": "s(W)", "results": [
+            result("epoch", "r2", 0.02), result("epoch", "kendall_tau", 0.5), result("epoch", "r2", 0.9, "final"),
+            result("init", "accuracy", 0.05), result("init", "kendall_tau", 0.7),
+        ]},
+    }  # fmt: skip
+    intervals = reproduce._intervals(document)
+    assert intervals.keys() == {"epoch", "init"}
+    assert intervals["epoch"]["difference"] == 2.0 and intervals["init"]["difference"] == 5.0
+    assert intervals["init"]["low"] == pytest.approx(-5.0) and intervals["init"]["baseline"] == "s(W)"
+
+
 def test_fingerprint_follows_the_configuration_only(reproduce):
     row = reproduce.Row("a", "t1", "A", "train", preset="tetris_seed", overrides={"epochs": 2})
     same = reproduce.Row("a", "t1", "renamed", "train", preset="tetris_seed", overrides={"epochs": 2}, note="n")
