@@ -543,6 +543,11 @@ def _environment() -> dict:
     }
 
 
+def _utc(seconds: float | None = None) -> str:
+    """A time stamp of the row records and run records (now, or ``seconds`` since the epoch)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
 def run_row(row: Row, context: Context) -> dict:
     """Runs one row and caches its result (atomically); returns the record."""
     import torch
@@ -570,7 +575,7 @@ def run_row(row: Row, context: Context) -> dict:
         "wall_seconds": round(time.perf_counter() - started_wall, 1),
         "load_average_at_start": round(load, 2),
         "threads": context.threads,
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "finished": _utc(),
         "environment": _environment(),
         **result,
     }
@@ -670,14 +675,14 @@ def run_rows(
     running: dict[str, subprocess.Popen] = {}
     failed: set[str] = set()
 
-    def finish(row: Row, record: dict | None, failure: str) -> None:
-        if record is None:
-            outcome[row.key] = failure
-            failed.add(row.key)
-            say(f"[reproduce] {row.key}: FAILED {failure.removeprefix('failed: ')}")
-        else:
-            outcome[row.key] = "done"
-            say(f"[reproduce] {row.key}: done in {_minutes(record)} CPU-min (wall)")
+    def succeeded(row: Row, record: dict) -> None:
+        outcome[row.key] = "done"
+        say(f"[reproduce] {row.key}: done in {_minutes(record)} CPU-min (wall)")
+
+    def fail(row: Row, why: str) -> None:
+        outcome[row.key] = f"failed: {why}"
+        failed.add(row.key)
+        say(f"[reproduce] {row.key}: FAILED {why}")
 
     while pending or running:
         for row in list(pending.values()):
@@ -700,18 +705,18 @@ def run_rows(
                 running[row.key] = subprocess.Popen(worker_command(row))
                 continue
             try:
-                record = run_row(row, context)
+                succeeded(row, run_row(row, context))
             except Exception as error:  # one row's failure is reported; the others go on
-                finish(row, None, f"failed: {type(error).__name__}: {error}")
-            else:
-                finish(row, record, "")
+                fail(row, f"{type(error).__name__}: {error}")
         if parallel and running:
             while not (done := [key for key, worker in running.items() if worker.poll() is not None]):
                 time.sleep(0.2)
             for key in done:
-                code = running.pop(key).returncode
-                finish(by_key[key], read_row(context, by_key[key]), f"failed: its worker exited with code {code} "
-                       "(its traceback is above)")  # fmt: skip
+                code, record = running.pop(key).returncode, read_row(context, by_key[key])
+                if record is None:
+                    fail(by_key[key], f"its worker exited with code {code} (its traceback is above)")
+                else:
+                    succeeded(by_key[key], record)
     return outcome
 
 
@@ -958,8 +963,8 @@ def record_run(context: Context, started: float, outcome: Mapping[str, str], job
         return  # nothing ran: not a run worth timing
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     record = {
-        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "started": _utc(started),
+        "finished": _utc(),
         "wall_seconds": round(time.time() - started, 1),
         "cpu_seconds": round(sum(u.ru_utime + u.ru_stime for u in usage), 1),
         "jobs": jobs,
@@ -995,18 +1000,6 @@ def render_report(rows: Sequence[Row], context: Context, command: str = "python 
     cpu = sum(records[row.key]["cpu_seconds"] for row in finished) / 60
     wall = sum(records[row.key]["wall_seconds"] for row in finished) / 60
     estimate = sum(row.estimate_min for row in pending)
-    last = last_run(context)
-    last_line = (
-        []
-        if last is None
-        else [
-            f"Last run ({last['finished']}, `--jobs {last['jobs']}`, {last['cpus']} CPUs): "
-            f"{last['rows_run']} rows run ({last['rows_failed']} failed) in **{last['wall_seconds'] / 60:.1f} min "
-            "wall** from start to end, "
-            f"{last['cpu_seconds'] / 60:.1f} CPU-min with its workers' start-up.",
-            "",
-        ]
-    )
     lines = [
         "# Reproduction of the paper's tables on a CPU",
         "",
@@ -1018,7 +1011,17 @@ def render_report(rows: Sequence[Row], context: Context, command: str = "python 
         f"Finished rows: {len(finished)} of {len(runnable(rows))}, {cpu:.1f} CPU-min ({wall:.1f} min wall, summed "
         f"over the rows). Not run yet: {len(pending)} rows, estimated {estimate:.0f} CPU-min.",
         "",
-        *last_line,
+    ]
+    last = last_run(context)
+    if last is not None:
+        lines += [
+            f"Last run ({last['finished']}, `--jobs {last['jobs']}`, {last['cpus']} CPUs): "
+            f"{last['rows_run']} rows run ({last['rows_failed']} failed) in **{last['wall_seconds'] / 60:.1f} min "
+            "wall** from start to end, "
+            f"{last['cpu_seconds'] / 60:.1f} CPU-min with its workers' start-up.",
+            "",
+        ]
+    lines += [
         "## Time per part",
         "",
         "| part | rows finished | CPU min | estimate for the rest (CPU min) |",
