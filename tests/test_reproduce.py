@@ -213,9 +213,7 @@ def test_a_rerun_skips_finished_rows_and_reruns_changed_or_forced_ones(reproduce
     assert fake_runner == ["a", "b", "c"]
     record = json.loads((context.rows_dir / "b.json").read_text())
     assert record["status"] == "done" and record["scores"][reproduce.HYPERREP]["epoch"] == 2
-    assert (
-        record["cpu_seconds"] >= 0 and record["wall_seconds"] >= 0 and record["fingerprint"] == rows[1].fingerprint()
-    )
+    assert {"cpu_seconds", "wall_seconds"} <= record.keys() and record["fingerprint"] == rows[1].fingerprint()
 
     assert set(reproduce.run_rows(rows, context, say=lambda _: None).values()) == {"cached"}
     assert fake_runner == ["a", "b", "c"]
@@ -253,7 +251,7 @@ def test_main_selects_rows_and_regenerates_the_report(reproduce, fake_runner, tm
     assert "| A | value 11 | not run yet" in text
     assert "Finished rows: 1 of 2" in text
     run = json.loads((tmp_path / "out" / "invocations.jsonl").read_text())  # the one-run time beside the rows'
-    assert run["rows_run"] == 1 and run["rows_failed"] == 0 and run["jobs"] == 1 and run["wall_seconds"] >= 0
+    assert run["rows_run"] == 1 and run["rows_failed"] == 0 and run["jobs"] == 1 and "wall_seconds" in run
     assert run["outcome"] == {"b": "done"}
     assert f"Last run ({run['finished']}, `--jobs 1`" in text and "1 rows run (0 failed)" in text
     assert reproduce.main([*common, "--report-only"], rows=rows) == 0 and fake_runner == ["b"]
@@ -370,7 +368,7 @@ def test_tiny_rows_run_end_to_end_and_resume(reproduce, tmp_path, monkeypatch):
     assert finished == ["t1_ed", "zoo_tetris_seed"]
     record = json.loads((tmp_path / "out" / "rows" / "t1_ed.json").read_text())
     assert set(record["scores"]) == {reproduce.HYPERREP, "s(W)"} and "epoch" in record["scores"]["s(W)"]
-    assert record["reconstruction_r2"] is not None and record["cpu_seconds"] > 0
+    assert record["reconstruction_r2"] is not None and "cpu_seconds" in record  # recorded, not judged: bench/
     zoo = json.loads((tmp_path / "out" / "rows" / "zoo_tetris_seed.json").read_text())
     assert zoo["built"] and zoo["data_version"] == 2 and zoo["counts"]["models"] == 8
     text = report.read_text()
