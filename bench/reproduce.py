@@ -204,7 +204,9 @@ SECTIONS: dict[str, Section] = {
         "",
         (),
         "Kendall τ of test accuracy: the probe is fitted on the zoo of the row (train split, α on its validation "
-        "split) and ranks the test networks of the column's zoo; 10,000 rows per split.",
+        "split) and ranks the test networks of the column's zoo; 10,000 rows per split. The rows hyperrep − W and "
+        "hyperrep − s(W) give the τ difference with its 95 % paired bootstrap interval over the column zoo's test "
+        "networks (1,000 resamples); **bold**: the interval excludes 0.",
     ),
     "cnn": Section(
         "CNN rows (MNIST-HYP, CPU mini zoo)",
@@ -877,6 +879,8 @@ def _goals(section: Section, rows: Sequence[Row], records: Mapping[str, dict | N
 
 
 def _ood_table(rows: Sequence[Row], records: Mapping[str, dict | None]) -> list[str]:
+    from hyperrep_hf.probing.ood import format_difference
+
     lines = []
     for row in rows:
         record = records.get(row.key)
@@ -896,6 +900,10 @@ def _ood_table(rows: Sequence[Row], records: Mapping[str, dict | None]) -> list[
             for source, values in zip(names, matrix, strict=True):
                 cells = " | ".join(_number(value, 3) for value in values)
                 lines.append(f"| {METHOD_NAMES.get(method, method)} | {source} | {cells} |")
+        for baseline, matrix in document.get("differences", {}).items():  # τ(hyperrep) − τ(baseline), 95 % interval
+            for source, values in zip(names, matrix, strict=True):
+                cells = " | ".join(format_difference(cell) for cell in values)
+                lines.append(f"| hyperrep − {baseline} | {source} | {cells} |")
         lines.append("")
     return lines
 

@@ -1,8 +1,10 @@
 """hyperrep evaluate / OOD on tiny zoos built in fixtures: files, tables, probe heads, NaN handling, fallbacks."""
 
 import dataclasses
+import itertools
 import json
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from hyperrep_hf.probing.evaluation import (
     select_targets,
     subsample_by_model,
 )
-from hyperrep_hf.probing.ood import evaluate_ood
+from hyperrep_hf.probing.ood import _differences_to_baselines, evaluate_ood, format_difference
 from hyperrep_hf.probing.probe_heads import read_probe_index
 from hyperrep_hf.probing.report import PAPER_RESULTS
 from hyperrep_hf.zoo.folder import build_zoo
@@ -238,8 +240,39 @@ def test_ood_matrix_over_two_zoos(tiny_zoo, tmp_path):
         matrix = document["matrices"][method]["kendall_tau"]
         assert len(matrix) == 2 and all(len(row) == 2 for row in matrix)
         assert all(value is None or -1.0 <= value <= 1.0 for row in matrix for value in row)
+    # second route: each cell's τ difference is the difference of the two matrices' cells
+    differences = document["differences"]["s(W)"]
+    ours, theirs = document["matrices"]["hyperrep"]["kendall_tau"], document["matrices"]["s(W)"]["kendall_tau"]
+    for i, j in itertools.product(range(2), range(2)):
+        cell = differences[i][j]
+        if ours[i][j] is None or theirs[i][j] is None:
+            continue
+        assert cell["difference"] == pytest.approx(ours[i][j] - theirs[i][j])
+        assert cell["low"] <= cell["high"] and cell["num_resamples"] == 1000
+        assert cell["significant"] == (cell["low"] > 0 or cell["high"] < 0)
     assert json.loads((tmp_path / "out" / "ood.json").read_text())["target"] == "test_accuracy"
     markdown = (tmp_path / "out" / "ood.md").read_text()
-    assert "## hyperrep" in markdown and markdown.count("| fitted on ↓ / predicts → |") == 2
+    assert "## hyperrep" in markdown and markdown.count("| fitted on ↓ / predicts → |") == 3
+    assert "## hyperrep − s(W)" in markdown
     with pytest.raises(ValueError, match="at least two zoos"):
         evaluate_ood(model_dir, [tiny_zoo], tmp_path / "out", progress=False)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ood_differences_find_a_better_ranking_and_not_an_equal_one(seed):
+    rng = np.random.default_rng(seed)
+    num_models, rows_per_model = int(rng.integers(30, 80)), int(rng.integers(1, 5))
+    truth = rng.normal(size=num_models * rows_per_model)
+    zoo = SimpleNamespace(
+        columns={"test": {"test_accuracy": truth}},
+        model_ids={"test": np.repeat(np.arange(num_models), rows_per_model)},
+    )
+    good, poor = truth + 0.2 * rng.normal(size=truth.size), truth + 3.0 * rng.normal(size=truth.size)
+    good[rng.integers(truth.size)] = np.nan  # a row one method cannot predict is left out of both
+    cells = _differences_to_baselines(
+        [zoo], 0, {"hyperrep": [good], "s(W)": [poor], "W": [good.copy()]}, "test_accuracy", seed
+    )
+    better, same = cells["s(W)"][0], cells["W"][0]
+    assert better["significant"] and better["low"] > 0 and better["num_groups"] == num_models
+    assert same["difference"] == 0 and not same["significant"]
+    assert format_difference(better).startswith("**+") and format_difference(None) == "–"

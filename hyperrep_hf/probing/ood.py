@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from .evaluation import (
     load_zoo_arrays,
 )
 from .probes import check_probe_splits, fit_probes
-from .report import HYPERREP_METHOD, METHOD_TITLES, RESULTS_FORMAT_VERSION, _format_value
+from .report import HYPERREP_METHOD, METHOD_TITLES, RESULTS_FORMAT_VERSION, _format_value, bootstrap_difference
 
 logger = logging.getLogger("hyperrep_hf")
 
@@ -99,15 +100,18 @@ def evaluate_ood(
             for z in loaded
         ]
         stages.done(f"embeddings of {sum(v.shape[0] for z in loaded for v in z.vectors.values())} networks")
-        records = []
+        records, differences = [], {}
         for source_index in range(len(loaded)):
-            records += _ood_from_source(
+            source_records, predictions = _ood_from_source(
                 source_index, loaded, names, embeddings, methods, target, model, max_fit_rows, seed
             )
+            records += source_records
+            for baseline, cells in _differences_to_baselines(loaded, source_index, predictions, target, seed).items():
+                differences.setdefault(baseline, [[None] * len(loaded) for _ in loaded])[source_index] = cells
             stages.done(f"probes fitted on {names[source_index]}")
     finally:
         stages.close()
-    document = _ood_document(model_dir, zoos, names, methods, target, records)
+    document = _ood_document(model_dir, zoos, names, methods, target, records, differences)
     out_path = Path(out_dir)
     out_path.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_path / "ood.json", document)
@@ -124,8 +128,14 @@ def _unique_names(loaded: Sequence[ZooArrays]) -> list[str]:
     return [f"{Path(zoo.source).name}:{zoo.name}" for zoo in loaded]
 
 
-def _ood_from_source(source_index, loaded, names, embeddings, methods, target, model, max_fit_rows, seed) -> list:
-    """Records of the probes fitted on zoo ``source_index``, scored on every zoo's test split."""
+def _ood_from_source(
+    source_index, loaded, names, embeddings, methods, target, model, max_fit_rows, seed
+) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
+    """The probes fitted on zoo ``source_index``, scored on every zoo's test split.
+
+    Returns the result records and, per method, its predictions of every zoo's test rows (NaN where the features
+    are not finite), which :func:`_differences_to_baselines` resamples.
+    """
     source = loaded[source_index]
 
     def splits_for(values_by_zoo: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -141,7 +151,7 @@ def _ood_from_source(source_index, loaded, names, embeddings, methods, target, m
         "validation": {target: source.columns["validation"][target]},
     }
     targets.update({f"test@{index}": {target: zoo.columns["test"][target]} for index, zoo in enumerate(loaded)})
-    records = []
+    records, predictions = [], {}
     for method in methods:
         if method == HYPERREP_METHOD:
             features = splits_for(embeddings)
@@ -157,6 +167,10 @@ def _ood_from_source(source_index, loaded, names, embeddings, methods, target, m
             if features is None:
                 continue
         report = fit_probes(features, targets, (), method=method)
+        if target in report.probes:
+            predictions[method] = [
+                _predict_finite(report.probes[target], features[f"test@{index}"]) for index in range(len(loaded))
+            ]
         for result in report.results:
             if not result.split.startswith("test@"):
                 continue
@@ -165,10 +179,55 @@ def _ood_from_source(source_index, loaded, names, embeddings, methods, target, m
             record["test_zoo"] = names[int(result.split.removeprefix("test@"))]
             record["split"] = "test"
             records.append(record)
-    return records
+    return records, predictions
 
 
-def _ood_document(model_dir, zoos, names, methods, target, records) -> dict:
+def _predict_finite(probe, features: np.ndarray) -> np.ndarray:
+    """``probe``'s predictions of the rows whose features are finite; NaN for the others."""
+    features = np.asarray(features, dtype=np.float64)
+    finite = np.isfinite(features).all(axis=1)
+    values = np.full(features.shape[0], np.nan)
+    if finite.any():
+        values[finite] = probe.predict(features[finite])
+    return values
+
+
+def _differences_to_baselines(
+    loaded: Sequence[ZooArrays], source_index: int, predictions: Mapping[str, list[np.ndarray]], target: str, seed: int
+) -> dict[str, list[dict | None]]:
+    """Per baseline: τ(hyperrep) − τ(baseline) on each zoo's test split, with a 95 % paired bootstrap interval.
+
+    The probes were fitted on zoo ``source_index``; each resample draws the test zoo's networks with replacement
+    and keeps all their rows, for both methods at once (:func:`~hyperrep_hf.probing.report.bootstrap_difference`).
+    Rows either method could not predict are left out of both.
+    """
+    if HYPERREP_METHOD not in predictions:
+        return {}
+    differences = {}
+    for baseline in (method for method in predictions if method != HYPERREP_METHOD):
+        cells: list[dict | None] = []
+        for index, zoo in enumerate(loaded):
+            truth = np.asarray(zoo.columns["test"][target], dtype=np.float64)
+            ours, theirs = predictions[HYPERREP_METHOD][index], predictions[baseline][index]
+            rows = np.isfinite(truth) & np.isfinite(ours) & np.isfinite(theirs)
+            if rows.sum() < 3 or np.unique(truth[rows]).size < 2:
+                cells.append(None)
+                continue
+            interval = bootstrap_difference(
+                "kendall_tau", truth[rows], ours[rows], theirs[rows], zoo.model_ids["test"][rows], seed=seed
+            )
+            interval = {key: None if isinstance(v, float) and math.isnan(v) else v for key, v in interval.items()}
+            cells.append({**interval, "significant": bool(_excludes_zero(interval))})
+        differences[baseline] = cells
+    return differences
+
+
+def _excludes_zero(interval: Mapping[str, float | None]) -> bool:
+    low, high = interval.get("low"), interval.get("high")
+    return (low is not None and low > 0) or (high is not None and high < 0)
+
+
+def _ood_document(model_dir, zoos, names, methods, target, records, differences=None) -> dict:
     matrices: dict[str, dict[str, list[list[float | None]]]] = {}
     position = {name: index for index, name in enumerate(names)}
     for record in records:
@@ -183,6 +242,8 @@ def _ood_document(model_dir, zoos, names, methods, target, records) -> dict:
         "target": target,
         "methods": [method for method in methods if method in matrices],
         "matrices": matrices,
+        # baseline → matrix (fitted on × predicts) of τ(hyperrep) − τ(baseline) with its 95 % bootstrap interval
+        "differences": dict(differences or {}),
         "results": records,
     }
 
@@ -204,4 +265,24 @@ def render_ood_markdown(document: dict) -> str:
         lines += ["| fitted on ↓ / predicts → | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
         for name, row in zip(names, matrix, strict=True):
             lines.append(f"| {name} | " + " | ".join(_format_value(value, 3) for value in row) + " |")
+    for baseline, matrix in document.get("differences", {}).items():
+        title = f"{METHOD_TITLES[HYPERREP_METHOD]} − {METHOD_TITLES.get(baseline, baseline)}"
+        lines += ["", f"## {title}", ""]
+        lines += [
+            "τ difference with its 95 % paired bootstrap interval over the predicted zoo's test networks; **bold**: "
+            "the interval excludes 0.",
+            "",
+            "| fitted on ↓ / predicts → | " + " | ".join(names) + " |",
+            "|" + "---|" * (len(names) + 1),
+        ]
+        for name, row in zip(names, matrix, strict=True):
+            lines.append(f"| {name} | " + " | ".join(format_difference(cell) for cell in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def format_difference(cell: Mapping[str, float | None] | None) -> str:
+    """``+0.050 [0.012, 0.088]``, bold when the interval excludes 0; ``–`` for a missing cell."""
+    if not cell or cell.get("difference") is None:
+        return "–"
+    text = f"{cell['difference']:+.3f} [{_format_value(cell.get('low'), 3)}, {_format_value(cell.get('high'), 3)}]"
+    return f"**{text}**" if _excludes_zero(cell) else text
