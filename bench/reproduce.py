@@ -194,7 +194,7 @@ SECTIONS: dict[str, Section] = {
         "tetris_hyp",
         HYP_TARGETS,
         "The TETRIS-HYP preset (`training/configs/tetris_hyp.yaml`: EcD β 0.5 on permutation + erasing views, "
-        "16-copy symmetry average, 6 epochs) on the filtered zoo (networks that left chance); activation and "
+        "embedded on the canonical form, 6 epochs) on the filtered zoo (networks that left chance); activation and "
         "init are accuracies of a "
         "linear softmax probe, the others test R². Evaluated on 10,000 rows per split (whole models, seeded)."
         " The same preset through the command line: `docs/results/tetris_hyp.md`.",
