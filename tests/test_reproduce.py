@@ -227,6 +227,26 @@ def test_a_rerun_skips_finished_rows_and_reruns_changed_or_forced_ones(reproduce
     assert fake_runner[-3:] == ["a", "b", "c"]
 
 
+def test_a_row_reruns_when_a_row_it_reads_was_rerun(reproduce, fake_runner, tmp_path):
+    context = _context(reproduce, tmp_path)
+    model, reader, other = _fake_rows(reproduce, model=1, reader=2, other=3)
+    reader = dataclasses.replace(reader, requires=("model",))
+    rows = [model, reader, other]
+    reproduce.run_rows(rows, context, say=lambda _: None)
+    assert json.loads((context.rows_dir / "reader.json").read_text())["inputs"] == {
+        "model": json.loads((context.rows_dir / "model.json").read_text())["run_id"]
+    }
+    assert set(reproduce.run_rows(rows, context, say=lambda _: None).values()) == {"cached"}
+    reproduce.run_rows([model], context, force=True, say=lambda _: None)  # e.g. its preset was retrained
+    assert reproduce.read_row(context, reader) is None and reproduce.read_row(context, other) is not None
+    assert reproduce.run_rows(rows, context, say=lambda _: None) == {
+        "model": "cached",
+        "reader": "done",
+        "other": "cached",
+    }
+    assert fake_runner == ["model", "reader", "other", "model", "reader"]
+
+
 def test_a_failing_row_is_reported_and_the_others_go_on(reproduce, fake_runner, tmp_path):
     context = _context(reproduce, tmp_path)
     rows = [
