@@ -73,7 +73,10 @@ TARGET_TITLES = {
     "f1_class_1": "F1C1",
     "f1_class_2": "F1C2",
     "f1_class_3": "F1C3",
+    **{f"f1_class_{digit}": f"F1C{digit}" for digit in range(4, 10)},  # the MNIST zoos' ten classes
     "learning_rate": "LR",
+    "weight_decay": "WD",
+    "dropout": "Drop (acc.)",
     "activation": "Act (acc.)",
     "init": "Init (acc.)",
     "optimizer": "Opt (acc.)",
@@ -956,7 +959,7 @@ def _external_table(rows: Sequence[Row], records: Mapping[str, dict | None]) -> 
     for row in rows:
         record = records.get(row.key)
         if record is None:
-            lines.append(f"**{row.label}**: not run (no results file: {', '.join(row.sources) or '–'}).")
+            lines += [f"**{row.label}**: not run (no results file: {', '.join(row.sources) or '–'}).", ""]
             continue
         scores = _test_scores(record["document"])
         targets = [t for t in record["document"].get("targets", []) if any(t in s for s in scores.values())]
@@ -968,6 +971,7 @@ def _external_table(rows: Sequence[Row], records: Mapping[str, dict | None]) -> 
             lines.append(
                 f"| {METHOD_NAMES.get(method, method)} | " + " | ".join(_number(values.get(t)) for t in targets) + " |"
             )
+        lines.append("")  # a table ends at a blank line: the next row's title would be read as one more table row
     return lines
 
 
@@ -1062,9 +1066,10 @@ def render_report(rows: Sequence[Row], context: Context, command: str = "python 
     ]
     last = last_run(context)
     if last is not None:
+        rows_run = f"{last['rows_run']} row" + ("" if last["rows_run"] == 1 else "s")
         lines += [
             f"Last run ({last['finished']}, `--jobs {last['jobs']}`, {last['cpus']} CPUs): "
-            f"{last['rows_run']} rows run ({last['rows_failed']} failed) in **{last['wall_seconds'] / 60:.1f} min "
+            f"{rows_run} run ({last['rows_failed']} failed) in **{last['wall_seconds'] / 60:.1f} min "
             "wall** from start to end, "
             f"{last['cpu_seconds'] / 60:.1f} CPU-min with its workers' start-up.",
             "",

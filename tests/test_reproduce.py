@@ -273,7 +273,7 @@ def test_main_selects_rows_and_regenerates_the_report(reproduce, fake_runner, tm
     run = json.loads((tmp_path / "out" / "invocations.jsonl").read_text())  # the one-run time beside the rows'
     assert run["rows_run"] == 1 and run["rows_failed"] == 0 and run["jobs"] == 1 and "wall_seconds" in run
     assert run["outcome"] == {"b": "done"}
-    assert f"Last run ({run['finished']}, `--jobs 1`" in text and "1 rows run (0 failed)" in text
+    assert f"Last run ({run['finished']}, `--jobs 1`" in text and "1 row run (0 failed)" in text
     assert reproduce.main([*common, "--report-only"], rows=rows) == 0 and fake_runner == ["b"]
     assert reproduce.main([*common, "--rows", "b"], rows=rows) == 0 and fake_runner == ["b"]  # cached: no new run
     assert len((tmp_path / "out" / "invocations.jsonl").read_text().splitlines()) == 1
@@ -356,8 +356,10 @@ def test_report_reads_an_external_results_file(reproduce, tmp_path):
     source = tmp_path / "cnn.json"
     source.write_text(json.dumps(document))
     row = reproduce.Row("cnn", "cnn", "CNN", "external", sources=(str(tmp_path / "missing.json"), str(source)))
-    text = reproduce.render_report([row], _context(reproduce, tmp_path))
+    second = dataclasses.replace(row, key="cnn2", label="CNN 2")
+    text = reproduce.render_report([row, second], _context(reproduce, tmp_path))
     assert "| s(W) | 50.0 | – |" in text and "| hyperrep | – | 90.0 |" in text
+    assert "| hyperrep | – | 90.0 |\n\n**CNN 2**" in text  # each table ends before the next title
     source.write_text("[1, 2]")  # not a results document: "not run"
     assert "not run (no results file" in reproduce.render_report([row], _context(reproduce, tmp_path))
 
