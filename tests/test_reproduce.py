@@ -351,15 +351,32 @@ def test_report_reads_an_external_results_file(reproduce, tmp_path):
                 "target": "activation",
             },
             {"split": "train", "metric": "r2", "value": 0.99, "method": "s(W)", "target": "test_accuracy"},
+            {"split": "test", "metric": "r2", "value": 0.6, "method": reproduce.HYPERREP, "target": "test_accuracy"},
         ],
+        "categorical_targets": ["activation"],
+        "final_checkpoints": {
+            "baseline": "s(W)",
+            "results": [  # hyperrep − s(W) on all test rows, with its bootstrap interval: ahead
+                {
+                    "target": "test_accuracy",
+                    "subset": "all_epochs",
+                    "metric": "r2",
+                    "difference": 0.1,
+                    "low": 0.02,
+                    "high": 0.2,
+                    "significant": True,
+                },
+            ],
+        },
     }
     source = tmp_path / "cnn.json"
     source.write_text(json.dumps(document))
     row = reproduce.Row("cnn", "cnn", "CNN", "external", sources=(str(tmp_path / "missing.json"), str(source)))
     second = dataclasses.replace(row, key="cnn2", label="CNN 2")
     text = reproduce.render_report([row, second], _context(reproduce, tmp_path))
-    assert "| s(W) | 50.0 | – |" in text and "| hyperrep | – | 90.0 |" in text
-    assert "| hyperrep | – | 90.0 |\n\n**CNN 2**" in text  # each table ends before the next title
+    assert "| s(W) | 50.0 | – |" in text and "| hyperrep | 60.0 | 90.0 |" in text
+    assert "| hyperrep | 60.0 | 90.0 |\n\n**CNN 2**" in text  # each table ends before the next title
+    assert "| CNN CNN (1 target) | 1 / 0 / 0 | – |" in text  # the verdict vs s(W) comes from the file's interval
     source.write_text("[1, 2]")  # not a results document: "not run"
     assert "not run (no results file" in reproduce.render_report([row], _context(reproduce, tmp_path))
 
