@@ -24,6 +24,7 @@ TETRIS-HYP zoo is still being built.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -1206,6 +1207,17 @@ def _list(rows: Sequence[Row]) -> str:
     return "\n".join([*lines, total_line])
 
 
+def with_seed(rows: Sequence[Row], seed: int | None) -> list[Row]:
+    """``rows`` with every training row trained with ``seed`` (None: unchanged).
+
+    The seed joins the row's overrides, so it is part of the row's fingerprint: a cache of another seed is not
+    mistaken for this one. Zoo builds, baselines and OOD rows are unchanged.
+    """
+    if seed is None:
+        return list(rows)
+    return [dataclasses.replace(r, overrides={**r.overrides, "seed": seed}) if r.kind == "train" else r for r in rows]
+
+
 def main(argv: Sequence[str] | None = None, rows: Sequence[Row] | None = None) -> int:
     """Command line; ``rows`` replaces :func:`default_rows` (the tests' tiny rows)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -1220,9 +1232,15 @@ def main(argv: Sequence[str] | None = None, rows: Sequence[Row] | None = None) -
     parser.add_argument("--no-report", action="store_true", help="do not write the markdown")
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     parser.add_argument("--progress", action="store_true", help="progress bars of the builds and trainings")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="training seed of every training row (default: its preset's); for a seed spread, give it another "
+        "--out (and --zoo-dir to reuse the zoos) and --report",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # one row of --jobs; the rows it needs are finished
     arguments = parser.parse_args(argv)
-    all_rows = list(default_rows() if rows is None else rows)
+    all_rows = with_seed(default_rows() if rows is None else rows, arguments.seed)
     if arguments.list:
         print(_list(all_rows))
         return 0
@@ -1243,7 +1261,8 @@ def main(argv: Sequence[str] | None = None, rows: Sequence[Row] | None = None) -
         def worker_command(row: Row) -> list[str]:
             command = [sys.executable, str(Path(__file__).resolve()), "--out", str(out), "--zoo-dir",
                        str(context.zoo_dir), "--threads", str(arguments.threads), "--worker", row.key]  # fmt: skip
-            return command + (["--progress"] if arguments.progress else [])
+            seed = [] if arguments.seed is None else ["--seed", str(arguments.seed)]
+            return command + seed + (["--progress"] if arguments.progress else [])
 
         started = time.time()
         outcome = run_rows(selected, context, force=arguments.force, jobs=arguments.jobs,

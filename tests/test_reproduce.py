@@ -182,6 +182,23 @@ def test_fingerprint_follows_the_configuration_only(reproduce):
     assert row.fingerprint() == same.fingerprint() != other.fingerprint()
 
 
+def test_a_seed_reaches_every_training_row_and_nothing_else(reproduce, tmp_path):
+    from hyperrep_hf.training.trainer import make_train_config
+
+    rows = reproduce.default_rows()
+    seeded = reproduce.with_seed(rows, 7)
+    assert reproduce.with_seed(rows, None) == rows
+    for before, after in zip(rows, seeded, strict=True):
+        if before.kind != "train":
+            assert after == before
+            continue
+        assert after.overrides == {**before.overrides, "seed": 7} and after.fingerprint() != before.fingerprint()
+        if after.same_as:  # an alias trains nothing
+            continue
+        overrides = {"zoo": "z:tetris_seed", "output_dir": str(tmp_path), **dict(after.overrides)}
+        assert make_train_config(reproduce._preset_mapping(after.preset), overrides).seed == 7
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The cache and resume (a stand-in runner: the machinery, not the rows)
 # ---------------------------------------------------------------------------------------------------------------
