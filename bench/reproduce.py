@@ -553,14 +553,8 @@ def row_path(context: Context, key: str) -> Path:
 
 def read_row(context: Context, row: Row) -> dict | None:
     """The cached result of ``row`` when it is finished under its current configuration, else None."""
-    path = row_path(context, row.key)
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None  # a damaged cache entry is rerun
-    if record.get("status") != "done" or record.get("fingerprint") != row.fingerprint():
+    record = _load_record(context, row.key)  # a missing or damaged cache entry is rerun
+    if record is None or record.get("status") != "done" or record.get("fingerprint") != row.fingerprint():
         return None
     inputs = record.get("inputs") or {}
     if any(_run_ids(context, row).get(key) != run_id for key, run_id in inputs.items()):
@@ -570,13 +564,17 @@ def read_row(context: Context, row: Row) -> dict | None:
 
 def _run_ids(context: Context, row: Row) -> dict[str, str | None]:
     """The ``run_id`` of each cached row that ``row`` reads (:func:`_input_keys`); rows not cached are left out."""
-    ids = {}
-    for key in _input_keys(row):
-        try:
-            ids[key] = json.loads(row_path(context, key).read_text()).get("run_id")
-        except (OSError, ValueError):
-            continue
-    return ids
+    records = {key: _load_record(context, key) for key in _input_keys(row)}
+    return {key: record.get("run_id") for key, record in records.items() if record is not None}
+
+
+def _load_record(context: Context, key: str) -> dict | None:
+    """The cached record of row ``key`` as written, unchecked; None when it is missing or not readable JSON."""
+    try:
+        record = json.loads(row_path(context, key).read_text())
+    except (OSError, ValueError):  # ValueError: JSONDecodeError, UnicodeDecodeError
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _environment() -> dict:

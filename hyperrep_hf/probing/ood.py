@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,7 +21,16 @@ from .evaluation import (
     load_zoo_arrays,
 )
 from .probes import check_probe_splits, fit_probes
-from .report import HYPERREP_METHOD, METHOD_TITLES, RESULTS_FORMAT_VERSION, _format_value, bootstrap_difference
+from .report import (
+    HYPERREP_METHOD,
+    METHOD_TITLES,
+    RESULTS_FORMAT_VERSION,
+    _format_value,
+    bootstrap_difference,
+    excludes_zero,
+    format_interval,
+    nan_to_none,
+)
 
 logger = logging.getLogger("hyperrep_hf")
 
@@ -216,15 +224,10 @@ def _differences_to_baselines(
             interval = bootstrap_difference(
                 "kendall_tau", truth[rows], ours[rows], theirs[rows], zoo.model_ids["test"][rows], seed=seed
             )
-            interval = {key: None if isinstance(v, float) and math.isnan(v) else v for key, v in interval.items()}
-            cells.append({**interval, "significant": bool(_excludes_zero(interval))})
+            interval = nan_to_none(interval)
+            cells.append({**interval, "significant": excludes_zero(interval["low"], interval["high"])})
         differences[baseline] = cells
     return differences
-
-
-def _excludes_zero(interval: Mapping[str, float | None]) -> bool:
-    low, high = interval.get("low"), interval.get("high")
-    return (low is not None and low > 0) or (high is not None and high < 0)
 
 
 def _ood_document(model_dir, zoos, names, methods, target, records, differences=None) -> dict:
@@ -284,5 +287,5 @@ def format_difference(cell: Mapping[str, float | None] | None) -> str:
     """``+0.050 [0.012, 0.088]``, bold when the interval excludes 0; ``–`` for a missing cell."""
     if not cell or cell.get("difference") is None:
         return "–"
-    text = f"{cell['difference']:+.3f} [{_format_value(cell.get('low'), 3)}, {_format_value(cell.get('high'), 3)}]"
-    return f"**{text}**" if _excludes_zero(cell) else text
+    low, high = cell.get("low"), cell.get("high")
+    return format_interval(cell["difference"], low, high, excludes_zero(low, high), digits=3, signed=True)

@@ -90,6 +90,33 @@ def _format_value(value: float | None, digits: int = 1, scale: float = 1.0) -> s
     return f"{value * scale:.{digits}f}"
 
 
+def excludes_zero(low: float | None, high: float | None) -> bool:
+    """Whether the interval [low, high] lies wholly on one side of 0 (a missing or NaN end excludes nothing)."""
+    return bool((low is not None and low > 0) or (high is not None and high < 0))
+
+
+def nan_to_none(record: Mapping) -> dict:
+    """``record`` with its NaN floats as None (JSON has no NaN)."""
+    return {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in record.items()}
+
+
+def format_interval(
+    difference: float | None,
+    low: float | None,
+    high: float | None,
+    significant: bool,
+    digits: int = 1,
+    scale: float = 1.0,
+    signed: bool = False,
+) -> str:
+    """``Δ [low, high]`` (``signed``: ``+Δ``), **bold** when ``significant``."""
+    value = _format_value(difference, digits, scale)
+    if signed and value != "–":
+        value = f"{difference * scale:+.{digits}f}"
+    text = f"{value} [{_format_value(low, digits, scale)}, {_format_value(high, digits, scale)}]"
+    return f"**{text}**" if significant else text
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # results.json and results.md
 # ----------------------------------------------------------------------------------------------------------------
@@ -396,12 +423,10 @@ def compare_final_checkpoints(
                         "hyperrep": values[method],
                         "baseline": values[baseline],
                         **interval,
-                        "significant": bool(interval["low"] > 0 or interval["high"] < 0),
+                        "significant": excludes_zero(interval["low"], interval["high"]),
                     }
                 )
-                records[-1] = {
-                    k: None if isinstance(v, float) and math.isnan(v) else v for k, v in records[-1].items()
-                }
+                records[-1] = nan_to_none(records[-1])
     comparison = {"split": split, "baseline": baseline, "level": 0.95, "results": records}
     return comparison if method == HYPERREP_METHOD else {"method": method, **comparison}
 
@@ -424,15 +449,12 @@ def render_final_checkpoints_markdown(comparison: dict, title: str = "hyperrep")
     ]
     for record in comparison["results"]:
         scale, digits = (1.0, 3) if record["metric"] == "kendall_tau" else (100.0, 1)
-        delta = (
-            f"{_format_value(record['difference'], digits, scale)} [{_format_value(record['low'], digits, scale)}, "
-            f"{_format_value(record['high'], digits, scale)}]"
+        delta = format_interval(
+            record["difference"], record["low"], record["high"], record["significant"], digits, scale
         )
         lines.append(
             f"| {record['target']} | {record['subset'].replace('_', ' ')} ({record['num_rows']}) | "
             f"{METRIC_SYMBOLS[record['metric']]} | {_format_value(record['hyperrep'], digits, scale)} | "
-            f"{_format_value(record['baseline'], digits, scale)} | "
-            + (f"**{delta}**" if record["significant"] else delta)
-            + " |"
+            f"{_format_value(record['baseline'], digits, scale)} | {delta} |"
         )
     return "\n".join(lines)
