@@ -344,11 +344,16 @@ def test_report_shows_finished_rows_beside_the_paper_and_the_rest_as_not_run(rep
     assert rows_of["Eph"][3] == "ahead" and rows_of["Acc"][3] == "behind" and rows_of["GGap"][3] == "level"
     assert rows_of["F1C0"][3] == "ahead"  # no interval: by ±1 point (72.0 vs 70.0)
     assert rows_of["F1C2"][5] == "level" and rows_of["F1C3"][5] == "ahead" and rows_of["F1C1"][5] == "behind"
+    # our gain over s(W) against the paper's EcD − s(W) (epoch 97.0 − 96.4, accuracy 90.2 − 86.9, gap 81.9 − 81.0):
+    # by our interval where there is one, else by ±1 point (F1 class 3: +10.0 against +11.4)
+    assert rows_of["Eph"][6:] == ["+1.0 [0.2, 1.8]", "+0.6", "level"]
+    assert rows_of["Acc"][6:] == ["-1.0 [-1.9, -0.1]", "+3.3", "behind"]
+    assert rows_of["GGap"][7:] == ["+0.9", "level"] and rows_of["F1C3"][6:] == ["+10.0", "+11.4", "behind"]
     assert "Finished rows: 3 of" in text and "## What differs from the paper's set-up" in text
     standing = text[text.index("## Ahead, level or behind") : text.index("## What differs")]
     # vs s(W): epoch ahead, accuracy behind, gap level by their intervals; F1 0 / 3 ahead, 1 / 2 level by ±1 point
-    assert "| TETRIS-SEED hyperrep (preset) | 3 / 3 / 1 | 2 / 3 / 2 |" in standing
-    assert "| TETRIS-SEED EcD | 0 / 0 / 0 | 2 / 3 / 2 |" in standing  # no s(W) scores in that record: no verdicts
+    assert "| TETRIS-SEED hyperrep (preset) | 3 / 3 / 1 | 2 / 3 / 2 | 0 / 2 / 5 |" in standing
+    assert "| TETRIS-SEED EcD | 0 / 0 / 0 | 2 / 3 / 2 | 0 / 0 / 0 |" in standing  # no s(W) scores: no verdicts
     assert "seed_baselines" not in standing and "ED |" not in standing  # baselines and unfinished rows left out
     hyp = text[text.index("TETRIS-HYP, Table 5") :]
     assert "Goals: the preset row has not run yet." in hyp
