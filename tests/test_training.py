@@ -120,6 +120,9 @@ def test_mapping_and_command_line_read_the_same(seed):
     config.variant, config.loss_type = generator.choice(CHOICES["variant"]), generator.choice(CHOICES["loss_type"])
     if config.canonical_embedding:  # it embeds each network once, on the canonical form: the others would contradict
         config.canonical, config.embedding_symmetry_samples = False, 1
+    if config.load_best_model_at_end:  # picked among evaluated checkpoints
+        config.checkpoint_every = config.eval_every * generator.randint(1, 3)
+    config.metric_for_best_model = generator.choice(CHOICES["metric_for_best_model"])
     saved = json.loads(json.dumps(config.to_dict()))
     assert make_train_config(saved) == config
     options = []
@@ -485,3 +488,114 @@ def test_canonical_embedding_trains_the_same_and_saves_an_invariant_model(tiny_z
                     moved_by[canonical] = max(moved_by[canonical], float((z - reference).abs().max()))
     assert moved_by[True] < 1e-5, moved_by
     assert moved_by[False] > 1e-3, moved_by  # the raw model does move: the check can fail
+
+
+# ------------------------------------------------------------------------------------------- load_best_model_at_end
+TINY_RUN = {"d_model": 16, "num_attention_heads": 2, "intermediate_size": 32, "latent_dim": 8, "projection_dim": 4}
+TINY_RUN |= {"batch_size": 8, "num_threads": 1, "progress": False, "eval_batch_size": 50, "eval_every": 1}
+
+
+def _scripted_validation(monkeypatch, scores):
+    """The real evaluation, with the validation reconstruction R² of each epoch replaced by the next of ``scores``."""
+    real = getattr(Trainer.evaluate, "__wrapped__", Trainer.evaluate)  # scripted twice in one test: wrap the real one
+    scores = iter(scores)
+
+    def evaluate(self, final=False):
+        metrics = real(self, final)
+        if not final:
+            metrics["validation/reconstruction_r2"] = next(scores)
+        return metrics
+
+    evaluate.__wrapped__ = real
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+
+
+@pytest.mark.parametrize(
+    ("scores", "best_epoch"),
+    [([0.5, 0.9, 0.1, 0.3], 2), ([0.1, 0.2, 0.3, 0.4], 4), ([0.9, 0.2, 0.9, 0.1], 3), ([0.2, 0.1, 0.3, 0.3], 4)],
+)
+def test_load_best_model_at_end_saves_the_best_checkpoint_and_never_rotates_it_away(
+    tiny_zoo, tmp_path, monkeypatch, scores, best_epoch
+):
+    _scripted_validation(monkeypatch, scores)
+    run = tmp_path / "run"
+    config = {**TINY_RUN, "zoo": str(tiny_zoo), "output_dir": str(run), "epochs": 4, "checkpoint_every": 1}
+    trainer = Trainer(make_train_config({**config, "keep_checkpoints": 1, "load_best_model_at_end": True}))
+    trainer.train()
+    final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    # A tie goes to the later model (epoch 3 against 1, epoch 4 against 3): it is the one trained longer.
+    assert final["best_model"]["epoch"] == best_epoch and final["best_model"]["value"] == max(scores)
+    checkpoints = {int(path.name): path for path in (run / "checkpoints").glob("[0-9]*")}
+    steps_per_epoch = trainer.steps_per_epoch
+    assert sorted(checkpoints) == sorted({best_epoch * steps_per_epoch, 4 * steps_per_epoch})  # newest + best
+    best = _weights(checkpoints[best_epoch * steps_per_epoch] / "pretrained_model")
+    saved = _weights(run)
+    assert saved.keys() == best.keys() and all(torch.equal(saved[name], best[name]) for name in best)
+    state = json.loads((checkpoints[4 * steps_per_epoch] / "trainer_state.json").read_text())
+    assert state["best"] == final["best_model"]  # the last checkpoint records it: a resumed run knows it
+
+
+def test_load_best_model_at_end_survives_a_killed_run(tiny_zoo, tmp_path, monkeypatch):
+    """Killed before its epoch-4 checkpoint (best: epoch 2), resumed: the best is still known and still on disk."""
+    run = tmp_path / "run"
+    config = {**TINY_RUN, "zoo": str(tiny_zoo), "output_dir": str(run), "epochs": 4, "checkpoint_every": 1}
+    config |= {"keep_checkpoints": 2, "load_best_model_at_end": True}
+    _scripted_validation(monkeypatch, [0.5, 0.9, 0.1, 0.2])
+    first = Trainer(make_train_config(config))
+    first.train()
+    AcceleratorState._reset_state(True)
+    PartialState._reset_state()
+    steps = first.steps_per_epoch
+    best_weights = _weights(run / "checkpoints" / f"{2 * steps:06d}" / "pretrained_model")
+    shutil.rmtree(run / "checkpoints" / f"{4 * steps:06d}")  # the kill: no epoch-4 checkpoint, no final model
+    (run / "checkpoints" / "last").write_text(f"{3 * steps:06d}\n")
+    (run / "model.safetensors").unlink()
+    _scripted_validation(monkeypatch, [0.2])  # epoch 4, trained again, scores below epoch 2's 0.9
+    resumed = Trainer(make_train_config({**config, "resume": True}))
+    assert resumed.best["epoch"] == 2 and resumed.epoch == 3
+    resumed.train()
+    saved = _weights(run)
+    assert saved.keys() == best_weights.keys()
+    assert all(torch.equal(saved[name], tensor) for name, tensor in best_weights.items())
+
+
+@pytest.mark.parametrize(("checkpoint_every", "eval_every"), [(0, 1), (3, 2)])
+def test_load_best_model_at_end_needs_evaluated_checkpoints(checkpoint_every, eval_every):
+    run = {"zoo": "z", "output_dir": "o", "load_best_model_at_end": True}
+    with pytest.raises(ValueError, match="load_best_model_at_end=True with checkpoint_every"):
+        make_train_config({**run, "checkpoint_every": checkpoint_every, "eval_every": eval_every})
+
+
+def test_load_best_model_at_end_names_a_deleted_best_checkpoint(tiny_zoo, tmp_path, monkeypatch):
+    _scripted_validation(monkeypatch, [0.9, 0.1])
+    run = tmp_path / "run"
+    config = {**TINY_RUN, "zoo": str(tiny_zoo), "output_dir": str(run), "epochs": 2, "checkpoint_every": 1}
+    trainer = Trainer(make_train_config({**config, "load_best_model_at_end": True}))
+    real_save = Trainer.save_checkpoint
+
+    def save_then_lose_the_first(self):
+        saved = real_save(self)
+        if self.epoch == 2:
+            shutil.rmtree(run / "checkpoints" / f"{self.steps_per_epoch:06d}")
+        return saved
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_lose_the_first)
+    with pytest.raises(FileNotFoundError, match=r"epoch 1.*deleted by hand"):
+        trainer.train()
+
+
+@pytest.mark.parametrize("metric", ["reconstruction_r2", "probe_r2"])
+def test_the_loaded_best_model_scores_what_was_recorded_for_it(tiny_zoo, tmp_path, metric):
+    """Unscripted: the best is the maximum in metrics.jsonl; the final evaluation of the loaded model repeats it."""
+    run = tmp_path / "run"
+    config = {**TINY_RUN, "zoo": str(tiny_zoo), "output_dir": str(run), "epochs": 4, "checkpoint_every": 1}
+    config |= {"learning_rate": 3e-2, "load_best_model_at_end": True, "metric_for_best_model": metric}
+    Trainer(make_train_config(config)).train()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    keys = {"reconstruction_r2": "validation/reconstruction_r2", "probe_r2": "validation/probe_r2_test_accuracy"}
+    key = keys[metric]
+    per_epoch = {record["epoch"]: record[key] for record in records if not record.get("final")}
+    best_epoch = max(sorted(per_epoch, reverse=True), key=per_epoch.get)  # a tie: the later epoch
+    final = records[-1]
+    assert final["best_model"]["epoch"] == best_epoch and final["best_model"]["metric"] == key
+    assert final[key] == pytest.approx(per_epoch[best_epoch], abs=1e-6)

@@ -39,6 +39,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
@@ -245,7 +246,24 @@ class TrainConfig:
     checkpoint_every: int = field(
         default=1, metadata={"help": "Checkpoint every this many epochs (0: never; the final model is always saved)."}
     )
-    keep_checkpoints: int = field(default=2, metadata={"help": "Keep at most this many checkpoints (the newest)."})
+    keep_checkpoints: int = field(
+        default=2, metadata={"help": "Keep at most this many checkpoints (the newest; and the best, see below)."}
+    )
+    load_best_model_at_end: bool = field(
+        default=False,
+        metadata={
+            "help": "Save the model of the checkpoint (or the last epoch) that scored best on metric_for_best_model, "
+            "not the last epoch's; that checkpoint is never rotated away. Needs checkpoint_every to be a multiple of "
+            "eval_every."
+        },
+    )
+    metric_for_best_model: Literal["reconstruction_r2", "probe_r2"] = field(
+        default="reconstruction_r2",
+        metadata={
+            "help": "Validation score (higher is better) that picks the best model: the reconstruction R² "
+            "(self-supervised) or the quick probe's R² on probe_target."
+        },
+    )
     resume: bool = field(
         default=False, metadata={"help": "Continue from output_dir/checkpoints/last (afresh when none)."}
     )
@@ -302,6 +320,12 @@ class TrainConfig:
             problems.append(
                 "canonical_embedding=True with canonical=True (canonical already trains and embeds on the canonical "
                 "form: drop canonical_embedding, or set canonical to false to train on augmented raw weights)"
+            )
+        if self.load_best_model_at_end and (not self.checkpoint_every or self.checkpoint_every % self.eval_every):
+            problems.append(
+                f"load_best_model_at_end=True with checkpoint_every={self.checkpoint_every} and eval_every="
+                f"{self.eval_every} (the best model is picked among evaluated checkpoints: make checkpoint_every a "
+                "positive multiple of eval_every)"
             )
         if problems:
             raise ValueError("Invalid training config: " + "; ".join(problems) + ".")
@@ -737,6 +761,7 @@ class Trainer:
         self.global_batch = self.per_process_batch * accelerator.num_processes
         self.steps_per_epoch = len(self.data.vectors["train"]) // self.global_batch
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
+        self.best: dict[str, Any] | None = None  # the best checkpoint so far (load_best_model_at_end)
 
         torch.manual_seed(config.seed)
         model = HyperRepForPreTraining(self.model_config)
@@ -805,6 +830,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         config, accelerator = self.config, self.accelerator
+        last: dict[str, Any] = {}  # the last epoch's record (empty when a resumed run had no epoch left)
         total_steps = config.epochs * self.steps_per_epoch
         show = config.progress and accelerator.is_main_process
         bar = tqdm(total=total_steps, initial=self.step, desc="train", unit="step", disable=None if show else True)
@@ -823,11 +849,15 @@ class Trainer:
             self.elapsed += time.perf_counter() - started
             record["elapsed_seconds"] = self.elapsed
             self._log(record)
+            last = record
             if config.checkpoint_every and self.epoch % config.checkpoint_every == 0:
+                if config.load_best_model_at_end:
+                    self._note_best(record)  # before saving: the checkpoint's trainer_state.json carries it
                 self.save_checkpoint()
         bar.close()
+        best = self._load_best_model(last) if config.load_best_model_at_end else {}
         final = self.evaluate(final=True)
-        self._log({**final, "final": True, "elapsed_seconds": self.elapsed})
+        self._log({**final, **best, "final": True, "elapsed_seconds": self.elapsed})
         self.save_pretrained(self.output_dir)
         accelerator.wait_for_everyone()
         accelerator.end_training()
@@ -931,6 +961,44 @@ class Trainer:
                 )
         return metrics
 
+    # ------------------------------------------------------------------------------------------- best model
+    def _best_metric_key(self) -> str:
+        if self.config.metric_for_best_model == "probe_r2":
+            return f"validation/probe_r2_{self.config.probe_target}"
+        return "validation/reconstruction_r2"
+
+    def _note_best(self, record: dict[str, Any]) -> None:
+        """Remembers this epoch's checkpoint (about to be saved) when its validation score is the best so far."""
+        value = record.get(self._best_metric_key())
+        if value is None or not math.isfinite(value):
+            return
+        if self.best is None or value >= self.best["value"]:  # a tie goes to the later model: trained longer
+            self.best = {"epoch": self.epoch, "step": self.step, "metric": self._best_metric_key(), "value": value}
+
+    def _load_best_model(self, last: dict[str, Any]) -> dict[str, Any]:
+        """Puts the best checkpoint's weights into the model unless the last epoch scored at least as well.
+
+        Returns what the final metrics line records about the choice.
+        """
+        key, best = self._best_metric_key(), self.best
+        value = last.get(key)
+        if best is not None and best["step"] == self.step:  # the last epoch was the best checkpoint
+            chosen = dict(best)
+        elif best is None or (value is not None and value >= best["value"]):
+            chosen = {"epoch": self.epoch, "step": self.step, "metric": key, "value": value}
+        else:
+            checkpoint = self.output_dir / "checkpoints" / f"{best['step']:06d}"
+            if not checkpoint.is_dir():
+                raise FileNotFoundError(
+                    f"The best checkpoint {checkpoint} (epoch {best['epoch']}, {key} {best['value']:.4g}) is gone; "
+                    "it is never rotated away, so it was deleted by hand. Train again, or set "
+                    "load_best_model_at_end to false to keep the last epoch's model."
+                )
+            self.accelerator.load_state(str(checkpoint / "training_state"))
+            chosen = dict(best)
+            self._say(f"Best model: epoch {best['epoch']} ({key} {best['value']:.4g}), loaded from {checkpoint}.")
+        return {"best_model": chosen}
+
     def _log(self, record: dict[str, Any]) -> None:
         """Appends one JSON line to metrics.jsonl, logs to trackers and prints the summary line (main process)."""
         if not self.accelerator.is_main_process:
@@ -974,15 +1042,17 @@ class Trainer:
         self.save_pretrained(temporary / "pretrained_model")
         accelerator.wait_for_everyone()  # no process may still be writing into the folder when it is renamed
         if is_main:
-            state = {"epoch": self.epoch, "step": self.step, "elapsed_seconds": self.elapsed}
+            state = {"epoch": self.epoch, "step": self.step, "elapsed_seconds": self.elapsed, "best": self.best}
             write_json_atomic(temporary / "trainer_state.json", state)
             write_json_atomic(temporary / "train_config.json", self.config.to_dict())
             remove_path(final)
             replace_path(temporary, final)
             write_text_atomic(checkpoints_dir / "last", final.name + "\n")
             complete = sorted((p for p in checkpoints_dir.glob("[0-9]*") if p.is_dir()), key=lambda p: int(p.name))
+            kept = self.best["step"] if self.best is not None else None  # the best is never rotated away
             for old in complete[: -self.config.keep_checkpoints]:
-                shutil.rmtree(old)
+                if int(old.name) != kept:
+                    shutil.rmtree(old)
         accelerator.wait_for_everyone()
         return final
 
@@ -1003,6 +1073,7 @@ class Trainer:
         self.accelerator.load_state(str(checkpoint / "training_state"))
         state = json.loads((checkpoint / "trainer_state.json").read_text())
         self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["elapsed_seconds"]
+        self.best = state.get("best")
         metrics = self.output_dir / "metrics.jsonl"
         if self.accelerator.is_main_process and metrics.exists():
             # A killed run may have logged epochs after its last checkpoint: they are trained again.
