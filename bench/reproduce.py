@@ -800,10 +800,26 @@ def _verdict(ours: float | None, reference: float | None, interval: Mapping | No
     return "behind" if reference - ours > LEVEL_POINTS else "level"
 
 
+def _paper_table(zoo: str) -> dict[str, dict[str, float]]:
+    """The paper's rows (W, s(W), EcD) for a Tetris zoo."""
+    return PAPER_HYP if zoo == "tetris_hyp" else PAPER_SEED
+
+
 def _paper_gain(zoo: str) -> dict[str, float]:
     """The paper's EcD − s(W) per target: how far its hyper-representation got past the weight statistics."""
-    paper = PAPER_HYP if zoo == "tetris_hyp" else PAPER_SEED
+    paper = _paper_table(zoo)
     return {t: paper["EcD"][t] - paper["s(W)"][t] for t in paper["EcD"]}
+
+
+def _target_verdicts(
+    ours: float | None, sw: float | None, paper: float | None, paper_gain: float | None, interval: Mapping | None
+) -> tuple[str, str, str]:
+    """One target's three verdicts: vs s(W), vs the paper's EcD, our gain over s(W) vs the paper's gain."""
+    return (
+        _verdict(ours, sw, interval),
+        _verdict(ours, paper),
+        _gain_verdict(ours, sw, paper_gain, interval),
+    )
 
 
 def _gain_verdict(ours: float | None, sw: float | None, paper_gain: float | None, interval: Mapping | None) -> str:
@@ -946,11 +962,12 @@ def _goals(section: Section, rows: Sequence[Row], records: Mapping[str, dict | N
             gain = f"{ours[t] - sw[t]:+.1f}"
         paper_t = paper_gain.get(t)
         paper_t_text = "–" if paper_t is None else f"{paper_t:+.1f}"
+        versus_sw, versus_paper, versus_gain = _target_verdicts(
+            ours.get(t), sw.get(t), paper.get(t), paper_t, interval
+        )
         lines.append(
-            f"| {TARGET_TITLES[t]} | {_number(ours.get(t))} | {_number(sw.get(t))} | "
-            f"{_verdict(ours.get(t), sw.get(t), interval)} | {_number(paper.get(t))} | "
-            f"{_verdict(ours.get(t), paper.get(t))} | {gain} | {paper_t_text} | "
-            f"{_gain_verdict(ours.get(t), sw.get(t), paper_t, interval)} |"
+            f"| {TARGET_TITLES[t]} | {_number(ours.get(t))} | {_number(sw.get(t))} | {versus_sw} | "
+            f"{_number(paper.get(t))} | {versus_paper} | {gain} | {paper_t_text} | {versus_gain} |"
         )
     return lines
 
@@ -1188,18 +1205,16 @@ def _standing(rows: Sequence[Row], records: Mapping[str, dict | None]) -> list[s
         if row.kind != "train" or row.same_as or record is None:
             continue
         section = SECTIONS[row.section]
-        paper = PAPER_HYP["EcD"] if section.zoo == "tetris_hyp" else PAPER_SEED["EcD"]
+        paper, paper_gain = _paper_table(section.zoo)["EcD"], _paper_gain(section.zoo)
         ours, sw = record["scores"].get(HYPERREP, {}), record["scores"].get("s(W)", {})
         intervals = record.get("intervals", {})
-        versus_sw = [_verdict(ours.get(t), sw.get(t), intervals.get(t)) for t in section.targets]
-        versus_paper = [_verdict(ours.get(t), paper.get(t)) for t in section.targets]
-        paper_gain = _paper_gain(section.zoo)
-        versus_gain = [
-            _gain_verdict(ours.get(t), sw.get(t), paper_gain.get(t), intervals.get(t)) for t in section.targets
+        verdicts_by_target = [
+            _target_verdicts(ours.get(t), sw.get(t), paper.get(t), paper_gain.get(t), intervals.get(t))
+            for t in section.targets
         ]
-        counts = [
+        counts = [  # per comparison (vs s(W), vs paper EcD, gain vs the paper's gain)
             " / ".join(str(verdicts.count(word)) for word in ("ahead", "level", "behind"))
-            for verdicts in (versus_sw, versus_paper, versus_gain)
+            for verdicts in zip(*verdicts_by_target, strict=True)
         ]
         lines.append(f"| {SECTIONS[row.section].title.split(',')[0]} {row.label} | " + " | ".join(counts) + " |")
     return [*lines, ""]

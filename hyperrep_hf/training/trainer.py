@@ -980,12 +980,13 @@ class Trainer:
 
         Returns what the final metrics line records about the choice.
         """
-        key, best = self._best_metric_key(), self.best
-        value = last.get(key)
-        if best is not None and best["step"] == self.step:  # the last epoch was the best checkpoint
+        key = self._best_metric_key()
+        self._note_best(last)  # the last epoch's model, in memory, is a candidate too (by the same rule)
+        best = self.best
+        if best is None:  # no finite score at any candidate: the last epoch's model stays
+            chosen = {"epoch": self.epoch, "step": self.step, "metric": key, "value": last.get(key)}
+        elif best["step"] == self.step:
             chosen = dict(best)
-        elif best is None or (value is not None and value >= best["value"]):
-            chosen = {"epoch": self.epoch, "step": self.step, "metric": key, "value": value}
         else:
             checkpoint = self.output_dir / "checkpoints" / f"{best['step']:06d}"
             if not checkpoint.is_dir():
