@@ -10,10 +10,12 @@ install:
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev,eval]"
 
+# One pytest worker per core (pytest-xdist), each test file whole on one worker so that its module fixtures are
+# built once: on 2 cores the suite takes about half the time of one process.
 test: install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n auto --dist loadfile
 
 lint:
 	$(PYTHON) -m ruff check . && $(PYTHON) -m ruff format --check .
