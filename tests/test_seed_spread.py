@@ -32,6 +32,7 @@ def _write(spread, folder: Path, key: str, seed: int | None, hyperrep: dict, sw:
         "scores": {"s(W)": sw, "hyperrep": hyperrep},
         "intervals": intervals,
         "reconstruction_r2": 50.0,
+        "cpu_seconds": 90.0 if seed is None else 120.0,
         **changes,
     }
     (folder / "rows").mkdir(parents=True, exist_ok=True)
@@ -63,13 +64,22 @@ def test_two_seeds_side_by_side_with_changes_verdicts_and_the_best_row(spread, t
         first, second = scores[key, None], scores[key, 1]
         cells = " | ".join(f"{first[t]:.1f} / {second[t]:.1f}" for t in targets)
         largest = max(abs(second[t] - first[t]) for t in targets)
-        assert f"| {label} | {cells} | 50.0 / 50.0 | {largest:.1f} |" in text
+        assert f"| {label} | {cells} | 50.0 / 50.0 | {largest:.1f} | 1.5 / 2.0 |" in text
         verdicts = {
             run: ["ahead" if v - 50 > 1 else "behind" if v - 50 < -1 else "level" for v in scores[key, run].values()]
             for run in (None, 1)
         }
         counts = [" / ".join(str(v.count(w)) for w in ("ahead", "level", "behind")) for v in verdicts.values()]
         assert f"| {label} | {counts[0]} | {counts[1]} |" in text
+    paper = spread.reproduce.PAPER_SEED
+    paper_gain = {t: paper["EcD"][t] - paper["s(W)"][t] for t in targets}  # only EcD is set beside the paper
+    gains = []
+    for run in (None, 1):
+        shifted = [scores["t1_ecd", run][t] - 50.0 - paper_gain[t] for t in targets]
+        words = ["ahead" if x - 1 > 0 else "behind" if x + 1 < 0 else "level" for x in shifted]
+        gains.append(" / ".join(str(words.count(w)) for w in ("ahead", "level", "behind")))
+    gain_table = text.split("Our gain over s(W) against the paper's EcD − s(W)")[1].split("Median change")[0]
+    assert f"| EcD | {gains[0]} | {gains[1]} |" in gain_table and "| ED |" not in gain_table
     changes = sorted(abs(scores[k, 1][t] - scores[k, None][t]) for k in ("t1_ed", "t1_ecd") for t in targets)
     assert f"2 rows, 14 cells: median change {(changes[6] + changes[7]) / 2:.1f} points" in text
     best = [
@@ -95,7 +105,7 @@ def test_a_row_of_another_configuration_zoo_or_the_same_seed_is_named_not_compar
     assert "t1_ed (b: trained under another configuration than the report's)" in text
     assert "t1_ec (the two runs' s(W) scores differ: not the same zoo)" in text
     assert "t1_ecd (both runs used seed 0)" in text
-    assert "| Ec+D | " + " | ".join(["60.0 / 60.0"] * 7) + " | 50.0 / 50.0 | 0.0 |" in text
+    assert "| Ec+D | " + " | ".join(["60.0 / 60.0"] * 7) + " | 50.0 / 50.0 | 0.0 | 1.5 / 2.0 |" in text
     assert "Cells: seed 0 / seed 2." in text
 
 
