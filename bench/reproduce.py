@@ -831,6 +831,21 @@ def _target_verdicts(
     )
 
 
+def record_verdicts(record: Mapping, zoo: str, targets: Sequence[str]) -> list[tuple[str, str, str]]:
+    """A finished training row's :func:`_target_verdicts` per target: vs s(W), vs the paper's EcD, gain vs gain."""
+    paper, paper_gain = _paper_table(zoo)["EcD"], _paper_gain(zoo)
+    ours, sw = record["scores"].get(HYPERREP, {}), record["scores"].get("s(W)", {})
+    intervals = record.get("intervals") or {}
+    return [
+        _target_verdicts(ours.get(t), sw.get(t), paper.get(t), paper_gain.get(t), intervals.get(t)) for t in targets
+    ]
+
+
+def verdict_counts(verdicts: Sequence[str]) -> str:
+    """ "ahead / level / behind" counts: "4 / 2 / 1"."""
+    return " / ".join(str(verdicts.count(word)) for word in ("ahead", "level", "behind"))
+
+
 def _gain_verdict(ours: float | None, sw: float | None, paper_gain: float | None, interval: Mapping | None) -> str:
     """Our gain over s(W) on our zoo against the paper's on its zoo: by our bootstrap interval where there is one.
 
@@ -1207,24 +1222,15 @@ def _standing(rows: Sequence[Row], records: Mapping[str, dict | None]) -> list[s
             scores, intervals = _test_scores(record["document"]), _intervals(record["document"])
             ours, sw = scores.get(HYPERREP, {}), scores.get("s(W)", {})
             versus_sw = [_verdict(ours.get(t), sw.get(t), intervals[t]) for t in CNN_TARGETS if t in intervals]
-            counts = " / ".join(str(versus_sw.count(word)) for word in ("ahead", "level", "behind"))
             judged = f"{len(versus_sw)} target" + ("" if len(versus_sw) == 1 else "s")
-            lines.append(f"| CNN {row.label} ({judged}) | {counts} | – | – |")
+            lines.append(f"| CNN {row.label} ({judged}) | {verdict_counts(versus_sw)} | – | – |")
             continue
         if row.kind != "train" or row.same_as or record is None:
             continue
         section = SECTIONS[row.section]
-        paper, paper_gain = _paper_table(section.zoo)["EcD"], _paper_gain(section.zoo)
-        ours, sw = record["scores"].get(HYPERREP, {}), record["scores"].get("s(W)", {})
-        intervals = record.get("intervals", {})
-        verdicts_by_target = [
-            _target_verdicts(ours.get(t), sw.get(t), paper.get(t), paper_gain.get(t), intervals.get(t))
-            for t in section.targets
-        ]
-        counts = [  # per comparison (vs s(W), vs paper EcD, gain vs the paper's gain)
-            " / ".join(str(verdicts.count(word)) for word in ("ahead", "level", "behind"))
-            for verdicts in zip(*verdicts_by_target, strict=True)
-        ]
+        verdicts_by_target = record_verdicts(record, section.zoo, section.targets)
+        # per comparison (vs s(W), vs paper EcD, gain vs the paper's gain)
+        counts = [verdict_counts(verdicts) for verdicts in zip(*verdicts_by_target, strict=True)]
         lines.append(f"| {SECTIONS[row.section].title.split(',')[0]} {row.label} | " + " | ".join(counts) + " |")
     return [*lines, ""]
 

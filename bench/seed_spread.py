@@ -18,7 +18,6 @@ import importlib.util
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -35,15 +34,17 @@ def _load_reproduce():
 
 
 reproduce = _load_reproduce()
-VERDICTS = ("ahead", "level", "behind")
+
+
+def _override_seed(record: Mapping) -> int | None:
+    """The ``--seed`` a cached row was run with (None: its preset's)."""
+    return (record.get("row") or {}).get("overrides", {}).get("seed")
 
 
 def _seed_of(row, record: Mapping) -> int:
     """The training seed a cached row ran with: its ``--seed`` override, else its preset's."""
-    seed = (record.get("row") or {}).get("overrides", {}).get("seed")
-    if seed is not None:
-        return seed
-    return reproduce._preset_mapping(row.preset).get("seed", 0)
+    seed = _override_seed(record)
+    return reproduce._preset_mapping(row.preset).get("seed", 0) if seed is None else seed
 
 
 def _finished(row, folder: Path) -> tuple[dict | None, str]:
@@ -53,8 +54,7 @@ def _finished(row, folder: Path) -> tuple[dict | None, str]:
         return None, "not run"
     if record.get("status") != "done":
         return None, f"status {record.get('status')!r}"
-    seed = (record.get("row") or {}).get("overrides", {}).get("seed")
-    if record.get("fingerprint") != reproduce.with_seed([row], seed)[0].fingerprint():
+    if record.get("fingerprint") != reproduce.with_seed([row], _override_seed(record))[0].fingerprint():
         return None, "trained under another configuration than the report's"
     return record, ""
 
@@ -79,23 +79,6 @@ def pairs(rows: Sequence, first: Path, second: Path) -> tuple[list[tuple], list[
         else:
             compared.append((row, a, b, seeds))
     return compared, left_out
-
-
-def _verdicts(record: Mapping, targets: Sequence[str]) -> list[str]:
-    ours, sw = record["scores"].get(reproduce.HYPERREP, {}), record["scores"].get("s(W)", {})
-    intervals = record.get("intervals") or {}
-    return [reproduce._verdict(ours.get(t), sw.get(t), intervals.get(t)) for t in targets]
-
-
-def _gain_verdicts(record: Mapping, targets: Sequence[str], zoo: str) -> list[str]:
-    """Our gain over s(W) against the paper's EcD − s(W), per target (bench/reproduce.py's rule)."""
-    ours, sw = record["scores"].get(reproduce.HYPERREP, {}), record["scores"].get("s(W)", {})
-    intervals, paper_gain = record.get("intervals") or {}, reproduce._paper_gain(zoo)
-    return [reproduce._gain_verdict(ours.get(t), sw.get(t), paper_gain.get(t), intervals.get(t)) for t in targets]
-
-
-def _counts(verdicts: Sequence[str]) -> str:
-    return " / ".join(str(verdicts.count(word)) for word in VERDICTS)
 
 
 def _best(section_pairs: Sequence[tuple], targets: Sequence[str], which: int) -> dict[str, str]:
@@ -152,22 +135,20 @@ def render(compared: Sequence[tuple], left_out: Sequence[str], command: str) -> 
             if not row.same_as:  # counted once, in its own table
                 changes_section += changes
         changes_all += changes_section
-        judged = [("Against s(W)", partial(_verdicts, targets=targets), section_pairs)]
+        judged = [("Against s(W)", 0, section_pairs)]
         # rows the report sets beside the paper's EcD row (Table 1's EcD, the presets)
         with_paper = [p for p in section_pairs if any(t in p[0].paper for t in targets)]
         if with_paper:
-            judged.append((
-                "Our gain over s(W) against the paper's EcD − s(W)",
-                partial(_gain_verdicts, targets=targets, zoo=section.zoo),
-                with_paper,
-            ))  # fmt: skip
-        for title, verdicts_of, judged_pairs in judged:
+            judged.append(("Our gain over s(W) against the paper's EcD − s(W)", 2, with_paper))
+        for title, which, judged_pairs in judged:
             lines += ["", f"{title} (ahead / level / behind):", ""]
             lines += ["| row | first run | second run | targets whose verdict changed |", "|---|---|---|---|"]
             for row, a, b, _ in judged_pairs:
-                va, vb = verdicts_of(a), verdicts_of(b)
+                # record_verdicts per target: (vs s(W), vs the paper's EcD, our gain vs the paper's gain)
+                va, vb = ([v[which] for v in reproduce.record_verdicts(r, section.zoo, targets)] for r in (a, b))
                 moved = [f"{titles[t]} ({x} → {y})" for t, x, y in zip(targets, va, vb, strict=True) if x != y]
-                lines.append(f"| {row.label} | {_counts(va)} | {_counts(vb)} | {', '.join(moved) or 'none'} |")
+                counts = f"{reproduce.verdict_counts(va)} | {reproduce.verdict_counts(vb)}"
+                lines.append(f"| {row.label} | {counts} | {', '.join(moved) or 'none'} |")
         lines.append("")
         if changes_section:
             lines.append(
