@@ -56,3 +56,13 @@ def test_evaluate_on_zoos_of_two_architectures_is_refused_before_writing(zoos, m
     err = capsys.readouterr().err
     assert "of different architectures" in err and TETRIS in err and CNN in err
     assert not out.exists() and listing(model) == before
+
+
+def test_an_extra_zoo_of_another_architecture_is_refused_before_writing(mixed, tmp_path, capsys):
+    run = tmp_path / "run"
+    arguments = ["train", "tetris_seed", "--zoo", f"{mixed}:tetris_seed", "--output-dir", str(run)]
+    assert main([*arguments, "--extra-zoos", f"{mixed}:mnist_hyp_mini"]) == 2
+    err = capsys.readouterr().err
+    assert f"extra_zoos: {mixed}:mnist_hyp_mini: processor: its architecture (tetris_mlp) does not match" in err
+    assert "layers.1.weight: processor [5, 16] vs zoo None" in err
+    assert not run.exists()

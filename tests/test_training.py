@@ -296,6 +296,56 @@ def test_existing_run_needs_resume_or_overwrite(tiny_zoo, tmp_path):
         Trainer(make_train_config({"zoo": str(tiny_zoo), "output_dir": str(tmp_path / "run")}))
 
 
+def test_extra_zoos_join_the_training_rows_without_the_held_out_networks(tiny_zoo, tmp_path):
+    # 20 TETRIS-SEED networks: seeds 1..12 are tiny_zoo's own networks, split differently, so some of tiny_zoo's
+    # validation and test networks sit in this zoo's train split (MNIST-HYP-1-FIX and -5-FIX overlap the same way).
+    overlap = tmp_path / "overlap"
+    build_zoo(load_recipe("tetris_seed"), overlap, BuildOptions(num_models=20, epochs=3, subset=120), progress=False)
+    model = {"d_model": 16, "num_attention_heads": 2, "intermediate_size": 32, "latent_dim": 8, "projection_dim": 4}
+    run = {"zoo": str(tiny_zoo), "output_dir": str(tmp_path / "run"), "batch_size": 8, "epochs": 1, **model}
+    run["progress"] = False
+    alone = Trainer(make_train_config(run))
+    pooled = Trainer(make_train_config({**run, "output_dir": str(tmp_path / "pooled"), "extra_zoos": [str(overlap)]}))
+
+    # A second route to the rows that must be left out: by seed (the networks' identity), not by their bytes.
+    mine, _ = load_zoo(tiny_zoo, "tetris_seed")
+    theirs, _ = load_zoo(overlap, "tetris_seed")
+
+    def networks(split):
+        return zip(split["seed"], split["epoch"], strict=True)
+
+    held_out = {row for split in ("validation", "test") for row in networks(mine[split])}
+    expected_dropped = sum(row in held_out for row in networks(theirs["train"]))
+    assert expected_dropped > 0
+    assert pooled.data.extra_counts == {
+        str(overlap): {"rows": len(theirs["train"]) - expected_dropped, "dropped": expected_dropped}
+    }
+    assert len(pooled.training_vectors) == len(mine["train"]) + len(theirs["train"]) - expected_dropped
+    assert pooled.steps_per_epoch == len(pooled.training_vectors) // 8 > alone.steps_per_epoch
+    kept = {row.numpy().tobytes() for row in pooled.data.extra_train}
+    assert not kept & {row.numpy().tobytes() for split in ("validation", "test") for row in alone.data.vectors[split]}
+    # The zoo's own splits, targets and quick-probe rows are untouched; normalisation is fitted on every training row.
+    for split in ("train", "validation", "test"):
+        assert torch.equal(pooled.data.vectors[split], alone.data.vectors[split])
+    assert torch.equal(pooled.eval_rows["probe_train"], alone.eval_rows["probe_train"])
+    refit = NeuronTokenProcessor(pooled.processor.architecture, "per_layer")
+    refit.fit_normalization(pooled.training_vectors)
+    rows = pooled.training_vectors
+    assert torch.allclose(refit.normalize_vectors(rows), pooled.processor.normalize_vectors(rows))
+    assert not torch.allclose(alone.processor.normalize_vectors(rows), refit.normalize_vectors(rows))
+    pooled.train()  # the run records what it trained on
+    final = json.loads((tmp_path / "pooled" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert final["train_rows"] == len(rows) and final["extra_zoo_rows"] == pooled.data.extra_counts
+    assert json.loads((tmp_path / "pooled" / "train_config.json").read_text())["extra_zoos"] == [str(overlap)]
+
+
+def test_an_extra_zoo_named_twice_is_refused(tiny_zoo, tmp_path):
+    run = {"zoo": str(tiny_zoo), "output_dir": str(tmp_path / "run"), "extra_zoos": [f"{tiny_zoo}:tetris_seed"]}
+    with pytest.raises(ValueError, match=r"extra_zoos: .* already named: its rows would count twice"):
+        Trainer(make_train_config(run))
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------------------------------------------- end to end
 def _weights(folder):
     return load_file(str(folder / "model.safetensors"))

@@ -87,6 +87,14 @@ class TrainConfig:
     # Data
     zoo: str = field(default="", metadata={"help": "DIR[:CONFIG] or a Hub dataset id ORG/NAME[:CONFIG] (required)."})
     output_dir: str = field(default="", metadata={"help": "The run folder (required)."})
+    extra_zoos: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "More zoos of the same architecture (DIR[:CONFIG] or ORG/NAME[:CONFIG]) whose train splits "
+            "are added to the rows the encoder trains on (no labels are read). Rows equal to a validation or test "
+            "row of the zoo are left out. Validation, the quick probe and the probe heads read the zoo alone."
+        },
+    )
     epochs_to_use: list[int] | None = field(
         default=None,
         metadata={
@@ -496,13 +504,24 @@ class ZooTensors:
         vectors: split → (rows, num_parameters) float32, raw (un-normalised) weights.
         targets: split → (rows,) float64 values of ``probe_target`` (NaN where missing).
         processor: The processor (normalisation fitted on the training split when configured).
-        zoo_info: The zoo's ``zoo_info.json``.
+        zoo_info: The zoo's ``zoo_info.json`` (with ``extra_zoos``, its activations are those of every zoo).
+        extra_train: (rows, num_parameters) raw training rows of the ``extra_zoos`` (None without them).
+        extra_counts: extra zoo → {"rows": rows kept, "dropped": rows equal to a validation or test row of the zoo}.
     """
 
     vectors: dict[str, torch.Tensor]
     targets: dict[str, np.ndarray]
     processor: NeuronTokenProcessor
     zoo_info: dict
+    extra_train: torch.Tensor | None = None
+    extra_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def training_vectors(self) -> torch.Tensor:
+        """The rows the encoder trains on: the zoo's train split, then the extra zoos' train rows."""
+        if self.extra_train is None:
+            return self.vectors["train"]
+        return torch.cat([self.vectors["train"], self.extra_train])
 
 
 def check_processor_matches(processor: NeuronTokenProcessor, architecture: dict) -> None:
@@ -546,14 +565,66 @@ def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
             raise ValueError(f"epochs_to_use={config.epochs_to_use} leaves no rows in the {split} split.")
         vectors[split] = processor.networks_to_vectors(rows.with_format("torch")["weights"][:])
         targets[split] = np.array([np.nan if v is None else v for v in rows[config.probe_target]], dtype=np.float64)
+    extra_train, extra_counts = None, {}
+    if config.extra_zoos:
+        extra_train, extra_counts, activations = load_extra_training_rows(config, processor, vectors, zoo_info)
+        zoo_info = {**zoo_info, "hyperparameters": {**zoo_info.get("hyperparameters", {}), "activation": activations}}
     if config.canonical:
         # The canonical form acts on raw weights (before normalisation, which it would not commute with); training
         # and the quick probe see the hard form, embeddings the blended views (embeddings.embed_vectors).
         processor.set_canonical(zoo_activation(zoo_info, required=False))
         vectors = {split: processor.canonicalize(values) for split, values in vectors.items()}
+        extra_train = None if extra_train is None else processor.canonicalize(extra_train)
+    data = ZooTensors(vectors, targets, processor, zoo_info, extra_train, extra_counts)
     if config.processor is None and config.normalize:
-        processor.fit_normalization(vectors["train"])
-    return ZooTensors(vectors, targets, processor, zoo_info)
+        processor.fit_normalization(data.training_vectors)  # the rows the encoder sees
+    return data
+
+
+def load_extra_training_rows(
+    config: TrainConfig, processor: NeuronTokenProcessor, vectors: dict[str, torch.Tensor], zoo_info: dict
+) -> tuple[torch.Tensor, dict[str, dict[str, int]], list[str]]:
+    """The train rows of ``config.extra_zoos`` (raw), their counts, and the activations of every zoo.
+
+    Each extra zoo must have the zoo's architecture (a ValueError names the parameters that differ) and be another
+    zoo (the same fingerprint is refused). Rows identical to a validation or test row of the zoo are dropped: zoos
+    built from overlapping grids and seeds (MNIST-HYP-1-FIX and -5-FIX) hold the same networks, and the encoder must
+    not train on the networks it is evaluated on.
+    """
+    from ..zoo.folder import load_zoo, parse_zoo_argument
+
+    held_out = {row.numpy().tobytes() for split in ("validation", "test") for row in vectors[split]}
+    seen = {zoo_info.get("fingerprint")}
+    activations = list(zoo_info.get("hyperparameters", {}).get("activation", []))
+    rows, counts = [], {}
+    for name in config.extra_zoos:
+        path, zoo_config = parse_zoo_argument(name)
+        dataset, info = load_zoo(path, zoo_config)
+        if info.get("fingerprint") in seen:
+            raise ValueError(
+                f"extra_zoos: {name} is the zoo (or an extra zoo) already named: its rows would count twice. "
+                "Name each zoo once."
+            )
+        seen.add(info.get("fingerprint"))
+        try:
+            check_processor_matches(processor, info["architecture"])
+        except ValueError as error:
+            problem = f"extra_zoos: {name}: {error} Extra zoos must hold networks of the zoo's architecture."
+            raise ValueError(problem) from None
+        if "train" not in dataset:
+            raise ValueError(f"extra_zoos: {name} has no 'train' split (splits: {sorted(dataset)}).")
+        split = dataset["train"]
+        if config.epochs_to_use is not None:
+            keep = set(config.epochs_to_use)
+            split = split.select([i for i, epoch in enumerate(split["epoch"]) if epoch in keep])
+        extra = processor.networks_to_vectors(split.with_format("torch")["weights"][:])
+        fresh = torch.tensor([row.numpy().tobytes() not in held_out for row in extra], dtype=torch.bool)
+        counts[name] = {"rows": int(fresh.sum()), "dropped": int((~fresh).sum())}
+        rows.append(extra[fresh])
+        for activation in info.get("hyperparameters", {}).get("activation", []):
+            if activation not in activations:
+                activations.append(activation)
+    return torch.cat(rows), counts, activations
 
 
 def zoo_activation(zoo_info: dict, required: bool = True) -> str | None:
@@ -757,9 +828,10 @@ class Trainer:
         self.processor = self.data.processor
         self.model_config = make_model_config(config, self.processor, self.data.zoo_info)
         self.saved_processor = saved_processor(config, self.processor, self.data.zoo_info)
-        self.per_process_batch = check_batch_size(config, len(self.data.vectors["train"]), accelerator.num_processes)
+        self.training_vectors = self.data.training_vectors
+        self.per_process_batch = check_batch_size(config, len(self.training_vectors), accelerator.num_processes)
         self.global_batch = self.per_process_batch * accelerator.num_processes
-        self.steps_per_epoch = len(self.data.vectors["train"]) // self.global_batch
+        self.steps_per_epoch = len(self.training_vectors) // self.global_batch
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
         self.best: dict[str, Any] | None = None  # the best checkpoint so far (load_best_model_at_end)
 
@@ -811,6 +883,14 @@ class Trainer:
         loader = DataLoader(TensorDataset(rows), batch_size=self.config.eval_batch_size, shuffle=False)
         return self.accelerator.prepare_data_loader(loader, device_placement=False)
 
+    def _extra_rows_note(self) -> str:
+        """The start line's note on the extra zoos' rows (kept, left out); empty without extra zoos."""
+        counts = self.data.extra_counts
+        if not counts:
+            return ""
+        rows, dropped = (sum(count[key] for count in counts.values()) for key in ("rows", "dropped"))
+        return f" ({rows:,} from {len(counts)} extra zoo(s); {dropped:,} equal to validation / test rows left out)"
+
     def _say(self, message: str) -> None:
         if self.config.progress and self.accelerator.is_main_process:
             from tqdm.auto import tqdm
@@ -836,7 +916,8 @@ class Trainer:
         bar = tqdm(total=total_steps, initial=self.step, desc="train", unit="step", disable=None if show else True)
         self._say(
             f"Training {sum(p.numel() for p in self.model.parameters()):,} parameters on "
-            f"{len(self.data.vectors['train']):,} zoo rows · {accelerator.num_processes} process(es) on "
+            f"{len(self.training_vectors):,} zoo rows{self._extra_rows_note()} · "
+            f"{accelerator.num_processes} process(es) on "
             f"{accelerator.device} · global batch {self.global_batch} · {self.steps_per_epoch} steps/epoch"
         )
         while self.epoch < config.epochs:
@@ -857,7 +938,10 @@ class Trainer:
         bar.close()
         best = self._load_best_model(last) if config.load_best_model_at_end else {}
         final = self.evaluate(final=True)
-        self._log({**final, **best, "final": True, "elapsed_seconds": self.elapsed})
+        rows = {"train_rows": len(self.training_vectors)}
+        if self.data.extra_counts:
+            rows["extra_zoo_rows"] = self.data.extra_counts
+        self._log({**final, **best, **rows, "final": True, "elapsed_seconds": self.elapsed})
         self.save_pretrained(self.output_dir)
         accelerator.wait_for_everyone()
         accelerator.end_training()
@@ -868,7 +952,7 @@ class Trainer:
         config, accelerator = self.config, self.accelerator
         rank, device = accelerator.process_index, accelerator.device
         order = torch.randperm(
-            len(self.data.vectors["train"]),
+            len(self.training_vectors),
             generator=torch.Generator().manual_seed(epoch_seed(config.seed, epoch, 0, 0)),
         )
         self.collator.generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch, rank, 1))
@@ -879,7 +963,7 @@ class Trainer:
         started = time.perf_counter()
         for index in range(self.steps_per_epoch):
             first = index * self.global_batch + rank * self.per_process_batch
-            batch = self.collator(self.data.vectors["train"][order[first : first + self.per_process_batch]])
+            batch = self.collator(self.training_vectors[order[first : first + self.per_process_batch]])
             output = self.model(**{name: batch[name].to(device, non_blocking=True) for name in input_names})
             accelerator.backward(output.loss)
             if config.max_grad_norm is not None:
