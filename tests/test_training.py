@@ -333,6 +333,17 @@ def test_extra_zoos_join_the_training_rows_without_the_held_out_networks(tiny_zo
     rows = pooled.training_vectors
     assert torch.allclose(refit.normalize_vectors(rows), pooled.processor.normalize_vectors(rows))
     assert not torch.allclose(alone.processor.normalize_vectors(rows), refit.normalize_vectors(rows))
+    # epochs_to_use picks the extra zoos' training rows too.
+    late = Trainer(make_train_config({**run, "output_dir": str(tmp_path / "late"), "extra_zoos": [str(overlap)],
+                                      "epochs_to_use": [3]}))  # fmt: skip
+    late_rows = [row for row in networks(theirs["train"]) if row[1] == 3]
+    assert late.data.extra_counts[str(overlap)] == {
+        "rows": sum(row not in held_out for row in late_rows),
+        "dropped": sum(row in held_out for row in late_rows),
+    }
+    assert len(late.training_vectors) == mine["train"]["epoch"].count(3) + len(late_rows) - sum(
+        row in held_out for row in late_rows
+    )
     pooled.train()  # the run records what it trained on
     final = json.loads((tmp_path / "pooled" / "metrics.jsonl").read_text().splitlines()[-1])
     assert final["train_rows"] == len(rows) and final["extra_zoo_rows"] == pooled.data.extra_counts

@@ -558,9 +558,8 @@ def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
         rows = dataset[split]
         if config.probe_target not in rows.column_names:
             raise ValueError(f"probe_target={config.probe_target!r} is not a zoo column ({rows.column_names}).")
-        if config.epochs_to_use is not None and split == "train":
-            keep = set(config.epochs_to_use)
-            rows = rows.select([i for i, epoch in enumerate(rows["epoch"]) if epoch in keep])
+        if split == "train":
+            rows = rows_of_epochs(rows, config.epochs_to_use)
         if len(rows) == 0:
             raise ValueError(f"epochs_to_use={config.epochs_to_use} leaves no rows in the {split} split.")
         vectors[split] = processor.networks_to_vectors(rows.with_format("torch")["weights"][:])
@@ -579,6 +578,14 @@ def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
     if config.processor is None and config.normalize:
         processor.fit_normalization(data.training_vectors)  # the rows the encoder sees
     return data
+
+
+def rows_of_epochs(rows, epochs: list[int] | None):
+    """A split's rows of these zoo epochs (all of them when ``epochs`` is None)."""
+    if epochs is None:
+        return rows
+    keep = set(epochs)
+    return rows.select([i for i, epoch in enumerate(rows["epoch"]) if epoch in keep])
 
 
 def load_extra_training_rows(
@@ -613,10 +620,7 @@ def load_extra_training_rows(
             raise ValueError(problem) from None
         if "train" not in dataset:
             raise ValueError(f"extra_zoos: {name} has no 'train' split (splits: {sorted(dataset)}).")
-        split = dataset["train"]
-        if config.epochs_to_use is not None:
-            keep = set(config.epochs_to_use)
-            split = split.select([i for i, epoch in enumerate(split["epoch"]) if epoch in keep])
+        split = rows_of_epochs(dataset["train"], config.epochs_to_use)
         extra = processor.networks_to_vectors(split.with_format("torch")["weights"][:])
         fresh = torch.tensor([row.numpy().tobytes() not in held_out for row in extra], dtype=torch.bool)
         counts[name] = {"rows": int(fresh.sum()), "dropped": int((~fresh).sum())}
