@@ -75,7 +75,7 @@ def test_select_rows_adds_what_a_row_needs_in_report_order(reproduce):
             if row.same_as:
                 assert row.same_as in chosen
             elif row.kind in ("train", "baselines"):
-                assert f"zoo_{row.zoo}" in chosen
+                assert {f"zoo_{config}" for config in (row.zoo, *row.extra_zoos)} <= set(chosen)
     assert [row.key for row in reproduce.select_rows(rows, None)] == order
     with pytest.raises(ValueError, match=r"Unknown rows \['t9'\].*t1_ed"):
         reproduce.select_rows(rows, ["t1_ed", "t9"])
@@ -180,6 +180,9 @@ def test_fingerprint_follows_the_configuration_only(reproduce):
     same = reproduce.Row("a", "t1", "renamed", "train", preset="tetris_seed", overrides={"epochs": 2}, note="n")
     other = reproduce.Row("a", "t1", "A", "train", preset="tetris_seed", overrides={"epochs": 3})
     assert row.fingerprint() == same.fingerprint() != other.fingerprint()
+    pooled = reproduce.Row("a", "t1", "A", "train", preset="tetris_seed", overrides={"epochs": 2}, extra_zoos=("x",))
+    assert pooled.fingerprint() not in (row.fingerprint(), other.fingerprint())
+    assert any(row.extra_zoos for row in reproduce.default_rows())  # select_rows' test covers their zoo rows
 
 
 def test_a_seed_reaches_every_training_row_and_nothing_else(reproduce, tmp_path):
