@@ -1128,12 +1128,6 @@ def recorded_runs(context: Context) -> list[dict]:
         return []
 
 
-def last_run(context: Context) -> dict | None:
-    """The newest record of :func:`record_run` (None when there is none or the file is damaged)."""
-    runs = recorded_runs(context)
-    return runs[-1] if runs else None
-
-
 def _run_line(title: str, run: dict) -> str:
     rows_run = f"{run['rows_run']} row" + ("" if run["rows_run"] == 1 else "s")
     return (

@@ -625,10 +625,8 @@ def load_extra_training_rows(
         fresh = torch.tensor([row.numpy().tobytes() not in held_out for row in extra], dtype=torch.bool)
         counts[name] = {"rows": int(fresh.sum()), "dropped": int((~fresh).sum())}
         rows.append(extra[fresh])
-        for activation in info.get("hyperparameters", {}).get("activation", []):
-            if activation not in activations:
-                activations.append(activation)
-    return torch.cat(rows), counts, activations
+        activations += info.get("hyperparameters", {}).get("activation", [])
+    return torch.cat(rows), counts, list(dict.fromkeys(activations))
 
 
 def zoo_activation(zoo_info: dict, required: bool = True) -> str | None:
