@@ -85,11 +85,11 @@ def test_a_rows_chain_is_its_estimate_and_its_longest_readers_chain(reproduce):
     rows = reproduce.select_rows(reproduce.default_rows(), None)
     chains = reproduce.critical_minutes(reproduce.runnable(rows))
     by_key = {row.key: row for row in rows}
-    # The TETRIS-HYP zoo heads two chains: the preset trained on it and that model's OOD row, or the preset trained
-    # on it with TETRIS-SEED's networks; its chain is the longer.
+    # The TETRIS-HYP zoo heads two chains: the preset trained on it (with TETRIS-SEED's networks) and that model's
+    # OOD row, or the preset trained on it alone and that model's OOD row; its chain is the longer.
     expected = max(
-        sum(by_key[key].estimate_min for key in ("zoo_tetris_hyp", "hyp_preset", "ood_hyp_model")),
-        sum(by_key[key].estimate_min for key in ("zoo_tetris_hyp", "hyp_pooled")),
+        sum(by_key[key].estimate_min for key in ("zoo_tetris_hyp", "hyp_preset", "ood_hyp_preset")),
+        sum(by_key[key].estimate_min for key in ("zoo_tetris_hyp", "hyp_alone", "ood_hyp_model")),
     )
     assert chains["zoo_tetris_hyp"] == pytest.approx(expected)
     for row in reproduce.runnable(rows):  # a row's chain is at least its own and any reader's plus its own
@@ -187,6 +187,40 @@ def test_fingerprint_follows_the_configuration_only(reproduce):
     pooled = reproduce.Row("a", "t1", "A", "train", preset="tetris_seed", overrides={"epochs": 2}, extra_zoos=("x",))
     assert pooled.fingerprint() not in (row.fingerprint(), other.fingerprint())
     assert any(row.extra_zoos for row in reproduce.default_rows())  # select_rows' test covers their zoo rows
+
+
+def test_a_rows_extra_zoos_replace_its_presets(reproduce, tmp_path, monkeypatch):
+    # A preset's extra_zoos name the user's folders (zoos_built:tetris_seed); the report trains on its own zoo folder,
+    # with the extra zoos its row names (none, for a row without): they decide the result and the fingerprint.
+    import hyperrep_hf.probing.evaluation as evaluation
+    import hyperrep_hf.training.trainer as trainer
+
+    preset = tmp_path / "p.yaml"
+    preset.write_text("zoo: zoos_built:tetris_hyp\noutput_dir: runs/p\n")
+    before = reproduce.Row("a", "t5_hyp", "A", "train", zoo="tetris_hyp", preset=str(preset)).fingerprint()
+    preset.write_text("zoo: zoos_built:tetris_hyp\noutput_dir: runs/p\nextra_zoos: [zoos_built:tetris_seed]\n")
+    pooled = reproduce.Row(
+        "p", "t5_hyp", "P", "train", zoo="tetris_hyp", preset=str(preset), extra_zoos=("tetris_seed",)
+    )
+    alone = reproduce.Row("a", "t5_hyp", "A", "train", zoo="tetris_hyp", preset=str(preset))
+    assert alone.fingerprint() == before  # the preset's own extra_zoos are replaced, so they do not count
+    assert pooled.fingerprint() != alone.fingerprint()
+    trained = []
+
+    def fake_train(config):
+        trained.append(config.extra_zoos)
+        raise RuntimeError("stop after the configuration")
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    monkeypatch.setattr(evaluation, "evaluate_model", lambda *a, **k: None)
+    context = reproduce.Context(tmp_path / "out", tmp_path / "zoos")
+    for row in (pooled, alone):
+        with pytest.raises(RuntimeError, match="stop after"):
+            reproduce.run_train(row, context)
+    assert trained == [[f"{tmp_path / 'zoos'}:tetris_seed"], None]
+    rows = {row.key: row for row in reproduce.default_rows()}
+    assert rows["hyp_preset"].extra_zoos == ("tetris_seed",) and not rows["hyp_alone"].extra_zoos
+    assert reproduce._preset_mapping(rows["hyp_preset"].preset)["extra_zoos"] == ["zoos_built:tetris_seed"]
 
 
 def test_a_seed_reaches_every_training_row_and_nothing_else(reproduce, tmp_path):

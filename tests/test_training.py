@@ -357,6 +357,18 @@ def test_an_extra_zoo_named_twice_is_refused(tiny_zoo, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_missing_extra_zoo_says_how_to_build_it_or_go_without(tiny_zoo, tmp_path):
+    # The TETRIS-HYP preset names zoos_built:tetris_seed: a user who built only TETRIS-HYP learns what to do.
+    missing = f"{tmp_path}/nowhere:tetris_seed"
+    run = {"zoo": str(tiny_zoo), "output_dir": str(tmp_path / "run"), "extra_zoos": [missing]}
+    with pytest.raises(FileNotFoundError) as caught:
+        Trainer(make_train_config(run))
+    message = str(caught.value)
+    assert message.startswith("extra_zoos: ") and f"{tmp_path}/nowhere" in message
+    assert f"hyperrep zoo build RECIPE --out {tmp_path}/nowhere" in message and "--extra-zoos none" in message
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------------------------------------------- end to end
 def _weights(folder):
     return load_file(str(folder / "model.safetensors"))

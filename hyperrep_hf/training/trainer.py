@@ -606,7 +606,10 @@ def load_extra_training_rows(
     rows, counts = [], {}
     for name in config.extra_zoos:
         path, zoo_config = parse_zoo_argument(name)
-        dataset, info = load_zoo(path, zoo_config)
+        try:
+            dataset, info = load_zoo(path, zoo_config)
+        except FileNotFoundError as error:  # the message says how to build it; training without it is the other way
+            raise FileNotFoundError(f"extra_zoos: {error} Or train on the zoo alone: --extra-zoos none.") from None
         if info.get("fingerprint") in seen:
             raise ValueError(
                 f"extra_zoos: {name} is the zoo (or an extra zoo) already named: its rows would count twice. "
