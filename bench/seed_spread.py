@@ -1,14 +1,15 @@
-"""The seed spread of the report's training rows: the same rows trained with two seeds, side by side.
+"""The seed spread of the report's training rows: the same rows trained with two or more seeds, side by side.
 
     python bench/reproduce.py --out seed1 --zoo-dir reproduction/zoos --seed 1 --rows t2_attn t3_p --jobs 2
-    python bench/seed_spread.py reproduction seed1 --out docs/results/seed_spread.md
+    python bench/seed_spread.py reproduction seed1 [seed2 ...] --out docs/results/seed_spread.md
 
-Reads the two folders' cached rows (``OUT/rows/<key>.json``, as ``bench/reproduce.py`` writes them) and writes, per
-table of the report, each training row's test scores under both seeds ("seed 0 / seed 1"), the largest change, its
-verdicts against s(W) under each seed (by each run's bootstrap interval over the test networks), and whether the
-table's best row per target is the same under both seeds. A row is compared only when both folders hold it finished
-under the report's current configuration (the seed aside) and on the same zoo (equal s(W) scores); the others are
-named at the end with the reason.
+Reads the folders' cached rows (``OUT/rows/<key>.json``, as ``bench/reproduce.py`` writes them) and writes, per table
+of the report, each training row's test scores under every seed ("seed 0 / seed 1 / …"), the largest change (the
+range over the seeds), its verdicts against s(W) under each seed (by each run's bootstrap interval over the test
+networks), and whether the table's best row per target is the same under every seed. A row is compared over the
+folders that hold it finished under the report's current configuration (the seed aside), when the first folder and
+at least one other do, on the same zoo (equal s(W) scores) and with different seeds; the others are named at the end
+with the reason.
 """
 
 from __future__ import annotations
@@ -59,33 +60,40 @@ def _finished(row, folder: Path) -> tuple[dict | None, str]:
     return record, ""
 
 
-def pairs(rows: Sequence, first: Path, second: Path) -> tuple[list[tuple], list[str]]:
-    """(row, its record in ``first``, in ``second``, the two seeds) for every training row both hold; reasons for the
-    rest."""
+def runs(rows: Sequence, folders: Sequence[Path]) -> tuple[list[tuple], list[str]]:
+    """(row, its records, their seeds) for every training row the first folder and at least one other hold finished
+    (the records in the folders' order, folders without it skipped); reasons for the rest."""
     compared, left_out = [], []
     by_key = {row.key: row for row in reproduce.default_rows()}
     for row in rows:
         if row.kind != "train":
             continue
         source = by_key[row.same_as] if row.same_as else row  # "= Table 1 ED": that row's records, this row's label
-        (a, why_a), (b, why_b) = _finished(source, first), _finished(source, second)
-        if a is None or b is None:
-            reasons = [f"{folder.name}: {why}" for folder, why in ((first, why_a), (second, why_b)) if why]
+        found = [(folder, *_finished(source, folder)) for folder in folders]
+        records = [record for _, record, _ in found if record is not None]
+        if found[0][1] is None or len(records) < 2:
+            reasons = [f"{folder.name}: {why}" for folder, _, why in found if why]
             left_out.append(f"{row.key} ({'; '.join(reasons)})")
-        elif a["scores"].get("s(W)") != b["scores"].get("s(W)"):
-            left_out.append(f"{row.key} (the two runs' s(W) scores differ: not the same zoo)")
-        elif (seeds := (_seed_of(source, a), _seed_of(source, b)))[0] == seeds[1]:
-            left_out.append(f"{row.key} (both runs used seed {seeds[0]})")
+        elif any(record["scores"].get("s(W)") != records[0]["scores"].get("s(W)") for record in records):
+            left_out.append(f"{row.key} (the runs' s(W) scores differ: not the same zoo)")
+        elif len(set(seeds := tuple(_seed_of(source, record) for record in records))) < len(seeds):
+            repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+            left_out.append(f"{row.key} (two runs used seed {', '.join(map(str, repeated))})")
         else:
-            compared.append((row, a, b, seeds))
+            compared.append((row, records, seeds))
     return compared, left_out
 
 
-def _best(section_pairs: Sequence[tuple], targets: Sequence[str], which: int) -> dict[str, str]:
-    """The label of the section's best row per target under the first (``which`` 1) or second (2) seed."""
+def pairs(rows: Sequence, first: Path, second: Path) -> tuple[list[tuple], list[str]]:
+    """:func:`runs` of two folders."""
+    return runs(rows, [first, second])
+
+
+def _best(section_runs: Sequence[tuple], targets: Sequence[str], seed: int) -> dict[str, str]:
+    """The label of the section's best row per target under ``seed`` (which every row of ``section_runs`` ran)."""
     best = {}
     for target in targets:
-        scored = [(p[which]["scores"][reproduce.HYPERREP].get(target), p[0].label) for p in section_pairs]
+        scored = [(p[1][p[2].index(seed)]["scores"][reproduce.HYPERREP].get(target), p[0].label) for p in section_runs]
         scored = [(value, label) for value, label in scored if value is not None]
         if scored:
             best[target] = max(scored)[1]
@@ -97,71 +105,89 @@ def render(compared: Sequence[tuple], left_out: Sequence[str], command: str) -> 
     lines = [
         "# Seed spread of the report's training rows",
         "",
-        f"Generated by `{command}`. Test R² in % (accuracy in % for activation and init) of z̄, the first run /",
-        "the second; s(W) does not depend on the training seed (checked: equal in both runs). Verdicts against s(W):",
-        "ahead / level / behind by each run's 95 % bootstrap interval over the test networks, which covers the draw",
-        "of test networks, not the training seed. The second run is `bench/reproduce.py` with `--seed` on the rows",
-        "below, reading the first run's zoos (`--zoo-dir`), e.g. `python bench/reproduce.py --out seed1 --zoo-dir",
-        "reproduction/zoos --seed 1 --rows t1_ed t2_attn … --jobs 2`; CPU minutes are each row's training and",
-        "evaluation, first run / second.",
+        f"Generated by `{command}`. Test R² in % (accuracy in % for activation and init) of z̄, one value per",
+        "run in the order of the folders; s(W) does not depend on the training seed (checked: equal in every run).",
+        "Verdicts against s(W): ahead / level / behind by each run's 95 % bootstrap interval over the test networks,",
+        "which covers the draw of test networks, not the training seed. The other runs are `bench/reproduce.py` with",
+        "`--seed` on the rows below, reading the first run's zoos (`--zoo-dir`), e.g. `python bench/reproduce.py",
+        "--out seed1 --zoo-dir reproduction/zoos --seed 1 --rows t1_ed t2_attn … --jobs 2`; the largest change is a",
+        "row's largest range over its runs; CPU minutes are each row's training and evaluation, one value per run.",
         "",
     ]
     changes_all: list[float] = []
     for key, section in reproduce.SECTIONS.items():
-        section_pairs = [p for p in compared if p[0].section == key]
-        if not section_pairs:
+        section_runs = [p for p in compared if p[0].section == key]
+        if not section_runs:
             continue
         targets = section.targets
-        seeds = {p[3] for p in section_pairs}
-        seed_names = " / ".join(f"seed {s}" for s in next(iter(seeds))) if len(seeds) == 1 else "first run / second"
-        lines += [f"## {section.title}", "", f"Cells: {seed_names}.", ""]
+        seeds = sorted({seed for p in section_runs for seed in p[2]})  # the columns; a row may lack some
+        lines += [f"## {section.title}", "", f"Cells: {' / '.join(f'seed {seed}' for seed in seeds)}.", ""]
         header = " | ".join(titles[t] for t in targets)
         lines.append(f"| row | {header} | recon. R² | largest change | CPU min |")
         lines.append("|---" * (len(targets) + 4) + "|")
         changes_section: list[float] = []
-        for row, a, b, _ in section_pairs:
-            ours_a, ours_b = a["scores"][reproduce.HYPERREP], b["scores"][reproduce.HYPERREP]
+        for row, records, row_seeds in section_runs:
+            by_seed = [records[row_seeds.index(seed)] if seed in row_seeds else None for seed in seeds]
+
+            def each(value_of, records=by_seed) -> str:  # one value per seed, "–" where the row has no run
+                return " / ".join("–" if record is None else value_of(record) for record in records)
+
             cells, changes = [], []
             for target in targets:
-                x, y = ours_a.get(target), ours_b.get(target)
-                cells.append(f"{reproduce._number(x)} / {reproduce._number(y)}")
-                if x is not None and y is not None:
-                    changes.append(abs(y - x))
-            recon = " / ".join(reproduce._number(record.get("reconstruction_r2")) for record in (a, b))
+                cells.append(
+                    each(lambda record, t=target: reproduce._number(record["scores"][reproduce.HYPERREP].get(t)))
+                )
+                present = [record["scores"][reproduce.HYPERREP].get(target) for record in records]
+                present = [value for value in present if value is not None]
+                if len(present) > 1:
+                    changes.append(max(present) - min(present))
+            recon = each(lambda record: reproduce._number(record.get("reconstruction_r2")))
             largest = reproduce._number(max(changes)) if changes else "–"
             label = f"{row.label} (= {row.same_as})" if row.same_as else row.label
-            minutes = " / ".join(f"{record['cpu_seconds'] / 60:.1f}" for record in (a, b))
+            minutes = each(lambda record: f"{record['cpu_seconds'] / 60:.1f}")
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {recon} | {largest} | {minutes} |")
             if not row.same_as:  # counted once, in its own table
                 changes_section += changes
         changes_all += changes_section
-        judged = [("Against s(W)", 0, section_pairs)]
+        judged = [("Against s(W)", 0, section_runs)]
         # rows the report sets beside the paper's EcD row (Table 1's EcD, the presets)
-        with_paper = [p for p in section_pairs if any(t in p[0].paper for t in targets)]
+        with_paper = [p for p in section_runs if any(t in p[0].paper for t in targets)]
         if with_paper:
             judged.append(("Our gain over s(W) against the paper's EcD − s(W)", 2, with_paper))
-        for title, which, judged_pairs in judged:
+        for title, which, judged_runs in judged:
             lines += ["", f"{title} (ahead / level / behind):", ""]
-            lines += ["| row | first run | second run | targets whose verdict changed |", "|---|---|---|---|"]
-            for row, a, b, _ in judged_pairs:
+            columns = " | ".join(f"seed {seed}" for seed in seeds)
+            lines += [f"| row | {columns} | targets whose verdict changed |", "|---" * (len(seeds) + 2) + "|"]
+            for row, records, row_seeds in judged_runs:
                 # record_verdicts per target: (vs s(W), vs the paper's EcD, our gain vs the paper's gain)
-                va, vb = ([v[which] for v in reproduce.record_verdicts(r, section.zoo, targets)] for r in (a, b))
-                moved = [f"{titles[t]} ({x} → {y})" for t, x, y in zip(targets, va, vb, strict=True) if x != y]
-                counts = f"{reproduce.verdict_counts(va)} | {reproduce.verdict_counts(vb)}"
-                lines.append(f"| {row.label} | {counts} | {', '.join(moved) or 'none'} |")
+                verdicts = [[v[which] for v in reproduce.record_verdicts(r, section.zoo, targets)] for r in records]
+                moved = [
+                    f"{titles[t]} ({' → '.join(run[i] for run in verdicts)})"
+                    for i, t in enumerate(targets)
+                    if len({run[i] for run in verdicts}) > 1
+                ]
+                counts = [
+                    reproduce.verdict_counts(verdicts[row_seeds.index(seed)]) if seed in row_seeds else "–"
+                    for seed in seeds
+                ]
+                lines.append(f"| {row.label} | {' | '.join(counts)} | {', '.join(moved) or 'none'} |")
         lines.append("")
         if changes_section:
             lines.append(
                 f"Median change over the {len(changes_section)} cells "
                 f"{statistics.median(changes_section):.1f} points, largest {max(changes_section):.1f}."
             )
-        if len(section_pairs) > 1:
-            first, second = _best(section_pairs, targets, 1), _best(section_pairs, targets, 2)
-            same = [t for t in targets if t in first and first[t] == second.get(t)]
-            differ = [f"{titles[t]}: {first[t]} → {second[t]}" for t in targets if t in first and t not in same]
+        common = [seed for seed in seeds if all(seed in p[2] for p in section_runs)]  # seeds every row ran
+        if len(section_runs) > 1 and len(common) > 1:
+            best = [_best(section_runs, targets, seed) for seed in common]
+            same = [t for t in targets if t in best[0] and all(b.get(t) == best[0][t] for b in best)]
+            differ = [
+                f"{titles[t]}: {' → '.join(b[t] for b in best)}" for t in targets if t in best[0] and t not in same
+            ]
+            every = "both seeds" if len(common) == 2 else f"all {len(common)} seeds"
             lines.append(
-                f"The best row of the table is the same under both seeds on {len(same)} of {len(first)} targets"
-                + (f" ({', '.join(titles[t] + ': ' + first[t] for t in same)})" if same else "")
+                f"The best row of the table is the same under {every} on {len(same)} of {len(best[0])} targets"
+                + (f" ({', '.join(titles[t] + ': ' + best[0][t] for t in same)})" if same else "")
                 + (f"; it changes on {'; '.join(differ)}." if differ else ".")
             )
         lines.append("")
@@ -183,10 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("first", type=Path, help="a bench/reproduce.py --out folder (e.g. reproduction)")
     parser.add_argument("second", type=Path, help="another, trained with another --seed")
+    parser.add_argument("more", type=Path, nargs="*", help="more such folders, each with another --seed")
     parser.add_argument("--rows", nargs="+", help="only these rows (default: every training row both folders hold)")
     parser.add_argument("--out", type=Path, help="write the markdown here (default: print it)")
     args = parser.parse_args(argv)
-    for folder in (args.first, args.second):
+    folders = [args.first, args.second, *args.more]
+    for folder in folders:
         if not (folder / "rows").is_dir():
             parser.error(f"{folder} has no rows/ folder: give the --out folder of a bench/reproduce.py run")
     rows = reproduce.default_rows()
@@ -196,10 +224,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown rows {unknown}; bench/reproduce.py --list names them")
         rows = [row for row in rows if row.key in args.rows]
-    compared, left_out = pairs(rows, args.first, args.second)
+    compared, left_out = runs(rows, folders)
     if not compared:
-        parser.error("no training row is finished in both folders with different seeds: " + "; ".join(left_out))
-    shown = [args.first.name, args.second.name, *(["--rows", *args.rows] if args.rows else [])]
+        parser.error(
+            "no training row is finished in the first folder and another with different seeds: " + "; ".join(left_out)
+        )
+    shown = [folder.name for folder in folders] + (["--rows", *args.rows] if args.rows else [])
     command = "python bench/seed_spread.py " + " ".join(shown)  # folder names only: no machine's paths
     text = render(compared, left_out, command)
     if args.out is None:
