@@ -101,7 +101,7 @@ def test_a_row_of_another_configuration_zoo_or_the_same_seed_is_named_not_compar
     _write(spread, tmp_path / "b", "t1_ec", 1, values, {**sw, "epoch": 51.0}, {})
     _write(spread, tmp_path / "b", "t1_ecd", 0, values, sw, {})
     _write(spread, tmp_path / "b", "t1_ec+d", 2, values, sw, {})  # the one comparable row
-    text = spread.render(*spread.pairs(spread.reproduce.default_rows(), tmp_path / "a", tmp_path / "b"), "cmd")
+    text = spread.render(*spread.runs(spread.reproduce.default_rows(), [tmp_path / "a", tmp_path / "b"]), "cmd")
     assert "t1_ed (b: trained under another configuration than the report's)" in text
     assert "t1_ec (the runs' s(W) scores differ: not the same zoo)" in text
     assert "t1_ecd (two runs used seed 0)" in text
