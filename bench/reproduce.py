@@ -153,6 +153,11 @@ class Row:
     sources: tuple[str, ...] = ()
     extra_zoos: tuple[str, ...] = ()
 
+    @property
+    def model_row(self) -> str | None:
+        """``ood`` rows: the row whose trained model they read (the one required row that is not a zoo)."""
+        return next((key for key in self.requires if not key.startswith("zoo_")), None)
+
     def fingerprint(self) -> str:
         """Hash of everything that decides the row's result (not its label, note or estimate)."""
         decisive = {
@@ -168,7 +173,7 @@ class Row:
         if self.extra_zoos:  # only then: the other rows keep their fingerprints (and caches)
             decisive["extra_zoos"] = list(self.extra_zoos)
         if self.kind == "ood":  # the model it reads (two rows may read two models of one zoo)
-            decisive["model_row"] = [key for key in self.requires if not key.startswith("zoo_")]
+            decisive["model_row"] = [self.model_row]
         if self.preset is not None:  # a preset's content is part of the row; its extra_zoos name the user's
             # folders, which run_train replaces by the row's own (above)
             preset = _preset_mapping(self.preset)
@@ -556,9 +561,8 @@ def run_ood(row: Row, context: Context) -> dict:
     """Kendall τ of test accuracy across the row's zoos with the model of the row it requires."""
     from hyperrep_hf.probing.ood import evaluate_ood
 
-    model_row = next(key for key in row.requires if not key.startswith("zoo_"))
     document = evaluate_ood(
-        context.run_dir(model_row),
+        context.run_dir(row.model_row),
         [context.zoo(config) for config in row.zoos],
         context.eval_dir(row.key),
         max_rows=row.max_rows,

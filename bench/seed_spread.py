@@ -95,6 +95,11 @@ def _best(section_runs: Sequence[tuple], targets: Sequence[str], seed: int) -> d
     return best
 
 
+def _per_seed(records: Sequence[dict | None], value_of) -> str:
+    """One value per seed column, "–" where the row has no run of that seed."""
+    return " / ".join("–" if record is None else value_of(record) for record in records)
+
+
 def render(compared: Sequence[tuple], left_out: Sequence[str], command: str) -> str:
     titles = reproduce.TARGET_TITLES
     lines = [
@@ -123,23 +128,18 @@ def render(compared: Sequence[tuple], left_out: Sequence[str], command: str) -> 
         changes_section: list[float] = []
         for row, records, row_seeds in section_runs:
             by_seed = [records[row_seeds.index(seed)] if seed in row_seeds else None for seed in seeds]
-
-            def each(value_of, records=by_seed) -> str:  # one value per seed, "–" where the row has no run
-                return " / ".join("–" if record is None else value_of(record) for record in records)
-
+            ours = [{} if record is None else record["scores"][reproduce.HYPERREP] for record in by_seed]
             cells, changes = [], []
             for target in targets:
-                cells.append(
-                    each(lambda record, t=target: reproduce._number(record["scores"][reproduce.HYPERREP].get(t)))
-                )
-                present = [record["scores"][reproduce.HYPERREP].get(target) for record in records]
-                present = [value for value in present if value is not None]
+                values = [scores.get(target) for scores in ours]  # None ("–") where the row has no run
+                cells.append(" / ".join(reproduce._number(value) for value in values))
+                present = [value for value in values if value is not None]
                 if len(present) > 1:
                     changes.append(max(present) - min(present))
-            recon = each(lambda record: reproduce._number(record.get("reconstruction_r2")))
+            recon = _per_seed(by_seed, lambda record: reproduce._number(record.get("reconstruction_r2")))
             largest = reproduce._number(max(changes)) if changes else "–"
             label = f"{row.label} (= {row.same_as})" if row.same_as else row.label
-            minutes = each(lambda record: f"{record['cpu_seconds'] / 60:.1f}")
+            minutes = _per_seed(by_seed, lambda record: f"{record['cpu_seconds'] / 60:.1f}")
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {recon} | {largest} | {minutes} |")
             if not row.same_as:  # counted once, in its own table
                 changes_section += changes

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -516,9 +517,9 @@ class ZooTensors:
     extra_train: torch.Tensor | None = None
     extra_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def training_vectors(self) -> torch.Tensor:
-        """The rows the encoder trains on: the zoo's train split, then the extra zoos' train rows."""
+        """The rows the encoder trains on: the zoo's train split, then the extra zoos' train rows (joined once)."""
         if self.extra_train is None:
             return self.vectors["train"]
         return torch.cat([self.vectors["train"], self.extra_train])
@@ -833,7 +834,7 @@ class Trainer:
         self.processor = self.data.processor
         self.model_config = make_model_config(config, self.processor, self.data.zoo_info)
         self.saved_processor = saved_processor(config, self.processor, self.data.zoo_info)
-        self.training_vectors = self.data.training_vectors
+        self.training_vectors = self.data.training_vectors  # the same tensor the normalisation was fitted on
         self.per_process_batch = check_batch_size(config, len(self.training_vectors), accelerator.num_processes)
         self.global_batch = self.per_process_batch * accelerator.num_processes
         self.steps_per_epoch = len(self.training_vectors) // self.global_batch
