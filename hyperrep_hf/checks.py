@@ -1,4 +1,4 @@
-"""Checks of user input that run before anything is written: output folders, devices.
+"""Checks of user input that run before anything is written: output folders, devices, whether the Hub answers.
 
 (Network files are checked by ``hyperrep_hf.models.hyperrep.pipelines.check_safetensors_file``, which travels as
 remote code.)
@@ -12,8 +12,10 @@ that the command line prints one clear line and exits ≠ 0 instead of a traceba
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
+from urllib.parse import urlparse
 
 
 class OutputFolderError(ValueError):
@@ -107,3 +109,46 @@ def say(progress: bool, message: str) -> None:
     """Prints one progress line to stdout (flushed) when ``progress`` is on."""
     if progress:
         print(message, flush=True)
+
+
+def hub_endpoint() -> str:
+    """The Hub the HF libraries talk to: ``HF_ENDPOINT`` as huggingface_hub read it (default huggingface.co)."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def hub_offline() -> bool:
+    """Whether the Hub may not be used: huggingface_hub's offline mode, or ``datasets``' own (HF_DATASETS_OFFLINE).
+
+    Both are read when the libraries are imported (set the variables before, as for every HF library).
+    """
+    from datasets import config as datasets_config
+    from huggingface_hub import is_offline_mode
+
+    return is_offline_mode() or datasets_config.HF_HUB_OFFLINE
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub endpoint accepts a TCP connection (one probe, at most ``timeout`` seconds).
+
+    Without network, huggingface_hub retries each request with back-off for about half a minute before it gives
+    up; a name that is neither a local folder nor in the cache is reported in a second instead.
+    """
+    endpoint = urlparse(hub_endpoint())
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_unreachable() -> bool:
+    """Whether huggingface_hub would use the network (it is not in offline mode) but the Hub endpoint does not answer.
+
+    Then only the Hub cache can serve a repo: callers look there (``local_files_only=True``) and name a miss at once.
+    """
+    from huggingface_hub import constants
+
+    return not constants.HF_HUB_OFFLINE and not hub_reachable()

@@ -30,7 +30,7 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     for variable in ("HYPERREP_MNIST_DIR", "HYPERREP_FASHION_MNIST_DIR", "HYPERREP_CACHE"):
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setattr(data, "_hub_reachable", lambda timeout=3.0: pytest.fail("tests must not probe the Hub"))
+    monkeypatch.setattr(data, "hub_reachable", lambda timeout=3.0: pytest.fail("tests must not probe the Hub"))
 
 
 def write_idx(path: Path, array: np.ndarray) -> Path:

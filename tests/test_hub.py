@@ -27,6 +27,7 @@ from transformers import pipeline
 from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, NeuronTokenProcessor
 from hyperrep_hf.cli import main as cli_main
 from hyperrep_hf.hub.publish import PushError, check_model_source, folder_kind, push
+from hyperrep_hf.zoo.folder import _hub_info, load_zoo
 from hyperrep_hf.zoo.recipes import BuildOptions
 
 TOKEN = "hf_test_write_token"
@@ -172,13 +173,52 @@ def test_model_push_is_one_commit_without_training_state(local_hub, model_dir, o
 
 
 def test_a_push_to_an_unreachable_hub_is_named_without_a_traceback(model_dir, online):
-    import socket
-
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    endpoint = closed_endpoint()
     with pytest.raises(PushError, match=rf"Cannot reach the Hub at {endpoint} \(ConnectError.*nothing was published"):
         push(model_dir, "org/unreachable", endpoint=endpoint, token=TOKEN, progress=False)
+
+
+def closed_endpoint() -> str:
+    """A loopback address nothing listens on: a Hub that cannot be reached."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def point_at(monkeypatch, endpoint: str) -> None:
+    """This process's huggingface_hub talks to ``endpoint`` (it read HF_ENDPOINT at import)."""
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    template = f"{endpoint}/{{repo_id}}/resolve/{{revision}}/{{filename}}"
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+
+
+def test_a_name_that_is_no_folder_is_named_at_once_when_the_hub_cannot_be_reached(tmp_path, online, monkeypatch):
+    # Without network huggingface_hub retries each request for half a minute; a mistyped folder is named at once
+    # (only the cache is looked at), for models and zoos, with or without the zoo's config.
+    endpoint = closed_endpoint()
+    point_at(monkeypatch, endpoint)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"No model folder runs/typo \(in {tmp_path}\).*Hub at {endpoint}"):
+        check_model_source("runs/typo")
+    for name, config in (("zoos_built", "tetris_seed"), ("zoos/typo", None)):
+        expected = rf"no zoo at {name}: no such folder \(in {tmp_path}\).*{endpoint}"
+        with pytest.raises(FileNotFoundError, match=expected):
+            load_zoo(name, config)
+
+
+def test_a_cached_repo_is_read_when_the_hub_cannot_be_reached(local_hub, model_dir, zoo_dir, online, monkeypatch):
+    push_to(local_hub, model_dir, "org/cached-model")
+    push_to(local_hub, zoo_dir, "org/cached-zoo")
+    point_at(monkeypatch, local_hub.url)
+    config = check_model_source("org/cached-model")  # downloads config.json and zoo_info.json into the cache
+    _, info = _hub_info("org/cached-zoo", "tetris_hyp")
+    point_at(monkeypatch, closed_endpoint())
+    assert check_model_source("org/cached-model") == config
+    assert _hub_info("org/cached-zoo", "tetris_hyp", cache_only=True) == ("tetris_hyp", info)
+    with pytest.raises(FileNotFoundError, match="nor is org/cached-zoo:tetris_seed in the Hub cache"):
+        _hub_info("org/cached-zoo", "tetris_seed", cache_only=True)
 
 
 @pytest.mark.parametrize("failure", ["server error", "token revoked mid-push"])

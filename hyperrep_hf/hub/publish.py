@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_json_atomic
+from ..checks import hub_endpoint, hub_unreachable
 from ..models.hyperrep.configuration_hyperrep import FORMAT_VERSION, HyperRepConfig
 
 MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
@@ -183,11 +184,19 @@ def check_model_source(model_dir_or_repo: str | os.PathLike, **hub_kwargs: Any) 
             "`hyperrep train` wrote, or a model repo id."
         )
     else:
-        try:
-            path = cached_file(source, "config.json", **hub_kwargs)
-        except OSError as error:
-            from huggingface_hub import constants
+        from huggingface_hub import constants
 
+        unreachable = hub_unreachable()
+        try:  # without network, only the cache is looked at: a mistyped folder is named at once, not after retries
+            cache_only = {"local_files_only": True} if unreachable else {}
+            path = cached_file(source, "config.json", **cache_only, **hub_kwargs)
+        except OSError as error:
+            if unreachable:
+                raise FileNotFoundError(
+                    f"No model folder {source} (in {os.getcwd()}), and the Hub at {hub_endpoint()} cannot be reached "
+                    "to look for a model repo of that name (nor is one in the Hub cache). Pass the folder "
+                    "`hyperrep train` wrote, or check the network (and HF_ENDPOINT)."
+                ) from error
             if not constants.HF_HUB_OFFLINE:
                 raise FileNotFoundError(
                     f"No model folder {source}, and it could not be read as a Hub model repo either "

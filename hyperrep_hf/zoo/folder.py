@@ -49,7 +49,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_path, write_json_atomic, write_text_atomic
-from ..checks import say
+from ..checks import hub_endpoint, hub_unreachable, say
 from ..hub.cards import ACCURACY_PLOT, render_dataset_card, write_accuracy_plot
 from .filter import DIVERGED, drop_reason, drop_reasons
 from .image_data import SPLITS, data_provenance, load_image_dataset
@@ -998,7 +998,7 @@ def load_zoo(path_or_repo: str | os.PathLike, config: str | None = None, **load_
                 f"no zoo at {path_or_repo}: the folder does not exist. Build one with "
                 f"`hyperrep zoo build RECIPE --out {path_or_repo}`, or give a Hub dataset repo id (org/name)."
             )
-        config, info = _hub_info(str(path_or_repo), config)
+        config, info = _hub_info(str(path_or_repo), config, cache_only=hub_unreachable())
         _check_format(info, config)
         dataset = datasets.load_dataset(str(path_or_repo), config, **load_dataset_kwargs)
         where = f"{path_or_repo} ({config})"
@@ -1124,10 +1124,28 @@ def _looks_like_path(text: str) -> bool:
     )
 
 
-def _hub_info(repo: str, config: str | None) -> tuple[str, dict]:
+def _hub_info(repo: str, config: str | None, cache_only: bool = False) -> tuple[str, dict]:
+    """The config name and ``zoo_info.json`` of a Hub zoo; ``cache_only`` (the Hub cannot be reached): from the cache.
+
+    Without network the zoo must be named with its config (``REPO:CONFIG``) and be in the Hub cache; anything else
+    is reported at once instead of after huggingface_hub's half a minute of retries.
+    """
     import datasets
     from huggingface_hub import hf_hub_download
 
+    if cache_only:
+        try:
+            if config is None:
+                raise FileNotFoundError("the zoo's config cannot be listed without the Hub")
+            info_path = hf_hub_download(repo, f"{config}/zoo_info.json", repo_type="dataset", local_files_only=True)
+        except Exception as error:  # not cached (LocalEntryNotFoundError), or no config to look for
+            raise FileNotFoundError(
+                f"no zoo at {repo}: no such folder (in {os.getcwd()}), and the Hub at {hub_endpoint()} cannot be "
+                f"reached to look for a dataset repo of that name (nor is {repo}"
+                f"{f':{config}' if config else ''} in the Hub cache). Give the zoo's folder (`hyperrep zoo build "
+                "RECIPE --out DIR` writes one), or check the network (and HF_ENDPOINT)."
+            ) from error
+        return config, _read_json(Path(info_path), f"the cached Hub zoo {repo} has a damaged {config}/zoo_info.json")
     try:
         if config is None:
             names = datasets.get_dataset_config_names(repo)

