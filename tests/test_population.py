@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hyperrep_hf.zoo.networks import MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, NetworkSpec, flatten_state_dict
-from hyperrep_hf.zoo.population import ENGINES, NetworkConfig, Population, default_engine, train_alone
+from hyperrep_hf.zoo.population import ENGINES, NetworkConfig, Population, _flatten, default_engine, train_alone
 
 CONV_ENGINES = [engine for engine in ENGINES if engine != "auto"]
 # A CNN with every layer kind the engines lay out differently: padding, stride, both poolings, dropout after conv
@@ -122,6 +122,18 @@ def test_engines_compute_the_same_function(spec):
             assert torch.isfinite(value).all()
             error = ((value - expected).norm() / expected.norm()).item()
             assert error < 1e-5, f"{engine} {name}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_grouped_feature_maps_flatten_to_contiguous_rows(pool):
+    # channels-last (B, N·C, H, W) maps, as the CPU engine lays out a batch: the flat (N, B, F) rows must come out
+    # contiguous, or bmm copies each network's matrix on its own (a Tetris MLP epoch 2.3× slower).
+    num_networks, channels, batch = 6, 2, 5
+    hidden = torch.rand(batch, num_networks * channels, 3, 3).contiguous(memory_format=torch.channels_last)
+    flat, layout = _flatten(hidden, "grouped", pool, num_networks)
+    maps = hidden.reshape(batch, num_networks, channels, 3, 3).transpose(0, 1)  # (N, B, C, H, W)
+    assert layout == "flat" and flat.is_contiguous()
+    assert torch.equal(flat, maps.mean(dim=(3, 4)) if pool else maps.flatten(2))
 
 
 def test_auto_engine_and_unknown_engine():

@@ -654,7 +654,9 @@ def _flatten(hidden: torch.Tensor, layout: str, pool: bool, num_networks: int) -
     if layout == "grouped":  # (B, N·C, H, W) → (N, B, C·H·W) or (N, B, C)
         spatial = hidden.reshape(hidden.shape[0], num_networks, -1, *hidden.shape[2:])
         spatial = spatial.mean(dim=(3, 4)) if pool else spatial.flatten(2)
-        return spatial.transpose(0, 1), "flat"
+        # Contiguous: from channels-last memory the transpose has a network stride of 1, for which bmm gives up its
+        # batched kernel and copies each network's matrix (a Tetris MLP epoch 2.3× slower; the same numbers).
+        return spatial.transpose(0, 1).contiguous(), "flat"
     if layout == "shared_nchw":  # (B, C, H, W) → (B, F)
         return (hidden.mean(dim=(2, 3)) if pool else hidden.flatten(1)), "shared_flat"
     return (hidden.mean(dim=(3, 4)) if pool else hidden.flatten(2)), layout
