@@ -309,7 +309,7 @@ def default_rows() -> list[Row]:
     seed_paper_ecd = PAPER_SEED["EcD"]
     rows = [
         Row("zoo_tetris_seed", "zoos", "TETRIS-SEED", "zoo", zoo="tetris_seed", estimate_min=1.5),
-        Row("zoo_tetris_hyp", "zoos", "TETRIS-HYP", "zoo", zoo="tetris_hyp", estimate_min=22),
+        Row("zoo_tetris_hyp", "zoos", "TETRIS-HYP", "zoo", zoo="tetris_hyp", estimate_min=16),
         # Table 1: objectives
         Row("t1_ed", "t1", "ED", "train", preset=ABLATION_PRESET, overrides=_ablation(loss_type="ed"),
             baselines=("s(W)",), paper={"reconstruction": PAPER_RECONSTRUCTION["ED"]}, note="5 epochs",
