@@ -1131,21 +1131,18 @@ def _hub_info(repo: str, config: str | None, cache_only: bool = False) -> tuple[
     is reported at once instead of after huggingface_hub's half a minute of retries.
     """
     import datasets
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    if cache_only:
-        try:
-            if config is None:
-                raise FileNotFoundError("the zoo's config cannot be listed without the Hub")
-            info_path = hf_hub_download(repo, f"{config}/zoo_info.json", repo_type="dataset", local_files_only=True)
-        except Exception as error:  # not cached (LocalEntryNotFoundError), or no config to look for
+    if cache_only:  # a config is needed: listing a repo's configs takes the Hub
+        cached = try_to_load_from_cache(repo, f"{config}/zoo_info.json", repo_type="dataset") if config else None
+        if not isinstance(cached, str):  # None (not cached) or the cache's "known not to exist" marker
             raise FileNotFoundError(
                 f"no zoo at {repo}: no such folder (in {os.getcwd()}), and the Hub at {hub_endpoint()} cannot be "
                 f"reached to look for a dataset repo of that name (nor is {repo}"
                 f"{f':{config}' if config else ''} in the Hub cache). Give the zoo's folder (`hyperrep zoo build "
                 "RECIPE --out DIR` writes one), or check the network (and HF_ENDPOINT)."
-            ) from error
-        return config, _read_json(Path(info_path), f"the cached Hub zoo {repo} has a damaged {config}/zoo_info.json")
+            )
+        return config, _read_json(Path(cached), f"the cached Hub zoo {repo} has a damaged {config}/zoo_info.json")
     try:
         if config is None:
             names = datasets.get_dataset_config_names(repo)
