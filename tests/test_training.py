@@ -454,6 +454,28 @@ def test_two_process_ddp_gathers_metrics_exactly(tiny_zoo, tmp_path):
     assert not [p.name for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
 
 
+def test_the_model_wrapper_is_let_go_before_the_process_group(tiny_zoo, tmp_path):
+    """DDP's reducer must not outlive the process group: freed last by it, the group's destructor can deadlock.
+
+    (A two-process CI run hung at exit this way: the reducer's destructor held the GIL while joining a gloo worker
+    that waited for it.) What ``end_training`` finds here is what destroy_process_group would find on many processes.
+    """
+    run = {**TINY_RUN, "zoo": str(tiny_zoo), "output_dir": str(tmp_path / "run"), "epochs": 1}
+    trainer = Trainer(make_train_config(run))
+    accelerator, seen = trainer.accelerator, []
+    real_end_training = accelerator.end_training
+
+    def recording_end_training():
+        seen.append((list(accelerator._models), trainer.model))
+        real_end_training()
+
+    accelerator.end_training = recording_end_training
+    trainer.train()
+    [(held_by_accelerate, model)] = seen
+    assert held_by_accelerate == []
+    assert type(model) is HyperRepForPreTraining  # the bare model stays usable after training
+
+
 def test_checkpoint_folder_is_renamed_only_after_every_process_wrote_into_it(tiny_zoo, tmp_path, monkeypatch):
     """The checkpoint folder is written by every process (each its own RNG state) and renamed by the main one.
 

@@ -950,8 +950,20 @@ class Trainer:
         self._log({**final, **best, **rows, "final": True, "elapsed_seconds": self.elapsed})
         self.save_pretrained(self.output_dir)
         accelerator.wait_for_everyone()
-        accelerator.end_training()
+        self._end_training()
         return final
+
+    def _end_training(self) -> None:
+        """Lets go of the DDP wrapper, then of the process group (``end_training``); keeps the bare model.
+
+        The order matters. DDP's reducer holds the process group: freed last by the reducer, the group's destructor
+        joins its worker threads while holding the GIL, and a worker still letting go of a gathered tensor waits for
+        that GIL, and the process hangs at exit (about one two-process CPU run in 100 under load did, and CI once).
+        Dropped first, the group is freed by ``destroy_process_group``, which releases the GIL before it joins.
+        """
+        self.model = self.accelerator.unwrap_model(self.model)
+        self.accelerator.free_memory()  # accelerate's own references to the wrapper
+        self.accelerator.end_training()
 
     def train_epoch(self, epoch: int, bar) -> dict[str, float]:
         """One pass over the training split in a (seed, epoch)-determined order; returns mean loss parts."""
