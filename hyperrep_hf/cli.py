@@ -124,9 +124,10 @@ def _evaluate(arguments: argparse.Namespace) -> int:
     from .probing.ood import evaluate_ood
     from .zoo.folder import check_one_architecture
 
-    check_evaluation_options(arguments.baselines, arguments.max_rows, arguments.seed)
+    check_evaluation_options(arguments.baselines, arguments.max_rows, arguments.seed, arguments.ridge_alphas)
     device = resolve_device(arguments.device)
     options = {"max_rows": arguments.max_rows, "seed": arguments.seed, "progress": not arguments.quiet}
+    options["ridge_alphas"] = arguments.ridge_alphas
     options["append_weight_statistics"] = arguments.append_weight_statistics
     check_one_architecture(arguments.zoo)  # zoos of several architectures: named, before anything is written
     outs = _zoo_outs(arguments)
@@ -321,6 +322,14 @@ def make_parser() -> argparse.ArgumentParser:
         help="select α on train if a zoo has no validation split (the report says so)",
     )
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--ridge-alphas",
+        type=float,
+        nargs="+",
+        metavar="ALPHA",
+        help="the ridge probes' α grid, for every method (default: the paper's, 1e3 … 1e-5; results.md counts the "
+        "probes whose α is the grid's strongest: they may want a wider one, e.g. --ridge-alphas 1e5 1e4 1e3 …)",
+    )
     evaluate.add_argument(
         "--overwrite", action="store_true", help="replace probes the model already has for this zoo (same key)"
     )

@@ -12,6 +12,7 @@ import torch
 from huggingface_hub import ModelCard
 
 from hyperrep_hf import HyperRepConfig, HyperRepModel, NeuronTokenProcessor
+from hyperrep_hf.cli import main
 from hyperrep_hf.probing import evaluation as evaluation_module
 from hyperrep_hf.probing.evaluation import (
     compute_embeddings,
@@ -23,6 +24,7 @@ from hyperrep_hf.probing.evaluation import (
 )
 from hyperrep_hf.probing.ood import _differences_to_baselines, evaluate_ood, format_difference
 from hyperrep_hf.probing.probe_heads import read_probe_index
+from hyperrep_hf.probing.probes import ALPHA_GRID
 from hyperrep_hf.probing.report import PAPER_RESULTS
 from hyperrep_hf.zoo.folder import build_zoo
 from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
@@ -107,6 +109,59 @@ def test_plots_and_model_folder_artefacts(evaluated):
     metrics = {(result.metric_name, result.metric_type) for result in card.data.eval_results}
     assert ("test_accuracy (r2)", "r2") in metrics
     assert f"eval/{report.document['zoo_key']}/embedding_map.png" in card.text
+
+
+def test_the_papers_ridge_grid_is_recorded_and_probes_at_its_edge_are_counted(evaluated):
+    _, out_dir, report = evaluated
+    document = json.loads((out_dir / "results.json").read_text())
+    assert document["ridge_alphas"] == list(ALPHA_GRID)
+    markdown = (out_dir / "results.md").read_text()
+    assert "α from the paper's grid, 1e3 … 1e-5" in markdown
+    # Second route: the count from the probes themselves, not from the records the note is rendered from.
+    at_edge = {
+        method: sum(getattr(probe, "alpha", None) == max(ALPHA_GRID) for probe in method_report.probes.values())
+        for method, method_report in report.reports.items()
+    }
+    total = sum(at_edge.values())
+    regression = sum(1 for r in document["results"] if (r["split"], r["metric"]) == ("test", "r2"))
+    if total:
+        assert f"{total} of {regression} ridge probes chose the grid's strongest α (1000;" in markdown
+    else:
+        assert "grid's strongest α" not in markdown
+
+
+@pytest.mark.parametrize("grid", [[1e5, 1e3, 0.1], [7.0]])
+def test_a_ridge_grid_of_ones_own_is_used_for_every_method_and_recorded(tiny_zoo, tmp_path, grid):
+    model_dir = make_model_folder(tiny_zoo, tmp_path / "model")
+    report = evaluate_model(
+        model_dir, tiny_zoo, tmp_path / "out", baselines=["W", "s(W)"], plots=False, save_to_model=False,
+        progress=False, ridge_alphas=grid,
+    )  # fmt: skip
+    assert report.document["ridge_alphas"] == grid
+    alphas = [r.alpha for r in report.results if r.task == "regression"]
+    assert alphas and set(alphas) <= set(grid)
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "α from the grid " + ", ".join(f"{alpha:g}" for alpha in grid) in markdown
+    if grid == [7.0]:  # one value: every probe is at the edge
+        probes = sum(len(method_report.probes) for method_report in report.reports.values())
+        assert f"{probes} of {probes} ridge probes chose the grid's strongest α (7; W 7, s(W) 7, hyperrep 7)" in (
+            markdown
+        )
+
+
+@pytest.mark.parametrize("grid", [[], [1.0, -1.0], [float("nan")], [0.0], [float("inf")]])
+def test_a_bad_ridge_grid_is_refused_before_anything_is_written(tiny_zoo, tmp_path, grid, capsys):
+    model_dir = make_model_folder(tiny_zoo, tmp_path / "model")
+    with pytest.raises(ValueError, match=r"--ridge-alphas \(ridge_alphas\) must be positive finite numbers"):
+        evaluate_model(model_dir, tiny_zoo, tmp_path / "out", baselines=[], progress=False, ridge_alphas=grid)
+    with pytest.raises(ValueError, match=r"--ridge-alphas"):
+        evaluate_ood(model_dir, [tiny_zoo, tiny_zoo], tmp_path / "ood", progress=False, ridge_alphas=grid)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ood").exists()
+    if grid:  # through the command line too (an empty list is refused by argparse itself)
+        arguments = ["evaluate", str(model_dir), "--zoo", str(tiny_zoo), "--out", str(tmp_path / "out")]
+        assert main([*arguments, "--ridge-alphas", *map(str, grid)]) == 2
+        assert "--ridge-alphas (ridge_alphas) must be positive finite numbers" in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
 
 
 def test_embeddings_match_the_model_and_nan_rows_become_nan(tiny_zoo, tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,7 +46,7 @@ from ..models.hyperrep.embeddings import (
 from ..zoo.folder import parse_zoo_argument
 from .baselines import compute_baseline_features
 from .plots import write_plots
-from .probes import ProbeReport, ProbeResult, check_probe_splits, fit_probes
+from .probes import ALPHA_GRID, ProbeReport, ProbeResult, check_probe_splits, fit_probes
 from .report import (
     BASELINES,
     CATEGORICAL_HYPERPARAMETERS,
@@ -389,17 +390,27 @@ class _Stages:
 
 
 def check_evaluation_options(
-    baselines: Sequence[str] | None = None, max_rows: int | None = None, seed: int = 0
+    baselines: Sequence[str] | None = None,
+    max_rows: int | None = None,
+    seed: int = 0,
+    ridge_alphas: Sequence[float] | None = None,
 ) -> list[str]:
     """Checks the options of an evaluation before any work; returns the chosen baselines.
 
     Raises:
-        ValueError: An unknown baseline, a ``max_rows`` below 1 or a negative ``seed`` (naming the option).
+        ValueError: An unknown baseline, a ``max_rows`` below 1, a negative ``seed`` or a ridge grid that is empty
+            or holds a value that is not a positive finite number (naming the option).
     """
     if max_rows is not None and (not isinstance(max_rows, int) or max_rows < 1):
         raise ValueError(f"--max-rows (max_rows) must be a positive integer, got {max_rows!r}.")
     if not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ValueError(f"--seed must be an integer in [0, 2**32), got {seed!r}.")
+    if ridge_alphas is not None:
+        bad = [alpha for alpha in ridge_alphas if not (isinstance(alpha, (int, float)) and 0 < alpha < math.inf)]
+        if len(ridge_alphas) == 0 or bad:
+            raise ValueError(
+                f"--ridge-alphas (ridge_alphas) must be positive finite numbers, got {list(ridge_alphas)!r}."
+            )
     return _choose_baselines(baselines)
 
 
@@ -431,6 +442,7 @@ def evaluate_model(
     progress: bool = True,
     overwrite: bool = False,
     append_weight_statistics: bool | None = None,
+    ridge_alphas: Sequence[float] | None = None,
 ) -> EvaluationReport:
     """Probes the hyper-representation and the baselines on a zoo; writes the results, plots and probe heads.
 
@@ -462,6 +474,9 @@ def evaluate_model(
             z̄ ⊕ s(W) / z̄ alone for this evaluation, and (``save_to_model``) the setting is written into the model
             folder's ``config.json`` with the probe heads, so predictions use what the probes were fitted on.
             With z̄ ⊕ s(W), ``results`` also has the row ``hyperrep_z`` (z̄ alone, "hyperrep (z only)").
+        ridge_alphas: The ridge probes' α grid, for every method alike; None: the paper's
+            (:data:`~hyperrep_hf.probing.probes.ALPHA_GRID`, 1e3 … 1e-5). Recorded in ``results.json``;
+            ``results.md`` counts the probes whose α is the grid's strongest (they may want a wider grid).
 
     Returns:
         An :class:`EvaluationReport`.
@@ -480,7 +495,10 @@ def evaluate_model(
     Raises:
         ProbesExistError: The model folder has probes for this zoo and ``overwrite`` is false.
     """
-    chosen_baselines, save_to_model = _check_inputs(model_dir, out_dir, baselines, max_rows, seed, save_to_model)
+    chosen_baselines, save_to_model = _check_inputs(
+        model_dir, out_dir, baselines, max_rows, seed, save_to_model, ridge_alphas
+    )
+    alphas = tuple(float(alpha) for alpha in (ALPHA_GRID if ridge_alphas is None else ridge_alphas))
     device = resolve_device(device)  # unknown, or a GPU this machine lacks: refused before anything is written
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"--batch-size (batch_size) must be a positive integer, got {batch_size!r}.")
@@ -503,7 +521,7 @@ def evaluate_model(
             zoo_arrays,
             embeddings,
             chosen_baselines,
-            _probe_runner(targets_by_split, categorical, validation_fallback),
+            _probe_runner(targets_by_split, categorical, validation_fallback, alphas),
             num_components=int(model.config.latent_dim),
             max_fit_rows=max_fit_rows,
             seed=seed,
@@ -515,6 +533,7 @@ def evaluate_model(
         )
         if layout != Z_LAYOUT:  # absent for z̄ alone: such documents read as before
             document["representation"] = layout
+        document["ridge_alphas"] = list(alphas)
         paths = _write_report(Path(out_dir), document, zoo_arrays, reports, features_by_method, categorical, seed)
         if plots:
             paths += write_plots(
@@ -542,11 +561,12 @@ def _check_inputs(
     max_rows: int | None,
     seed: int,
     save_to_model: bool,
+    ridge_alphas: Sequence[float] | None,
 ) -> tuple[list[str], bool]:
     """Step 1: the options, the model folder and the output folders; returns (baselines, whether to save)."""
     from ..checks import check_output_folder
 
-    chosen_baselines = check_evaluation_options(baselines, max_rows, seed)
+    chosen_baselines = check_evaluation_options(baselines, max_rows, seed, ridge_alphas)
     check_model_folder(model_dir)
     check_output_folder(out_dir)
     save_to_model = save_to_model and Path(model_dir).is_dir()
@@ -718,11 +738,19 @@ def _rows_text(zoo: ZooArrays) -> str:
 
 
 def _probe_runner(
-    targets_by_split: Mapping[str, Mapping[str, np.ndarray]], categorical: set[str], validation_fallback: str | None
+    targets_by_split: Mapping[str, Mapping[str, np.ndarray]],
+    categorical: set[str],
+    validation_fallback: str | None,
+    alphas: Sequence[float] = ALPHA_GRID,
 ) -> Callable[[Mapping[str, np.ndarray], str], ProbeReport]:
     def run(features_by_split: Mapping[str, np.ndarray], method: str) -> ProbeReport:
         return fit_probes(
-            features_by_split, targets_by_split, categorical, method=method, validation_fallback=validation_fallback
+            features_by_split,
+            targets_by_split,
+            categorical,
+            method=method,
+            validation_fallback=validation_fallback,
+            alphas=alphas,
         )
 
     return run

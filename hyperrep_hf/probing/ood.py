@@ -16,11 +16,12 @@ from .evaluation import (
     _check_architecture,
     _choose_baselines,
     _Stages,
+    check_evaluation_options,
     compute_embeddings,
     load_encoder,
     load_zoo_arrays,
 )
-from .probes import check_probe_splits, fit_probes
+from .probes import ALPHA_GRID, check_probe_splits, fit_probes
 from .report import (
     HYPERREP_METHOD,
     METHOD_TITLES,
@@ -57,6 +58,7 @@ def evaluate_ood(
     progress: bool = True,
     device: str = "cpu",
     append_weight_statistics: bool | None = None,
+    ridge_alphas: Sequence[float] | None = None,
 ) -> dict:
     """Kendall τ when the probe fitted on one zoo predicts another: a matrix per method (paper Table 7).
 
@@ -77,6 +79,8 @@ def evaluate_ood(
         progress: Progress bar and one line per stage.
         device: Where the encoder runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``).
         append_weight_statistics: None: the model config's; True / False: ``hyperrep`` is z̄ ⊕ s(W) / z̄ alone.
+        ridge_alphas: The probes' α grid (as :func:`~hyperrep_hf.probing.evaluation.evaluate_model`); None: the
+            paper's.
 
     Returns:
         The ``ood.json`` document: ``matrices[method][metric]`` is a (len(zoos), len(zoos)) nested list, rows =
@@ -87,6 +91,8 @@ def evaluate_ood(
     for method in methods:
         if method != HYPERREP_METHOD:
             _choose_baselines([method])
+    check_evaluation_options(ridge_alphas=ridge_alphas)
+    alphas = tuple(float(alpha) for alpha in (ALPHA_GRID if ridge_alphas is None else ridge_alphas))
     from ..checks import check_output_folder, resolve_device
 
     check_output_folder(out_dir)
@@ -111,7 +117,7 @@ def evaluate_ood(
         records, differences = [], {}
         for source_index in range(len(loaded)):
             source_records, predictions = _ood_from_source(
-                source_index, loaded, names, embeddings, methods, target, model, max_fit_rows, seed
+                source_index, loaded, names, embeddings, methods, target, model, max_fit_rows, seed, alphas
             )
             records += source_records
             for baseline, cells in _differences_to_baselines(loaded, source_index, predictions, target, seed).items():
@@ -137,7 +143,7 @@ def _unique_names(loaded: Sequence[ZooArrays]) -> list[str]:
 
 
 def _ood_from_source(
-    source_index, loaded, names, embeddings, methods, target, model, max_fit_rows, seed
+    source_index, loaded, names, embeddings, methods, target, model, max_fit_rows, seed, alphas
 ) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
     """The probes fitted on zoo ``source_index``, scored on every zoo's test split.
 
@@ -174,7 +180,7 @@ def _ood_from_source(
             )
             if features is None:
                 continue
-        report = fit_probes(features, targets, (), method=method)
+        report = fit_probes(features, targets, (), method=method, alphas=alphas)
         if target in report.probes:
             predictions[method] = [
                 _predict_finite(report.probes[target], features[f"test@{index}"]) for index in range(len(loaded))

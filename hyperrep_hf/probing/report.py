@@ -240,6 +240,39 @@ REPRESENTATION_NOTE = (
 )
 
 
+def _ridge_grid(document: dict) -> list[float]:
+    """The ridge α grid an evaluation used (documents written before it was recorded used the paper's)."""
+    from .probes import ALPHA_GRID
+
+    return [float(alpha) for alpha in document.get("ridge_alphas", ALPHA_GRID)]
+
+
+def _grid_text(document: dict) -> str:
+    from .probes import ALPHA_GRID
+
+    grid = _ridge_grid(document)
+    if grid == list(ALPHA_GRID):
+        return "the paper's grid, 1e3 … 1e-5"
+    return "the grid " + ", ".join(f"{alpha:g}" for alpha in grid)
+
+
+def _grid_edge_note(document: dict) -> list[str]:
+    """A note when ridge probes chose the grid's strongest α: their validation asked for more regularisation."""
+    strongest = max(_ridge_grid(document))
+    probes = [r for r in document["results"] if r["split"] == "test" and r["metric"] == "r2"]
+    at_edge = [r for r in probes if r.get("alpha") == strongest]
+    if not at_edge:
+        return []
+    by_method = {method: sum(r["method"] == method for r in at_edge) for method in document["methods"]}
+    counts = ", ".join(f"{method} {count}" for method, count in by_method.items() if count)
+    return [
+        "",
+        f"> **Note:** {len(at_edge)} of {len(probes)} ridge probes chose the grid's strongest α ({strongest:g}; "
+        f"{counts}): their validation score still rose with regularisation, so their test R² may be too low. "
+        "`hyperrep evaluate --ridge-alphas` widens the grid (docs/evaluation.md).",
+    ]
+
+
 def render_results_markdown(document: dict) -> str:
     """``results.md``: the main table (test R² / accuracy in %), Kendall τ, and what was dropped or skipped."""
     rows = ", ".join(f"{split} {count}" for split, count in document["rows"].items())
@@ -252,10 +285,11 @@ def render_results_markdown(document: dict) -> str:
         + (" (subsampled by model: " + ", ".join(f"{s} of {n}" for s, n in total.items()) + ")" if subsampled else "")
         + ".",
         "",
-        "Linear probes on each representation: ridge regression (α from the paper's grid) or a softmax classifier, "
-        f"fitted on train, regularisation chosen on **{document['selection_split']}**, scored on test. "
+        f"Linear probes on each representation: ridge regression (α from {_grid_text(document)}) or a softmax "
+        f"classifier, fitted on train, regularisation chosen on **{document['selection_split']}**, scored on test. "
         "Values: test R² in % (accuracy in % for categorical targets).",
     ]
+    lines += _grid_edge_note(document)
     if document["selection_split"] != "validation":
         lines += [
             "",
