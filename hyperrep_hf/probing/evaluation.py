@@ -405,13 +405,20 @@ def check_evaluation_options(
         raise ValueError(f"--max-rows (max_rows) must be a positive integer, got {max_rows!r}.")
     if not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ValueError(f"--seed must be an integer in [0, 2**32), got {seed!r}.")
-    if ridge_alphas is not None:
-        bad = [alpha for alpha in ridge_alphas if not (isinstance(alpha, (int, float)) and 0 < alpha < math.inf)]
-        if len(ridge_alphas) == 0 or bad:
-            raise ValueError(
-                f"--ridge-alphas (ridge_alphas) must be positive finite numbers, got {list(ridge_alphas)!r}."
-            )
+    ridge_grid(ridge_alphas)
     return _choose_baselines(baselines)
+
+
+def ridge_grid(ridge_alphas: Sequence[float] | None = None) -> tuple[float, ...]:
+    """The ridge probes' α grid of an evaluation: ``ridge_alphas`` as floats, or the paper's when None.
+
+    Raises:
+        ValueError: An empty grid, or a value that is not a positive finite number (naming the option).
+    """
+    grid = ALPHA_GRID if ridge_alphas is None else ridge_alphas
+    if len(grid) == 0 or not all(isinstance(alpha, (int, float)) and 0 < alpha < math.inf for alpha in grid):
+        raise ValueError(f"--ridge-alphas (ridge_alphas) must be positive finite numbers, got {list(grid)!r}.")
+    return tuple(float(alpha) for alpha in grid)
 
 
 def _choose_baselines(baselines: Sequence[str] | None) -> list[str]:
@@ -498,7 +505,7 @@ def evaluate_model(
     chosen_baselines, save_to_model = _check_inputs(
         model_dir, out_dir, baselines, max_rows, seed, save_to_model, ridge_alphas
     )
-    alphas = tuple(float(alpha) for alpha in (ALPHA_GRID if ridge_alphas is None else ridge_alphas))
+    alphas = ridge_grid(ridge_alphas)
     device = resolve_device(device)  # unknown, or a GPU this machine lacks: refused before anything is written
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"--batch-size (batch_size) must be a positive integer, got {batch_size!r}.")

@@ -16,12 +16,12 @@ from .evaluation import (
     _check_architecture,
     _choose_baselines,
     _Stages,
-    check_evaluation_options,
     compute_embeddings,
     load_encoder,
     load_zoo_arrays,
+    ridge_grid,
 )
-from .probes import ALPHA_GRID, check_probe_splits, fit_probes
+from .probes import check_probe_splits, fit_probes
 from .report import (
     HYPERREP_METHOD,
     METHOD_TITLES,
@@ -91,8 +91,7 @@ def evaluate_ood(
     for method in methods:
         if method != HYPERREP_METHOD:
             _choose_baselines([method])
-    check_evaluation_options(ridge_alphas=ridge_alphas)
-    alphas = tuple(float(alpha) for alpha in (ALPHA_GRID if ridge_alphas is None else ridge_alphas))
+    alphas = ridge_grid(ridge_alphas)
     from ..checks import check_output_folder, resolve_device
 
     check_output_folder(out_dir)

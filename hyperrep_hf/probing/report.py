@@ -17,7 +17,7 @@ import numpy as np
 
 from ..atomic import write_json_atomic, write_text_atomic
 from ..models.hyperrep.embeddings import Z_WEIGHT_STATISTICS_LAYOUT
-from .probes import ProbeReport
+from .probes import ALPHA_GRID, ProbeReport
 
 if TYPE_CHECKING:
     from .evaluation import ZooArrays
@@ -242,14 +242,10 @@ REPRESENTATION_NOTE = (
 
 def _ridge_grid(document: dict) -> list[float]:
     """The ridge α grid an evaluation used (documents written before it was recorded used the paper's)."""
-    from .probes import ALPHA_GRID
-
     return [float(alpha) for alpha in document.get("ridge_alphas", ALPHA_GRID)]
 
 
 def _grid_text(document: dict) -> str:
-    from .probes import ALPHA_GRID
-
     grid = _ridge_grid(document)
     if grid == list(ALPHA_GRID):
         return "the paper's grid, 1e3 … 1e-5"
