@@ -118,6 +118,8 @@ def resolve_train_config(name_or_path: str) -> Path:
 def _evaluate(arguments: argparse.Namespace) -> int:
     _set_threads(arguments.threads)
     if arguments.protocol:
+        if arguments.group_weights:
+            raise ValueError("--group-weights applies to the linear probes of the full evaluation, not to --protocol.")
         return _evaluate_protocol(arguments)
     from .checks import resolve_device
     from .probing.evaluation import check_evaluation, check_evaluation_options, evaluate_model
@@ -129,6 +131,7 @@ def _evaluate(arguments: argparse.Namespace) -> int:
     options = {"max_rows": arguments.max_rows, "seed": arguments.seed, "progress": not arguments.quiet}
     options["ridge_alphas"] = arguments.ridge_alphas
     options["append_weight_statistics"] = arguments.append_weight_statistics
+    options["group_weights"] = arguments.group_weights
     check_one_architecture(arguments.zoo)  # zoos of several architectures: named, before anything is written
     outs = _zoo_outs(arguments)
     for zoo, out in outs:  # every zoo checked before the first is evaluated
@@ -329,6 +332,12 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="ALPHA",
         help="the ridge probes' α grid, for every method (default: the paper's, 1e3 … 1e-5; results.md counts the "
         "probes whose α is the grid's strongest: they may want a wider one, e.g. --ridge-alphas 1e5 1e4 1e3 …)",
+    )
+    evaluate.add_argument(
+        "--group-weights",
+        action="store_true",
+        help="with z̄ ⊕ s(W): the hyperrep probes choose on validation a weight for z̄ and for s(W) (full, shrunk or "
+        "left out) with their α or C, instead of one α for every column; results.md counts the choices",
     )
     evaluate.add_argument(
         "--overwrite", action="store_true", help="replace probes the model already has for this zoo (same key)"

@@ -31,6 +31,7 @@ from hyperrep_hf.models.hyperrep.embeddings import (
 from hyperrep_hf.models.hyperrep.pipelines import TASK, predict_networks
 from hyperrep_hf.probing.baselines import compute_baseline_features
 from hyperrep_hf.probing.evaluation import evaluate_model, load_zoo_arrays, set_append_weight_statistics
+from hyperrep_hf.probing.ood import evaluate_ood
 from hyperrep_hf.probing.probe_heads import ProbeMismatchError, load_probe_heads
 from hyperrep_hf.zoo.networks import MNIST_CNN, TETRIS_MLP, make_module
 
@@ -271,3 +272,65 @@ def test_user_story_without_the_package_equals_the_library(switched_model, tmp_p
     remote, library = remote_and_library_stories(model_dir, tmp_path, seed=1)
     assert_same_story(remote, library)
     assert remote["tensors"]["z_bar"].shape == (4, LATENT_DIM + 14)
+
+
+def test_group_weighted_probes_choose_recorded_weights_and_save_them_in_the_heads(switched_model, tmp_path):
+    """--group-weights: every hyperrep probe records its weights, the note counts them, the heads carry them."""
+    model_dir = shutil.copytree(switched_model[0], tmp_path / "model")
+    zoo_dir, plain_out = switched_model[1], switched_model[2]
+    report = evaluate_model(
+        model_dir, zoo_dir, tmp_path / "out", baselines=["s(W)"], plots=False, progress=False, overwrite=True,
+        group_weights=True,
+    )  # fmt: skip
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert document["group_weights"]["feature_groups"] == [LATENT_DIM, 14]
+    probes = report.reports["hyperrep"].probes
+    for record in document["results"]:
+        if record["method"] == "hyperrep":
+            assert record["group_weights"] == probes[record["target"]].group_weights
+            assert set(record["group_weights"]) <= {1.0, 1 / 3, 1 / 10, 0.0} and 1.0 in record["group_weights"]
+        else:
+            assert "group_weights" not in record
+    # Second route for the note: counted from the fitted probes, not from the records it is rendered from.
+    left_out_z = sum(probe.group_weights[0] == 0 for probe in probes.values())
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert f"Of its {len(probes)} probes:" in markdown
+    assert (f"z̄ left out {left_out_z}" in markdown) == (left_out_z > 0)
+    # The equal-weight candidate is among those tried: validation never falls below the shared-α probe's.
+    plain = json.loads((plain_out / "results.json").read_text())
+    for record in plain["results"]:
+        if record["method"] == "hyperrep" and record["split"] == "validation" and record["metric"] != "kendall_tau":
+            assert probes[record["target"]].validation_score >= record["value"] - 1e-12, record["target"]
+    _, heads = load_probe_heads(model_dir)  # the saved heads are the chosen probes, weights folded in
+    for target, head in heads.items():
+        weight, _ = probes[target].as_linear()
+        np.testing.assert_allclose(head.linear.weight.detach().double().numpy(), weight, rtol=1e-5, atol=1e-7)
+        assert head.config.group_weights == probes[target].group_weights
+
+
+def test_group_weights_on_z_alone_are_refused_before_anything_is_written(tmp_path, capsys):
+    zoo_dir = make_zoo(tmp_path / "zoo")
+    processor = NeuronTokenProcessor.from_zoo(zoo_dir)
+    model_dir = tmp_path / "model"
+    tiny_encoder(processor).save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    with pytest.raises(ValueError, match=r"--group-weights .* add --append-weight-statistics"):
+        evaluate_model(model_dir, zoo_dir, tmp_path / "out", baselines=[], progress=False, group_weights=True)
+    assert not (tmp_path / "out").exists() and not (model_dir / "probes").exists()
+    arguments = ["evaluate", str(model_dir), "--zoo", str(zoo_dir), "--out", str(tmp_path / "out"), "--group-weights"]
+    assert main([*arguments, "--quiet"]) == 2
+    assert "--group-weights" in capsys.readouterr().err
+    assert main([*arguments, "--protocol", "small-cnn-zoo"]) == 2
+    assert "not to --protocol" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (model_dir / "probes").exists()
+
+
+def test_ood_probes_of_hyperrep_weigh_the_groups_too(switched_model, tmp_path):
+    model_dir, zoo_dir, _ = switched_model
+    document = evaluate_ood(
+        model_dir, [zoo_dir, zoo_dir], tmp_path / "ood", methods=("hyperrep", "s(W)"), progress=False,
+        group_weights=True,
+    )  # fmt: skip
+    records = [record for record in document["results"] if record["method"] == "hyperrep"]
+    assert records and all(len(record["group_weights"]) == 2 for record in records)
+    assert all("group_weights" not in record for record in document["results"] if record["method"] == "s(W)")

@@ -46,7 +46,7 @@ from ..models.hyperrep.embeddings import (
 from ..zoo.folder import parse_zoo_argument
 from .baselines import compute_baseline_features
 from .plots import write_plots
-from .probes import ALPHA_GRID, ProbeReport, ProbeResult, check_probe_splits, fit_probes
+from .probes import ALPHA_GRID, GROUP_SHRINKAGE, ProbeReport, ProbeResult, check_probe_splits, fit_probes
 from .report import (
     BASELINES,
     CATEGORICAL_HYPERPARAMETERS,
@@ -421,6 +421,23 @@ def ridge_grid(ridge_alphas: Sequence[float] | None = None) -> tuple[float, ...]
     return tuple(float(alpha) for alpha in grid)
 
 
+def representation_groups(config: Any, processor: Any, group_weights: bool) -> tuple[int, int] | None:
+    """(latent_dim, number of s(W) values) for group-weighted probes on z̄ ⊕ s(W); None without ``group_weights``.
+
+    Raises:
+        ValueError: ``group_weights`` on a representation of z̄ alone (there is no second group to weigh).
+    """
+    if not group_weights:
+        return None
+    if representation_layout(config) == Z_LAYOUT:
+        raise ValueError(
+            "--group-weights (group_weights) weighs z̄ against s(W) in the probes, but this model's representation "
+            "is z̄ alone: add --append-weight-statistics (append_weight_statistics=True), or leave group weights off."
+        )
+    latent_dim = int(config.latent_dim)
+    return latent_dim, representation_dim(config, processor.architecture) - latent_dim
+
+
 def _choose_baselines(baselines: Sequence[str] | None) -> list[str]:
     from .baselines import BASELINE_NAMES
 
@@ -450,6 +467,7 @@ def evaluate_model(
     overwrite: bool = False,
     append_weight_statistics: bool | None = None,
     ridge_alphas: Sequence[float] | None = None,
+    group_weights: bool = False,
 ) -> EvaluationReport:
     """Probes the hyper-representation and the baselines on a zoo; writes the results, plots and probe heads.
 
@@ -484,6 +502,10 @@ def evaluate_model(
         ridge_alphas: The ridge probes' α grid, for every method alike; None: the paper's
             (:data:`~hyperrep_hf.probing.probes.ALPHA_GRID`, 1e3 … 1e-5). Recorded in ``results.json``;
             ``results.md`` counts the probes whose α is the grid's strongest (they may want a wider grid).
+        group_weights: With z̄ ⊕ s(W): the hyperrep probes treat z̄ and s(W) as two feature groups and choose each
+            group's weight on validation with α (or C): full, shrunk by 1/3 or 1/10, or left out
+            (:func:`~hyperrep_hf.probing.probes.group_weightings`). Recorded per result as ``group_weights``;
+            ``results.md`` counts the choices. False: one α for all columns, the paper's probe. Needs z̄ ⊕ s(W).
 
     Returns:
         An :class:`EvaluationReport`.
@@ -518,6 +540,7 @@ def evaluate_model(
         model.to(device)
         _check_architecture(processor, zoo_arrays)
         layout = representation_layout(model.config)
+        feature_groups = representation_groups(model.config, processor, group_weights)
         stages.done(
             f"encoder {model_dir} on {device}: latent_dim {model.config.latent_dim}, {processor.num_tokens} tokens; "
             f"representation {layout} ({representation_dim(model.config, processor.architecture)} values)"
@@ -534,6 +557,7 @@ def evaluate_model(
             seed=seed,
             stages=stages,
             latent_dim=int(model.config.latent_dim),
+            feature_groups=feature_groups,
         )
         document = _results_document(
             model_dir, zoo_arrays, targets, categorical, reports, unavailable, validation_fallback
@@ -541,6 +565,8 @@ def evaluate_model(
         if layout != Z_LAYOUT:  # absent for z̄ alone: such documents read as before
             document["representation"] = layout
         document["ridge_alphas"] = list(alphas)
+        if feature_groups is not None:
+            document["group_weights"] = {"feature_groups": list(feature_groups), "shrinkage": list(GROUP_SHRINKAGE)}
         paths = _write_report(Path(out_dir), document, zoo_arrays, reports, features_by_method, categorical, seed)
         if plots:
             paths += write_plots(
@@ -634,11 +660,13 @@ def _probe_methods(
     seed: int,
     stages: _Stages,
     latent_dim: int | None = None,
+    feature_groups: Sequence[int] | None = None,
 ) -> tuple[dict[str, ProbeReport], dict[str, str], dict[str, Mapping[str, np.ndarray]]]:
     """Step 5: each baseline's features, then z̄, through the same probes.
 
     When the representation is z̄ ⊕ s(W) (wider than ``latent_dim``), z̄ alone is probed too, as
     :data:`HYPERREP_Z_METHOD`, just before it: the first ``latent_dim`` columns, the same encoder pass.
+    ``feature_groups`` (z̄, s(W) widths) makes the hyperrep probes weigh the two groups (:func:`fit_probes`).
 
     Returns:
         (reports by method — baselines first, z̄ last —, unavailable baselines and why, features by method).
@@ -668,7 +696,7 @@ def _probe_methods(
         reports[HYPERREP_Z_METHOD] = probe(z_only, HYPERREP_Z_METHOD)
         features_by_method[HYPERREP_Z_METHOD] = z_only
         stages.done(f"{HYPERREP_Z_METHOD} (z only): {_headline(reports[HYPERREP_Z_METHOD])}")
-    reports[HYPERREP_METHOD] = probe(embeddings, HYPERREP_METHOD)
+    reports[HYPERREP_METHOD] = probe(embeddings, HYPERREP_METHOD, feature_groups)
     stages.done(f"{HYPERREP_METHOD}: {_headline(reports[HYPERREP_METHOD])}")
     return reports, unavailable, features_by_method
 
@@ -750,7 +778,9 @@ def _probe_runner(
     validation_fallback: str | None,
     alphas: Sequence[float] = ALPHA_GRID,
 ) -> Callable[[Mapping[str, np.ndarray], str], ProbeReport]:
-    def run(features_by_split: Mapping[str, np.ndarray], method: str) -> ProbeReport:
+    def run(
+        features_by_split: Mapping[str, np.ndarray], method: str, feature_groups: Sequence[int] | None = None
+    ) -> ProbeReport:
         return fit_probes(
             features_by_split,
             targets_by_split,
@@ -758,6 +788,7 @@ def _probe_runner(
             method=method,
             validation_fallback=validation_fallback,
             alphas=alphas,
+            feature_groups=feature_groups,
         )
 
     return run

@@ -19,6 +19,7 @@ from .evaluation import (
     compute_embeddings,
     load_encoder,
     load_zoo_arrays,
+    representation_groups,
     ridge_grid,
 )
 from .probes import check_probe_splits, fit_probes
@@ -59,6 +60,7 @@ def evaluate_ood(
     device: str = "cpu",
     append_weight_statistics: bool | None = None,
     ridge_alphas: Sequence[float] | None = None,
+    group_weights: bool = False,
 ) -> dict:
     """Kendall τ when the probe fitted on one zoo predicts another: a matrix per method (paper Table 7).
 
@@ -81,6 +83,8 @@ def evaluate_ood(
         append_weight_statistics: None: the model config's; True / False: ``hyperrep`` is z̄ ⊕ s(W) / z̄ alone.
         ridge_alphas: The probes' α grid (as :func:`~hyperrep_hf.probing.evaluation.evaluate_model`); None: the
             paper's.
+        group_weights: The hyperrep probes weigh z̄ against s(W) on validation (as
+            :func:`~hyperrep_hf.probing.evaluation.evaluate_model`); needs z̄ ⊕ s(W).
 
     Returns:
         The ``ood.json`` document: ``matrices[method][metric]`` is a (len(zoos), len(zoos)) nested list, rows =
@@ -100,6 +104,7 @@ def evaluate_ood(
     try:
         model, processor = load_encoder(model_dir, append_weight_statistics)
         model.to(device)
+        feature_groups = representation_groups(model.config, processor, group_weights)
         loaded = [load_zoo_arrays(zoo, max_rows, seed) for zoo in zoos]
         names = _unique_names(loaded)
         for zoo_arrays in loaded:
@@ -116,8 +121,9 @@ def evaluate_ood(
         records, differences = [], {}
         for source_index in range(len(loaded)):
             source_records, predictions = _ood_from_source(
-                source_index, loaded, names, embeddings, methods, target, model, max_fit_rows, seed, alphas
-            )
+                source_index, loaded, names, embeddings, methods, target, model, max_fit_rows, seed, alphas,
+                feature_groups,
+            )  # fmt: skip
             records += source_records
             for baseline, cells in _differences_to_baselines(loaded, source_index, predictions, target, seed).items():
                 differences.setdefault(baseline, [[None] * len(loaded) for _ in loaded])[source_index] = cells
@@ -142,7 +148,7 @@ def _unique_names(loaded: Sequence[ZooArrays]) -> list[str]:
 
 
 def _ood_from_source(
-    source_index, loaded, names, embeddings, methods, target, model, max_fit_rows, seed, alphas
+    source_index, loaded, names, embeddings, methods, target, model, max_fit_rows, seed, alphas, feature_groups=None
 ) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
     """The probes fitted on zoo ``source_index``, scored on every zoo's test split.
 
@@ -179,7 +185,8 @@ def _ood_from_source(
             )
             if features is None:
                 continue
-        report = fit_probes(features, targets, (), method=method, alphas=alphas)
+        groups = feature_groups if method == HYPERREP_METHOD else None
+        report = fit_probes(features, targets, (), method=method, alphas=alphas, feature_groups=groups)
         if target in report.probes:
             predictions[method] = [
                 _predict_finite(report.probes[target], features[f"test@{index}"]) for index in range(len(loaded))

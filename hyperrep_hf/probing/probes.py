@@ -24,6 +24,7 @@ This module never imports ``evaluate`` (slow); the same metrics ship as offline 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import warnings
@@ -46,6 +47,9 @@ ALPHA_GRID: tuple[float, ...] = (
 
 C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2)
 """Inverse regularisation strengths tried by :class:`SoftmaxProbe`, strongest regularisation first."""
+
+GROUP_SHRINKAGE: tuple[float, ...] = (1 / 3, 1 / 10, 0.0)
+"""Factors by which :func:`group_weightings` shrinks one feature group at a time (0: the group is left out)."""
 
 METRIC_NAMES: tuple[str, ...] = ("r2", "kendall_tau")
 """Metrics shipped as offline ``evaluate`` modules (see :func:`metric_path`)."""
@@ -205,6 +209,47 @@ def _check_features(features: np.ndarray, num_features: int | None = None, name:
     return features
 
 
+def group_weightings(feature_groups: Sequence[int] | None, num_features: int) -> list[np.ndarray]:
+    """The per-feature weightings a probe tries on feature groups, equal weights first.
+
+    A probe on z̄ ⊕ s(W) shares one α (or C) across both blocks, so a weak block's noise is regularised no harder
+    than a strong block's signal. Multiplying a block of standardised features by w is ridge with α / w² on that
+    block: the probe tries every group at full weight, then each group alone shrunk by 1/3, 1/10 or left out
+    (:data:`GROUP_SHRINKAGE`), and keeps the weighting and α with the best validation score (ties keep the earlier,
+    so equal weights win a tie). The fitted probe is still one affine map on the standardised features.
+
+    Args:
+        feature_groups: Sizes of consecutive feature groups, summing to ``num_features`` (e.g. ``(latent_dim,
+            num_statistics)``); None or one group: no weighting.
+        num_features: The width of the features.
+
+    Returns:
+        A list of (num_features,) float64 weight vectors; ``[ones]`` without groups.
+    """
+    ones = np.ones(num_features)
+    if feature_groups is None:
+        return [ones]
+    sizes = [int(size) for size in feature_groups]
+    if any(size < 1 for size in sizes) or sum(sizes) != num_features:
+        raise ValueError(f"feature_groups must be positive sizes summing to the {num_features} features, got {sizes}.")
+    bounds = np.cumsum([0, *sizes])
+    weightings = [ones]
+    for start, stop in itertools.pairwise(bounds) if len(sizes) > 1 else ():
+        for factor in GROUP_SHRINKAGE:
+            weights = ones.copy()
+            weights[start:stop] = factor
+            weightings.append(weights)
+    return weightings
+
+
+def _group_weights(weights: np.ndarray, feature_groups: Sequence[int] | None) -> list[float] | None:
+    """The weight of each group in a per-feature weighting (None without groups)."""
+    if feature_groups is None or len(feature_groups) <= 1:
+        return None
+    starts = np.cumsum([0, *feature_groups])[:-1]
+    return [float(weights[start]) for start in starts]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Ridge regression
 # ----------------------------------------------------------------------------------------------------------------
@@ -218,6 +263,8 @@ class _RidgeSolver:
     - primal (d ≤ n): XᵀX = V diag(λ) Vᵀ → coef(α) = V diag(1/(λ+α)) Vᵀ Xᵀy;
     - dual (d > n):   XXᵀ = U diag(λ) Uᵀ → coef(α) = Xᵀ U diag(1/(λ+α)) Uᵀ y.
     The primal Gram is accumulated in row blocks, so a large split never needs a full float64 copy.
+    A feature weighting w (:func:`group_weightings`) fits on X diag(w): its Gram is diag(w) XᵀX diag(w) (primal)
+    or X diag(w²) Xᵀ (dual), decomposed once per weighting and kept; the coefficients are returned on X itself.
     """
 
     def __init__(self, train_features: np.ndarray) -> None:
@@ -229,34 +276,55 @@ class _RidgeSolver:
         self.mean, self.std = standardization_statistics(train_features)
         self.primal = num_features <= num_rows
         if self.primal:
-            gram = np.zeros((num_features, num_features))
+            self.gram = np.zeros((num_features, num_features))
             for block in self._standardized_blocks():
-                gram += block.T @ block
+                self.gram += block.T @ block
             self.standardized = None
         else:
             self.standardized = _standardize(train_features, self.mean, self.std)
-            gram = self.standardized @ self.standardized.T
-        eigenvalues, self.eigenvectors = np.linalg.eigh(gram)
-        # The Gram matrix is positive semi-definite; tiny negative eigenvalues are rounding.
-        self.eigenvalues = np.clip(eigenvalues, 0.0, None)
+        self._decompositions: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
     def _standardized_blocks(self):
         for start in range(0, self.train_features.shape[0], _GRAM_BLOCK_ROWS):
             yield _standardize(self.train_features[start : start + _GRAM_BLOCK_ROWS], self.mean, self.std)
 
-    def coefficients(self, centred_targets: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-        """Ridge coefficients for every α: centred_targets (n,), alphas (A,) → (d, A)."""
-        shrinkage = 1.0 / (self.eigenvalues[:, None] + alphas[None, :])  # (k, A)
+    def _decomposition(self, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(eigenvalues, eigenvectors) of the weighted Gram matrix, computed once per weighting."""
+        key = b"" if weights is None else weights.tobytes()
+        if key not in self._decompositions:
+            if self.primal:
+                gram = self.gram if weights is None else weights[:, None] * self.gram * weights[None, :]
+            else:
+                scaled = self.standardized if weights is None else self.standardized * weights
+                gram = scaled @ scaled.T
+            eigenvalues, eigenvectors = np.linalg.eigh(gram)
+            # The Gram matrix is positive semi-definite; tiny negative eigenvalues are rounding.
+            self._decompositions[key] = (np.clip(eigenvalues, 0.0, None), eigenvectors)
+        return self._decompositions[key]
+
+    def coefficients(self, centred_targets: np.ndarray, alphas: np.ndarray, weights: np.ndarray | None = None):
+        """Ridge coefficients on the standardised features for every α: centred_targets (n,), alphas (A,) → (d, A).
+
+        With ``weights`` (d,), the fit is on the features times ``weights`` and the coefficients are multiplied
+        back, so they apply to the unweighted standardised features (0 where a weight is 0).
+        """
+        eigenvalues, eigenvectors = self._decomposition(weights)
+        shrinkage = 1.0 / (eigenvalues[:, None] + alphas[None, :])  # (k, A)
         if self.primal:
             correlation = np.zeros(self.train_features.shape[1])
             for start, block in zip(
                 range(0, centred_targets.shape[0], _GRAM_BLOCK_ROWS), self._standardized_blocks(), strict=True
             ):
                 correlation += block.T @ centred_targets[start : start + _GRAM_BLOCK_ROWS]
-            projected = self.eigenvectors.T @ correlation  # (d,)
-            return self.eigenvectors @ (projected[:, None] * shrinkage)
-        projected = self.eigenvectors.T @ centred_targets  # (n,)
-        return self.standardized.T @ (self.eigenvectors @ (projected[:, None] * shrinkage))
+            if weights is not None:
+                correlation = correlation * weights
+            projected = eigenvectors.T @ correlation  # (d,)
+            coefficients = eigenvectors @ (projected[:, None] * shrinkage)
+        else:
+            projected = eigenvectors.T @ centred_targets  # (n,)
+            scaled = self.standardized if weights is None else self.standardized * weights
+            coefficients = scaled.T @ (eigenvectors @ (projected[:, None] * shrinkage))
+        return coefficients if weights is None else coefficients * weights[:, None]
 
 
 class RidgeProbe:
@@ -267,23 +335,30 @@ class RidgeProbe:
         intercept: float (the train mean of the target, since standardised train features have mean 0).
         mean, std: (num_features,) train statistics; ``predict(x) = ((x - mean) / std) @ coef + intercept``.
         alpha: the selected α.
-        validation_score: R² of the selected α on the validation rows.
-        validation_scores: (num_alphas,) validation R² of every α in ``alphas`` order.
+        group_weights: with ``feature_groups``, the selected weight of each group (:func:`group_weightings`);
+            else None.
+        validation_score: R² of the selected α (and weighting) on the validation rows.
+        validation_scores: (num_alphas,) validation R² of every α in ``alphas`` order, under the selected weighting.
 
     Args:
         alphas: Regularisation grid, tried in order; ties keep the first (the paper's grid runs from strong
             to weak regularisation).
+        feature_groups: Sizes of consecutive feature groups (e.g. ``(latent_dim, num_statistics)`` for z̄ ⊕ s(W)):
+            the weighting of the groups is chosen on validation together with α (:func:`group_weightings`).
+            None: one α for all features, as in the paper.
     """
 
-    def __init__(self, alphas: Sequence[float] = ALPHA_GRID) -> None:
+    def __init__(self, alphas: Sequence[float] = ALPHA_GRID, feature_groups: Sequence[int] | None = None) -> None:
         if len(alphas) == 0 or any(alpha <= 0 for alpha in alphas):
             raise ValueError(f"alphas must be a non-empty sequence of positive numbers, got {list(alphas)}.")
         self.alphas = tuple(float(alpha) for alpha in alphas)
+        self.feature_groups = None if feature_groups is None else tuple(int(size) for size in feature_groups)
         self.coef: np.ndarray | None = None
         self.intercept: float = 0.0
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
         self.alpha: float | None = None
+        self.group_weights: list[float] | None = None
         self.validation_score: float = math.nan
         self.validation_scores: np.ndarray | None = None
 
@@ -294,7 +369,7 @@ class RidgeProbe:
         validation_features: np.ndarray,
         validation_targets: np.ndarray,
     ) -> RidgeProbe:
-        """Fits on train with every α and keeps the α with the best validation R².
+        """Fits on train with every α (and group weighting) and keeps the one with the best validation R².
 
         To select on train (no validation split), pass the train rows as validation rows.
 
@@ -321,24 +396,33 @@ class RidgeProbe:
         train_targets = np.asarray(train_targets, dtype=np.float64).ravel()
         validation_targets = np.asarray(validation_targets, dtype=np.float64).ravel()
         _check_same_length(solver.train_features, train_targets)
-        validation_features = _check_features(validation_features, solver.mean.shape[0], "validation_features")
+        num_features = solver.mean.shape[0]
+        validation_features = _check_features(validation_features, num_features, "validation_features")
         _check_same_length(validation_features, validation_targets)
+        weightings = group_weightings(self.feature_groups, num_features)
         intercept = float(train_targets.mean())
-        all_coefficients = solver.coefficients(train_targets - intercept, np.asarray(self.alphas))  # (d, A)
         standardized_validation = _standardize(validation_features, solver.mean, solver.std)
-        validation_predictions = standardized_validation @ all_coefficients + intercept  # (num_validation, A)
-        # For a fixed validation set, R² is a decreasing function of the MSE: selecting by MSE is the same
-        # choice and still works when the validation targets are constant (R² undefined).
-        squared_errors = np.mean((validation_predictions - validation_targets[:, None]) ** 2, axis=0)
-        best = int(np.argmin(squared_errors))
+        best_error, best = math.inf, None
+        for weights in weightings:
+            unweighted = weights if len(weightings) > 1 else None
+            coefficients = solver.coefficients(train_targets - intercept, np.asarray(self.alphas), unweighted)
+            predictions = standardized_validation @ coefficients + intercept  # (num_validation, A)
+            # For a fixed validation set, R² is a decreasing function of the MSE: selecting by MSE is the same
+            # choice and still works when the validation targets are constant (R² undefined).
+            squared_errors = np.mean((predictions - validation_targets[:, None]) ** 2, axis=0)
+            index = int(np.argmin(squared_errors))
+            if best is None or squared_errors[index] < best_error:  # strict: ties keep the earlier weighting
+                best_error, best = squared_errors[index], (weights, coefficients, predictions, index)
+        weights, coefficients, predictions, index = best
         self.mean, self.std = solver.mean, solver.std
-        self.coef = all_coefficients[:, best].copy()
+        self.coef = coefficients[:, index].copy()
         self.intercept = intercept
-        self.alpha = self.alphas[best]
+        self.alpha = self.alphas[index]
+        self.group_weights = _group_weights(weights, self.feature_groups)
         self.validation_scores = np.array(
-            [r2_score(validation_targets, validation_predictions[:, index]) for index in range(len(self.alphas))]
+            [r2_score(validation_targets, predictions[:, column]) for column in range(len(self.alphas))]
         )
-        self.validation_score = float(self.validation_scores[best])
+        self.validation_score = float(self.validation_scores[index])
         return self
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -380,7 +464,9 @@ class SoftmaxProbe:
         labels: the class names, in logit order (sorted); ``predict`` returns ``labels[argmax(logits)]``.
         mean, std: (num_features,) train statistics.
         inverse_regularization: the selected C (scikit-learn's convention: larger C = weaker L2 penalty).
-        validation_score: accuracy of the selected C; validation_scores: (num_C,) accuracy of every C.
+        group_weights: with ``feature_groups``, the selected weight of each group; else None.
+        validation_score: accuracy of the selected C; validation_scores: (num_C,) accuracy of every C (under the
+        selected weighting).
 
     With two classes scikit-learn fits one logit z; it is stored as the two logits (−z/2, z/2), whose softmax is
     exactly the logistic model, so every probe is a (num_classes, num_features) linear layer.
@@ -388,19 +474,28 @@ class SoftmaxProbe:
     Args:
         inverse_regularizations: Grid of C, tried in order; ties keep the first (strongest regularisation).
         max_iterations: L-BFGS iteration limit per C.
+        feature_groups: Sizes of consecutive feature groups: their weighting is chosen on validation together
+            with C (:func:`group_weightings`). None: one C for all features.
     """
 
-    def __init__(self, inverse_regularizations: Sequence[float] = C_GRID, max_iterations: int = 1000) -> None:
+    def __init__(
+        self,
+        inverse_regularizations: Sequence[float] = C_GRID,
+        max_iterations: int = 1000,
+        feature_groups: Sequence[int] | None = None,
+    ) -> None:
         if len(inverse_regularizations) == 0 or any(value <= 0 for value in inverse_regularizations):
             raise ValueError(f"inverse_regularizations must be positive numbers, got {list(inverse_regularizations)}.")
         self.inverse_regularizations = tuple(float(value) for value in inverse_regularizations)
         self.max_iterations = max_iterations
+        self.feature_groups = None if feature_groups is None else tuple(int(size) for size in feature_groups)
         self.weight: np.ndarray | None = None
         self.bias: np.ndarray | None = None
         self.labels: list | None = None
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
         self.inverse_regularization: float | None = None
+        self.group_weights: list[float] | None = None
         self.validation_score: float = math.nan
         self.validation_scores: np.ndarray | None = None
 
@@ -411,7 +506,7 @@ class SoftmaxProbe:
         validation_features: np.ndarray,
         validation_labels: np.ndarray | Sequence,
     ) -> SoftmaxProbe:
-        """Fits on train with every C and keeps the C with the best validation accuracy.
+        """Fits on train with every C (and group weighting) and keeps the best by validation accuracy.
 
         Args:
             train_features: (num_train, num_features), finite.
@@ -422,8 +517,6 @@ class SoftmaxProbe:
         Returns:
             self.
         """
-        from sklearn.linear_model import LogisticRegression  # lazy: keeps `import hyperrep_hf.probing.probes` light
-
         train_features = _check_features(train_features, name="train_features")
         train_labels = np.asarray(train_labels).ravel()
         validation_labels = np.asarray(validation_labels).ravel()
@@ -439,6 +532,38 @@ class SoftmaxProbe:
         self.mean, self.std = standardization_statistics(train_features)
         standardized_train = _standardize(train_features, self.mean, self.std)
         standardized_validation = _standardize(validation_features, self.mean, self.std)
+        best = None
+        for weights in group_weightings(self.feature_groups, train_features.shape[1]):
+            kept = weights > 0  # a left-out group is no column at all, not a column of zeros
+            candidates, scores = self._fit_path(
+                standardized_train[:, kept] * weights[kept], class_index, labels, validation_labels,
+                standardized_validation[:, kept] * weights[kept],
+            )  # fmt: skip
+            index = int(np.argmax(scores))
+            if best is None or scores[index] > best[0][best[1]]:  # strict: ties keep the earlier weighting
+                best = (scores, index, candidates, weights, kept)
+        scores, index, candidates, weights, kept = best
+        weight = np.zeros((candidates[index][0].shape[0], train_features.shape[1]))
+        weight[:, kept] = candidates[index][0] * weights[kept]  # back onto the unweighted standardised features
+        self.weight, self.bias = weight, candidates[index][1]
+        self.labels = labels.tolist()
+        self.inverse_regularization = self.inverse_regularizations[index]
+        self.group_weights = _group_weights(weights, self.feature_groups)
+        self.validation_scores = np.array(scores)
+        self.validation_score = float(scores[index])
+        return self
+
+    def _fit_path(
+        self,
+        standardized_train: np.ndarray,
+        class_index: np.ndarray,
+        labels: np.ndarray,
+        validation_labels: np.ndarray,
+        standardized_validation: np.ndarray,
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[float]]:
+        """One fit per C along the grid: the (weight, bias) of each and its validation accuracy."""
+        from sklearn.linear_model import LogisticRegression  # lazy: keeps `import hyperrep_hf.probing.probes` light
+
         # Warm starts along the C path: each fit starts from the previous (more regularised) solution.
         classifier = LogisticRegression(max_iter=self.max_iterations, warm_start=True)
         candidates, scores = [], []
@@ -456,13 +581,7 @@ class SoftmaxProbe:
             weight, bias = _softmax_parameters(classifier.coef_, classifier.intercept_)
             candidates.append((weight, bias))
             scores.append(accuracy(validation_labels, labels[np.argmax(standardized_validation @ weight.T + bias, 1)]))
-        best = int(np.argmax(scores))
-        self.weight, self.bias = candidates[best]
-        self.labels = labels.tolist()
-        self.inverse_regularization = self.inverse_regularizations[best]
-        self.validation_scores = np.array(scores)
-        self.validation_score = float(scores[best])
-        return self
+        return candidates, scores
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """Class logits: features (num_rows, num_features) → (num_rows, num_classes)."""
@@ -529,6 +648,8 @@ class ProbeResult:
         inverse_regularization: Selected softmax C (classification), else None.
         selection_split: Split the hyper-parameter was selected on: ``"validation"``, or ``"train"`` with
             ``validation_fallback="train"``.
+        group_weights: With ``feature_groups``, the selected weight of each feature group (1: full, 0: left
+            out; :func:`group_weightings`), else None (and absent from :meth:`to_dict`).
     """
 
     target: str
@@ -542,10 +663,15 @@ class ProbeResult:
     alpha: float | None = None
     inverse_regularization: float | None = None
     selection_split: str = "validation"
+    group_weights: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready dict (NaN values become None, so the output is strict JSON)."""
         record = asdict(self)
+        if record["group_weights"] is None:
+            del record["group_weights"]
+        else:
+            record["group_weights"] = list(record["group_weights"])
         if isinstance(record["value"], float) and math.isnan(record["value"]):
             record["value"] = None
         return record
@@ -575,6 +701,7 @@ def probe_targets(
     validation_fallback: str | None = None,
     alphas: Sequence[float] = ALPHA_GRID,
     inverse_regularizations: Sequence[float] = C_GRID,
+    feature_groups: Sequence[int] | None = None,
 ) -> list[ProbeResult]:
     """Fits a probe per target and returns its metrics on every split; :func:`fit_probes` documents the arguments.
 
@@ -589,6 +716,7 @@ def probe_targets(
         validation_fallback=validation_fallback,
         alphas=alphas,
         inverse_regularizations=inverse_regularizations,
+        feature_groups=feature_groups,
     ).results
 
 
@@ -601,6 +729,7 @@ def fit_probes(
     validation_fallback: str | None = None,
     alphas: Sequence[float] = ALPHA_GRID,
     inverse_regularizations: Sequence[float] = C_GRID,
+    feature_groups: Sequence[int] | None = None,
 ) -> ProbeReport:
     """Fits a ridge probe per regression target and a softmax probe per categorical target.
 
@@ -618,6 +747,9 @@ def fit_probes(
             train split instead (optimistic; recorded as ``selection_split="train"`` in every result).
         alphas: Ridge grid.
         inverse_regularizations: Softmax C grid.
+        feature_groups: Sizes of consecutive feature groups (z̄ ⊕ s(W): ``(latent_dim, num_statistics)``): each
+            probe chooses the groups' weighting on validation with its α or C (:func:`group_weightings`),
+            recorded as ``group_weights`` in every result. None: one α or C for all features (the paper's probe).
 
     Returns:
         A :class:`ProbeReport` with the results, the fitted probes and the skipped targets.
@@ -643,7 +775,9 @@ def fit_probes(
         selection_split = "validation" if "validation" in rows else "train"
         if selection_split == "train":
             logger.warning("Probing %s: target %r selects its regularisation on train (optimistic).", method, target)
-        probe = _fit_target_probe(task, rows, selection_split, solvers, alphas, inverse_regularizations)
+        probe = _fit_target_probe(
+            task, rows, selection_split, solvers, alphas, inverse_regularizations, feature_groups
+        )
         report.probes[target] = probe
         report.results.extend(_score_target(probe, target, task, method, rows, selection_split))
     return report
@@ -780,16 +914,19 @@ def _fit_target_probe(
     solvers: dict[bytes, _RidgeSolver],
     alphas: Sequence[float],
     inverse_regularizations: Sequence[float],
+    feature_groups: Sequence[int] | None,
 ) -> RidgeProbe | SoftmaxProbe:
     train, selection = rows["train"], rows[selection_split]
     if task == "classification":
-        return SoftmaxProbe(inverse_regularizations).fit(
+        return SoftmaxProbe(inverse_regularizations, feature_groups=feature_groups).fit(
             train.features, train.targets, selection.features, selection.targets
         )
     key = np.packbits(train.mask).tobytes()
     if key not in solvers:
         solvers[key] = _RidgeSolver(train.features)
-    return RidgeProbe(alphas)._fit_with_solver(solvers[key], train.targets, selection.features, selection.targets)
+    return RidgeProbe(alphas, feature_groups)._fit_with_solver(
+        solvers[key], train.targets, selection.features, selection.targets
+    )
 
 
 def _score_target(
@@ -824,6 +961,7 @@ def _score_target(
                     alpha=probe.alpha if task == "regression" else None,
                     inverse_regularization=probe.inverse_regularization if task == "classification" else None,
                     selection_split=selection_split,
+                    group_weights=None if probe.group_weights is None else tuple(probe.group_weights),
                 )
             )
     return results

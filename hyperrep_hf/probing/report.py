@@ -269,6 +269,32 @@ def _grid_edge_note(document: dict) -> list[str]:
     ]
 
 
+def _group_weights_note(document: dict) -> list[str]:
+    """With group-weighted hyperrep probes: how many kept both groups at full weight, shrank one, or left one out."""
+    if not document.get("group_weights"):
+        return []
+    probes = [
+        r
+        for r in document["results"]
+        if r["method"] == HYPERREP_METHOD and r["split"] == "test" and r["metric"] in ("r2", "accuracy")
+    ]
+    choices = {"both at full weight": 0, "z̄ shrunk": 0, "s(W) shrunk": 0, "z̄ left out": 0, "s(W) left out": 0}
+    for record in probes:
+        z_weight, s_weight = record["group_weights"]
+        if z_weight == s_weight == 1:
+            choices["both at full weight"] += 1
+        else:
+            name, weight = ("z̄", z_weight) if z_weight < 1 else ("s(W)", s_weight)
+            choices[f"{name} {'left out' if weight == 0 else 'shrunk'}"] += 1
+    counts = ", ".join(f"{name} {count}" for name, count in choices.items() if count)
+    return [
+        "",
+        f"> **Group weights:** the hyperrep probes weighed z̄ against s(W) on validation (`--group-weights`: each "
+        f"group full, shrunk by 1/3 or 1/10, or left out). Of its {len(probes)} probes: {counts}. A probe that left "
+        "z̄ out reads s(W) alone for that target.",
+    ]
+
+
 def render_results_markdown(document: dict) -> str:
     """``results.md``: the main table (test R² / accuracy in %), Kendall τ, and what was dropped or skipped."""
     rows = ", ".join(f"{split} {count}" for split, count in document["rows"].items())
@@ -286,6 +312,7 @@ def render_results_markdown(document: dict) -> str:
         "Values: test R² in % (accuracy in % for categorical targets).",
     ]
     lines += _grid_edge_note(document)
+    lines += _group_weights_note(document)
     if document["selection_split"] != "validation":
         lines += [
             "",

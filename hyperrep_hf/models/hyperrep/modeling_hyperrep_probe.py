@@ -80,6 +80,9 @@ class HyperRepProbeConfig(PreTrainedConfig):
         validation_score: The metric on the validation split (the split that chose the regularisation).
         alpha: Ridge α (regression).
         inverse_regularization: Softmax C (classification).
+        group_weights: With group-weighted probes (``hyperrep evaluate --group-weights``): the weight chosen on
+            validation for each feature group (z̄, then s(W); 0: left out), folded into the Linear like the
+            standardisation. None: one α (or C) for every column.
         selection_split: Split the regularisation was chosen on (``"validation"``, or ``"train"`` as a fallback).
         zoo: The zoo (its key, ``<config>-<fingerprint>``) the probe was fitted on.
         hidden_sizes: Widths of the hidden ReLU layers of an MLP head (``hyperrep_hf.probing.probes.MLPProbe``);
@@ -107,6 +110,7 @@ class HyperRepProbeConfig(PreTrainedConfig):
         validation_score: float | None = None,
         alpha: float | None = None,
         inverse_regularization: float | None = None,
+        group_weights: list[float] | None = None,
         selection_split: str = "validation",
         zoo: str | None = None,
         hidden_sizes: list[int] | None = None,
@@ -141,6 +145,7 @@ class HyperRepProbeConfig(PreTrainedConfig):
         self.validation_score = _finite_or_none(validation_score)
         self.alpha = alpha
         self.inverse_regularization = inverse_regularization
+        self.group_weights = None if group_weights is None else [float(weight) for weight in group_weights]
         self.selection_split = selection_split
         self.zoo = zoo
         if hidden_sizes is not None and (not hidden_sizes or any(int(size) < 1 for size in hidden_sizes)):
@@ -259,6 +264,7 @@ class HyperRepProbeModel(PreTrainedModel):
             validation_score=float(probe.validation_score),
             alpha=probe.alpha if regression and not mlp else None,
             inverse_regularization=None if regression or mlp else probe.inverse_regularization,
+            group_weights=getattr(probe, "group_weights", None),
             selection_split=selection_split,
             zoo=zoo,
             hidden_sizes=[int(np.asarray(weight).shape[0]) for weight, _ in layers[:-1]] or None,
