@@ -938,6 +938,8 @@ def _score_target(
     selection_split: str,
 ) -> list[ProbeResult]:
     results = []
+    group_weights = getattr(probe, "group_weights", None)  # an MLPProbe has none
+    group_weights = None if group_weights is None else tuple(group_weights)
     for split, split_rows in rows.items():
         predictions = probe.predict(split_rows.features) if split_rows.targets.size else split_rows.targets
         if task == "regression":
@@ -961,7 +963,7 @@ def _score_target(
                     alpha=probe.alpha if task == "regression" else None,
                     inverse_regularization=probe.inverse_regularization if task == "classification" else None,
                     selection_split=selection_split,
-                    group_weights=None if probe.group_weights is None else tuple(probe.group_weights),
+                    group_weights=group_weights,
                 )
             )
     return results
