@@ -149,3 +149,27 @@ def test_fit_probes_records_the_group_weights_only_where_groups_were_given():
         assert len(record["group_weights"]) == 2
     assert all("group_weights" not in result.to_dict() for result in plain.results)
     assert all(probe.group_weights is None for probe in plain.probes.values())
+
+
+def test_a_shrunk_group_is_folded_back_so_the_probe_predicts_what_validation_scored():
+    """The weights a probe was selected with are folded into its coefficients: predict() on the validation rows gives
+    exactly the validation score it was chosen by, for shrunk groups too (where a lost factor would show)."""
+    shrunk = 0
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        strong, weak = rng.normal(size=(300, 3)), rng.normal(size=(300, 12))
+        scores = strong @ rng.normal(size=(3, 3)) + 0.6 * weak[:, :3] + rng.normal(size=(300, 3))
+        labels = np.array(["a", "b", "c"])[np.argmax(scores, axis=1)]
+        targets = scores[:, 0]
+        features = np.hstack([strong, weak])
+        train, validation = slice(0, 120), slice(120, None)
+        softmax = SoftmaxProbe(feature_groups=(3, 12)).fit(
+            features[train], labels[train], features[validation], labels[validation]
+        )
+        ridge = RidgeProbe(feature_groups=(3, 12)).fit(
+            features[train], targets[train], features[validation], targets[validation]
+        )
+        assert softmax.score(features[validation], labels[validation]) == softmax.validation_score
+        assert ridge.score(features[validation], targets[validation]) == pytest.approx(ridge.validation_score)
+        shrunk += sum(0 < weight < 1 for weight in [*softmax.group_weights, *ridge.group_weights])
+    assert shrunk >= 4  # the draws exercise shrunk groups, not only full or left-out ones
