@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 
-def compare(model_dir: str, zoo: str, max_rows: int | None) -> dict:
+def compare(model_dir: str, zoo: str, max_rows: int | None, alphas: list[float] | None = None) -> dict:
     from hyperrep_hf.probing.baselines import compute_baseline_features
     from hyperrep_hf.probing.evaluation import (
         _targets_by_split,
@@ -32,7 +32,7 @@ def compare(model_dir: str, zoo: str, max_rows: int | None) -> dict:
         representation_groups,
         select_targets,
     )
-    from hyperrep_hf.probing.probes import fit_probes
+    from hyperrep_hf.probing.probes import ALPHA_GRID, fit_probes
     from hyperrep_hf.probing.report import bootstrap_difference
 
     arrays = load_zoo_arrays(zoo, max_rows, 0)
@@ -50,7 +50,10 @@ def compare(model_dir: str, zoo: str, max_rows: int | None) -> dict:
     reports, seconds = {}, {}
     for name, (features, feature_groups) in methods.items():
         started = time.perf_counter()
-        reports[name] = fit_probes(features, targets_by_split, categorical, method=name, feature_groups=feature_groups)
+        reports[name] = fit_probes(
+            features, targets_by_split, categorical, method=name, feature_groups=feature_groups,
+            alphas=alphas or ALPHA_GRID,
+        )  # fmt: skip
         seconds[name] = round(time.perf_counter() - started, 1)
     rows = {}
     for target in targets:
@@ -92,6 +95,7 @@ def compare(model_dir: str, zoo: str, max_rows: int | None) -> dict:
         "model": model_dir,
         "zoo": zoo,
         "max_rows": max_rows,
+        "ridge_alphas": list(alphas or ALPHA_GRID),
         "rows": {split: int(values.shape[0]) for split, values in arrays.vectors.items()},
         "feature_groups": list(groups),
         "probe_seconds": seconds,
@@ -108,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         "--max-rows", type=int, action="append", help="rows per split kept (whole models, seeded): once for every "
         "zoo, or once per --model (0: all)",
     )  # fmt: skip
+    parser.add_argument(
+        "--ridge-alphas", type=float, nargs="+", help="the ridge grid of every probe (default: the paper's)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="the JSON file written")
     arguments = parser.parse_args(argv)
     max_rows = arguments.max_rows or [0]
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give one --zoo per --model, and --max-rows once or once per --model")
     results = []
     for model_dir, zoo, rows in zip(arguments.model, arguments.zoo, max_rows, strict=True):
-        result = compare(model_dir, zoo, rows or None)
+        result = compare(model_dir, zoo, rows or None, arguments.ridge_alphas)
         results.append(result)
         print(json.dumps({"zoo": zoo, "summary": result["summary"]}, indent=1, ensure_ascii=False), flush=True)
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
