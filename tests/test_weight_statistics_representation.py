@@ -7,6 +7,7 @@ predict`` and the repo's remote code give the probes' predictions; a mismatch be
 refused. Off: nothing changes (the other test files check the old behaviour itself).
 """
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -36,6 +37,7 @@ from hyperrep_hf.probing.probe_heads import ProbeMismatchError, load_probe_heads
 from hyperrep_hf.zoo.networks import MNIST_CNN, TETRIS_MLP, make_module
 
 LATENT_DIM = 8
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def tiny_encoder(processor: NeuronTokenProcessor, **fields) -> HyperRepModel:
@@ -334,3 +336,24 @@ def test_ood_probes_of_hyperrep_weigh_the_groups_too(switched_model, tmp_path):
     records = [record for record in document["results"] if record["method"] == "hyperrep"]
     assert records and all(len(record["group_weights"]) == 2 for record in records)
     assert all("group_weights" not in record for record in document["results"] if record["method"] == "s(W)")
+
+
+def test_the_group_weights_bench_probes_as_evaluate_does(switched_model, tmp_path):
+    """bench/compare_group_weights.py: its s(W) and shared-α columns are `hyperrep evaluate`'s s(W) and hyperrep."""
+    model_dir, zoo_dir, out = switched_model
+    spec = importlib.util.spec_from_file_location("compare_group_weights", BENCH / "compare_group_weights.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--model", str(model_dir), "--zoo", str(zoo_dir), "--out", str(tmp_path / "gw.json")]) == 0
+    (result,) = json.loads((tmp_path / "gw.json").read_text())
+    evaluated = {
+        (r["method"], r["target"]): 100 * r["value"]
+        for r in json.loads((out / "results.json").read_text())["results"]
+        if r["split"] == "test" and r["metric"] in ("r2", "accuracy")
+    }
+    assert result["targets"] and result["feature_groups"] == [LATENT_DIM, 14]
+    for target, row in result["targets"].items():
+        assert row["s(W)"] == pytest.approx(evaluated[("s(W)", target)], abs=1e-9)
+        assert row["shared α"] == pytest.approx(evaluated[("hyperrep", target)], abs=1e-9)
+        assert row["shared α − s(W)"][0] == pytest.approx(row["shared α"] - row["s(W)"], abs=1e-9)
+        assert len(row["chosen group weights"]) == 2
