@@ -336,6 +336,8 @@ def test_ood_probes_of_hyperrep_weigh_the_groups_too(switched_model, tmp_path):
     records = [record for record in document["results"] if record["method"] == "hyperrep"]
     assert records and all(len(record["group_weights"]) == 2 for record in records)
     assert all("group_weights" not in record for record in document["results"] if record["method"] == "s(W)")
+    assert document["group_weights"] == {"feature_groups": [LATENT_DIM, 14]}
+    assert "weigh z̄ against s(W) (`--group-weights`" in (tmp_path / "ood" / "ood.md").read_text()
 
 
 def test_the_group_weights_bench_probes_as_evaluate_does(switched_model, tmp_path):

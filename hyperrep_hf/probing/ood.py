@@ -131,6 +131,8 @@ def evaluate_ood(
     finally:
         stages.close()
     document = _ood_document(model_dir, zoos, names, methods, target, records, differences)
+    if feature_groups is not None:
+        document["group_weights"] = {"feature_groups": list(feature_groups)}
     out_path = Path(out_dir)
     out_path.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_path / "ood.json", document)
@@ -272,6 +274,11 @@ def render_ood_markdown(document: dict) -> str:
         f"Kendall τ of {document['target']} on each zoo's test split; rows = the zoo the probe was fitted on "
         "(train, α chosen on its validation split), columns = the zoo it predicts. The diagonal is in-distribution.",
     ]
+    if document.get("group_weights"):
+        lines[-1] += (
+            " The hyperrep probes weigh z̄ against s(W) (`--group-weights`: each group full, shrunk or left out, "
+            "chosen with α; the choice is `group_weights` in each record of `ood.json`)."
+        )
     for method in document["methods"]:
         matrix = document["matrices"][method].get("kendall_tau")
         if matrix is None:
