@@ -404,8 +404,8 @@ class RidgeProbe:
         standardized_validation = _standardize(validation_features, solver.mean, solver.std)
         best_error, best = math.inf, None
         for weights in weightings:
-            unweighted = weights if len(weightings) > 1 else None
-            coefficients = solver.coefficients(train_targets - intercept, np.asarray(self.alphas), unweighted)
+            solver_weights = weights if len(weightings) > 1 else None  # None: the paper's probe, bit for bit
+            coefficients = solver.coefficients(train_targets - intercept, np.asarray(self.alphas), solver_weights)
             predictions = standardized_validation @ coefficients + intercept  # (num_validation, A)
             # For a fixed validation set, R² is a decreasing function of the MSE: selecting by MSE is the same
             # choice and still works when the validation targets are constant (R² undefined).
