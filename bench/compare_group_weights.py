@@ -32,7 +32,7 @@ def compare(model_dir: str, zoo: str, max_rows: int | None, alphas: list[float] 
         representation_groups,
         select_targets,
     )
-    from hyperrep_hf.probing.probes import ALPHA_GRID, fit_probes
+    from hyperrep_hf.probing.probes import ALPHA_GRID, _missing_mask, fit_probes
     from hyperrep_hf.probing.report import bootstrap_difference
 
     arrays = load_zoo_arrays(zoo, max_rows, 0)
@@ -61,7 +61,7 @@ def compare(model_dir: str, zoo: str, max_rows: int | None, alphas: list[float] 
             continue
         metric = "accuracy" if target in categorical else "r2"
         truth = np.asarray(targets_by_split["test"][target])
-        present = np.array([not (value is None or (isinstance(value, float) and np.isnan(value))) for value in truth])
+        present = ~_missing_mask(truth)  # the probes drop the same rows
         predictions = {
             name: reports[name].probes[target].predict(methods[name][0]["test"][present]) for name in methods
         }

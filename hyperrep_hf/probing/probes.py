@@ -532,7 +532,7 @@ class SoftmaxProbe:
         self.mean, self.std = standardization_statistics(train_features)
         standardized_train = _standardize(train_features, self.mean, self.std)
         standardized_validation = _standardize(validation_features, self.mean, self.std)
-        best = None
+        best_score, best = -math.inf, None
         for weights in group_weightings(self.feature_groups, train_features.shape[1]):
             kept = weights > 0  # a left-out group is no column at all, not a column of zeros
             candidates, scores = self._fit_path(
@@ -540,8 +540,8 @@ class SoftmaxProbe:
                 standardized_validation[:, kept] * weights[kept],
             )  # fmt: skip
             index = int(np.argmax(scores))
-            if best is None or scores[index] > best[0][best[1]]:  # strict: ties keep the earlier weighting
-                best = (scores, index, candidates, weights, kept)
+            if best is None or scores[index] > best_score:  # strict: ties keep the earlier weighting
+                best_score, best = scores[index], (scores, index, candidates, weights, kept)
         scores, index, candidates, weights, kept = best
         weight = np.zeros((candidates[index][0].shape[0], train_features.shape[1]))
         weight[:, kept] = candidates[index][0] * weights[kept]  # back onto the unweighted standardised features
@@ -938,8 +938,7 @@ def _score_target(
     selection_split: str,
 ) -> list[ProbeResult]:
     results = []
-    group_weights = getattr(probe, "group_weights", None)  # an MLPProbe has none
-    group_weights = None if group_weights is None else tuple(group_weights)
+    group_weights = None if probe.group_weights is None else tuple(probe.group_weights)
     for split, split_rows in rows.items():
         predictions = probe.predict(split_rows.features) if split_rows.targets.size else split_rows.targets
         if task == "regression":
@@ -1001,8 +1000,9 @@ class MLPProbe:
         seed: Seed of the initialisation and of the batch order.
     """
 
-    alpha = None  # no ridge α / softmax C: the fields ProbeResult reads are None
+    alpha = None  # no ridge α / softmax C / group weights: the fields ProbeResult reads are None
     inverse_regularization = None
+    group_weights = None
 
     def __init__(
         self,
