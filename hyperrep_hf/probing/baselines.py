@@ -5,6 +5,8 @@
                                 ├─► s(W)              per layer: mean, variance, percentiles 1/25/50/75/99 of weights
                                 ├─► s(W)_unterthiner  per layer, weights and biases apart: percentiles 0/25/50/75/100,
                                 │                     mean, std (Unterthiner et al. 2020)
+                                ├─► linear_map        the network with its activations made the identity (max
+                                │                     pooling made average pooling): the affine map input → logits
                                 ├─► pca_{linear,cosine,rbf}  kernel PCA fitted on train rows
                                 └─► umap              UMAP (n_neighbors 25, min_dist 0.001) fitted on train rows
 ```
@@ -43,11 +45,14 @@ from ..models.hyperrep.weight_statistics import (
 
 logger = logging.getLogger("hyperrep_hf")
 
-BASELINE_NAMES: tuple[str, ...] = ("W", "s(W)", "s(W)_unterthiner", "pca_linear", "pca_cosine", "pca_rbf", "umap")
+BASELINE_NAMES: tuple[str, ...] = (
+    "W", "s(W)", "s(W)_unterthiner", "linear_map", "pca_linear", "pca_cosine", "pca_rbf", "umap",
+)  # fmt: skip
 UNTERTHINER_PERCENTILES: tuple[float, ...] = (0, 25, 50, 75, 100)
 UMAP_NEIGHBORS = 25
 UMAP_MIN_DIST = 0.001
 _TRANSFORM_BLOCK_ROWS = 4096
+_LINEAR_MAP_BUDGET = 20_000_000  # floats of one layer's output held at once: networks × basis inputs × layer size
 _UNTERTHINER_ORDER = ("percentile", "mean", "std")
 
 __all__ = [
@@ -55,9 +60,11 @@ __all__ = [
     "REFERENCE_PERCENTILES",
     "UNTERTHINER_PERCENTILES",
     "LayerSlices",
+    "check_linear_map_architecture",
     "compute_baseline_features",
     "kernel_pca_features",
     "layer_slices",
+    "linear_map_features",
     "statistics_feature_names",
     "umap_features",
     "unterthiner_statistics",
@@ -244,10 +251,11 @@ def compute_baseline_features(
     """Features of one baseline for every split, ready for :func:`hyperrep_hf.probing.probes.probe_targets`.
 
     Args:
-        name: One of :data:`BASELINE_NAMES`: ``W``, ``s(W)``, ``s(W)_unterthiner``, ``pca_linear``,
-            ``pca_cosine``, ``pca_rbf``, ``umap``.
+        name: One of :data:`BASELINE_NAMES`: ``W``, ``s(W)``, ``s(W)_unterthiner``, ``linear_map``,
+            ``pca_linear``, ``pca_cosine``, ``pca_rbf``, ``umap``.
         vectors_by_split: Split → (num_rows, num_parameters) flat weight vectors.
-        architecture: Architecture record; required by ``s(W)`` and ``s(W)_unterthiner``.
+        architecture: Architecture record; required by ``s(W)`` and ``s(W)_unterthiner``, and by ``linear_map`` with
+            its layer list (``NetworkSpec.to_dict()``, a zoo's ``zoo_info["architecture"]``).
         num_components: Output dimension of PCA and UMAP (e.g. the hyper-representation's latent size).
         max_fit_rows: Cap on train rows used to fit PCA and UMAP.
         seed: Seed for the fitted baselines.
@@ -265,7 +273,87 @@ def compute_baseline_features(
             raise ValueError(f"Baseline {name!r} needs the architecture record (its 'parameters' list).")
         statistics = weight_statistics if name == "s(W)" else unterthiner_statistics
         return {split: statistics(vectors, architecture) for split, vectors in vectors_by_split.items()}
+    if name == "linear_map":
+        if architecture is None:
+            raise ValueError("Baseline 'linear_map' needs the architecture record with its layer list.")
+        return {split: linear_map_features(vectors, architecture) for split, vectors in vectors_by_split.items()}
     if name == "umap":
         return umap_features(vectors_by_split, num_components, max_fit_rows=max_fit_rows, seed=seed)
     kernel = name.removeprefix("pca_")
     return kernel_pca_features(vectors_by_split, kernel, num_components, max_fit_rows, seed)
+
+
+def linear_map_features(vectors: np.ndarray, architecture: Mapping) -> np.ndarray:
+    """The affine map input → logits of each network with its non-linearities taken out.
+
+    Every activation becomes the identity and max pooling becomes average pooling (dropout is off), which leaves an
+    affine map x ↦ A x + c; the features are A (num_classes × num_inputs, row-major), followed by c when the
+    architecture has biases. For a bias-free two-layer MLP (TETRIS's 16→5→4) this is the product W₂ W₁.
+
+    It is exactly invariant to every symmetry the encoder is taught: a permutation of a layer's neurons or channels,
+    and a sign flip of a neuron (of any neuron: the linearised network is odd in each), since both leave the
+    linearised network's function unchanged. It is no data: the map is read off the weights by passing the input
+    basis through the linearised network.
+
+    Args:
+        vectors: (num_rows, num_parameters) raw flat weight vectors; a row with a non-finite weight gets NaN features.
+        architecture: ``NetworkSpec.to_dict()`` (a zoo's ``zoo_info["architecture"]``): it needs the layer list.
+
+    Returns:
+        (num_rows, num_classes · (num_inputs + 1 if the architecture has biases else num_inputs)) float64.
+
+    Raises:
+        ValueError: An architecture record without its layer list (an imported zoo that only names its
+            parameters), or vectors of the wrong width.
+    """
+    import math
+
+    import torch
+
+    from ..zoo.networks import NetworkSpec, make_module, unflatten_vector
+
+    check_linear_map_architecture(architecture)
+    spec = NetworkSpec.from_dict(architecture)
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[1] != spec.num_parameters:
+        raise ValueError(f"Expected weight vectors of shape (num_rows, {spec.num_parameters}), got {vectors.shape}.")
+    module = make_module(spec, "identity").eval()
+    for index, layer in enumerate(module.layers):
+        if isinstance(layer, torch.nn.MaxPool2d):
+            module.layers[index] = torch.nn.AvgPool2d(layer.kernel_size)
+    num_inputs = math.prod(spec.input_shape)
+    has_bias = any(layer.bias_name for layer in spec.parameter_layers)
+    basis = torch.cat([torch.zeros(1, num_inputs), torch.eye(num_inputs)]).view(-1, *spec.input_shape).double()
+    module.double()
+
+    def affine_map(vector: torch.Tensor) -> torch.Tensor:
+        outputs = torch.func.functional_call(module, unflatten_vector(spec, vector), (basis,))
+        offset, columns = outputs[0], outputs[1:] - outputs[0]  # A e_i = f(e_i) − f(0)
+        matrix = columns.T.reshape(-1)
+        return torch.cat([matrix, offset]) if has_bias else matrix
+
+    widest = max(math.prod(layer.output_shape) for layer in spec.parameter_layers)
+    chunk = max(1, _LINEAR_MAP_BUDGET // (len(basis) * widest))
+    width = spec.num_classes * (num_inputs + int(has_bias))
+    features = np.full((len(vectors), width), np.nan)
+    finite = np.flatnonzero(np.isfinite(vectors).all(axis=1))
+    batched = torch.vmap(affine_map)
+    with torch.no_grad():
+        for start in range(0, len(finite), chunk):
+            rows = finite[start : start + chunk]
+            features[rows] = batched(torch.from_numpy(vectors[rows]).double()).numpy()
+    return features
+
+
+def check_linear_map_architecture(architecture: Mapping) -> None:
+    """Refuses an architecture record that :func:`linear_map_features` cannot run: one without its layer list.
+
+    Raises:
+        ValueError: Naming what is missing and what to do.
+    """
+    if not architecture.get("layers") or not architecture.get("input_shape"):
+        raise ValueError(
+            "Baseline 'linear_map' runs the network, so it needs the architecture's layer list and input shape "
+            "(zoo_info['architecture'] of a zoo built by hyperrep_hf has them); this zoo's record only names its "
+            "parameters. Leave linear_map out of --baselines for this zoo."
+        )

@@ -44,7 +44,7 @@ from ..models.hyperrep.embeddings import (
     symmetry_transforms,
 )
 from ..zoo.folder import parse_zoo_argument
-from .baselines import compute_baseline_features
+from .baselines import check_linear_map_architecture, compute_baseline_features
 from .plots import write_plots
 from .probes import ALPHA_GRID, GROUP_SHRINKAGE, ProbeReport, ProbeResult, check_probe_splits, fit_probes
 from .report import (
@@ -480,7 +480,8 @@ def evaluate_model(
         model_dir: Model folder (encoder + processor; a Hub repo id is read, but nothing is saved into it).
         zoo: ``ZOO_DIR[:CONFIG]`` or ``REPO[:CONFIG]``.
         out_dir: Where ``results.json``, ``results.md`` and the plots go.
-        baselines: Subset of :data:`BASELINES` (plus ``"s(W)_unterthiner"``); default all. UMAP is skipped
+        baselines: Subset of :data:`BASELINES` (plus ``"s(W)_unterthiner"`` and ``"linear_map"``); default all of
+            :data:`BASELINES`. UMAP is skipped
             with a message when umap-learn is missing.
         max_rows: Keep at most this many rows per split (whole models, seeded) — for speed.
         max_fit_rows: Train rows the kernel PCA / UMAP baselines are fitted on.
@@ -539,6 +540,8 @@ def evaluate_model(
         model, processor = load_encoder(model_dir, append_weight_statistics)
         model.to(device)
         _check_architecture(processor, zoo_arrays)
+        if "linear_map" in chosen_baselines:
+            check_linear_map_architecture(zoo_arrays.info["architecture"])
         layout = representation_layout(model.config)
         feature_groups = representation_groups(model.config, processor, group_weights)
         stages.done(
