@@ -68,6 +68,7 @@ SUMMARY_FIELDS = (
     ("train/loss", "loss"),
     ("train/reconstruction_loss", "rec"),
     ("train/contrastive_loss", "con"),
+    ("train/linear_map_loss", "map"),
     ("validation/reconstruction_r2", "val R²"),
     ("test/reconstruction_r2", "test R²"),
     ("validation/probe_r2_{target}", "val probe R²"),
@@ -155,6 +156,14 @@ class TrainConfig:
     )
     beta: float = field(
         default=0.5, metadata={"help": "Weight of the reconstruction term of ecd and ec+d, in [0, 1]."}
+    )
+    linear_map_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "γ of an auxiliary self-supervised term added to any loss type: a linear head on z predicts each "
+            "network's linear map (input → logits with the activations made the identity; W₂W₁ for TETRIS), "
+            "standardised over the training rows; 0: off. No label is read: the map is computed from the weights."
+        },
     )
     temperature: float = field(default=0.1, metadata={"help": "Softmax temperature of the contrastive terms."})
     reference_losses: bool = field(
@@ -311,6 +320,8 @@ class TrainConfig:
                 problems.append(f"{name}={getattr(self, name)!r} (expected >= 0)")
         if self.multiplicative_noise_std < 0:
             problems.append(f"multiplicative_noise_std={self.multiplicative_noise_std!r} (expected >= 0)")
+        if not 0 <= self.linear_map_weight < math.inf:
+            problems.append(f"linear_map_weight={self.linear_map_weight!r} (expected a finite weight >= 0; 0: off)")
         if not 0 <= self.min_learning_rate_ratio <= 1:
             problems.append(f"min_learning_rate_ratio={self.min_learning_rate_ratio!r} (expected in [0, 1])")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
@@ -651,7 +662,10 @@ def zoo_activation(zoo_info: dict, required: bool = True) -> str | None:
 
 
 def make_model_config(
-    config: TrainConfig, processor: NeuronTokenProcessor, zoo_info: dict | None = None
+    config: TrainConfig,
+    processor: NeuronTokenProcessor,
+    zoo_info: dict | None = None,
+    linear_map_dim: int | None = None,
 ) -> HyperRepConfig:
     """The model config of a run; an impossible combination fails here, before training, naming the fields.
 
@@ -661,6 +675,7 @@ def make_model_config(
     model_fields = ("variant", "num_hidden_layers", "d_model", "num_attention_heads", "intermediate_size")
     model_fields += ("latent_dim", "dropout", "projection_layers", "projection_dim", "loss_type", "beta")
     model_fields += ("temperature", "reference_losses", "embedding_symmetry_samples", "append_weight_statistics")
+    model_fields += ("linear_map_weight",)
     symmetries = ["permutation"] * config.permute + ["sign_flip"] * config.sign_flip
     activation = zoo_activation(zoo_info or {}, required=config.sign_flip)
     try:
@@ -669,9 +684,27 @@ def make_model_config(
             **{name: getattr(config, name) for name in model_fields},
             symmetries=symmetries,
             activation=activation,
+            linear_map_dim=linear_map_dim,
         )
     except ValueError as error:
         raise ValueError(f"Invalid training config (model fields): {error}") from None
+
+
+def linear_map_targets(vectors: torch.Tensor, architecture: dict) -> torch.Tensor:
+    """The training rows' linear maps (``linear_map_features``), standardised per column over these rows, float32.
+
+    A column that does not vary (the offset of a bias-free network) is left at 0.
+
+    Raises:
+        ValueError: An architecture without its layer list (the map runs the network), naming what to do.
+    """
+    from ..probing.baselines import linear_map_features
+
+    maps = linear_map_features(vectors.double().numpy(), architecture)
+    if not np.isfinite(maps).all():
+        raise ValueError("linear_map_weight: a training row has a non-finite weight or linear map; check the zoo.")
+    spread = maps.std(axis=0)
+    return torch.from_numpy((maps - maps.mean(axis=0)) / np.where(spread > 0, spread, 1.0)).float()
 
 
 def saved_processor(config: TrainConfig, processor: NeuronTokenProcessor, zoo_info: dict) -> NeuronTokenProcessor:
@@ -832,9 +865,14 @@ class Trainer:
         with accelerator.main_process_first():
             self.data = load_zoo_tensors(config)
         self.processor = self.data.processor
-        self.model_config = make_model_config(config, self.processor, self.data.zoo_info)
-        self.saved_processor = saved_processor(config, self.processor, self.data.zoo_info)
         self.training_vectors = self.data.training_vectors  # the same tensor the normalisation was fitted on
+        self.linear_maps = None  # the auxiliary target of every training row (linear_map_weight > 0)
+        if config.linear_map_weight:
+            self.linear_maps = linear_map_targets(self.training_vectors, self.data.zoo_info["architecture"])
+        self.model_config = make_model_config(
+            config, self.processor, self.data.zoo_info, None if self.linear_maps is None else self.linear_maps.shape[1]
+        )
+        self.saved_processor = saved_processor(config, self.processor, self.data.zoo_info)
         self.per_process_batch = check_batch_size(config, len(self.training_vectors), accelerator.num_processes)
         self.global_batch = self.per_process_batch * accelerator.num_processes
         self.steps_per_epoch = len(self.training_vectors) // self.global_batch
@@ -976,12 +1014,17 @@ class Trainer:
         self.collator.generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch, rank, 1))
         torch.manual_seed(epoch_seed(config.seed, epoch, rank, 2))  # dropout
         input_names = MODEL_INPUTS if config.loss_type == "ed" else MODEL_INPUTS + VIEW2_INPUTS
+        if self.linear_maps is not None:
+            input_names += ("linear_map",)
         self.model.train()
-        sums = torch.zeros(3, dtype=torch.float64)
+        sums = torch.zeros(4, dtype=torch.float64)
         started = time.perf_counter()
         for index in range(self.steps_per_epoch):
             first = index * self.global_batch + rank * self.per_process_batch
-            batch = self.collator(self.training_vectors[order[first : first + self.per_process_batch]])
+            rows = order[first : first + self.per_process_batch]
+            batch = self.collator(self.training_vectors[rows])
+            if self.linear_maps is not None:
+                batch["linear_map"] = self.linear_maps[rows]
             output = self.model(**{name: batch[name].to(device, non_blocking=True) for name in input_names})
             accelerator.backward(output.loss)
             if config.max_grad_norm is not None:
@@ -989,8 +1032,9 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-            contrast = output.contrastive_loss
+            contrast, linear_map = output.contrastive_loss, output.linear_map_loss
             parts = [output.loss, output.reconstruction_loss, contrast if contrast is not None else output.loss * 0]
+            parts.append(linear_map if linear_map is not None else output.loss * 0)
             parts = torch.stack([part.detach().float() for part in parts]).cpu().double()
             sums += parts
             self.step += 1
@@ -1003,6 +1047,8 @@ class Trainer:
         record.update({"train/loss": float(means[0]), "train/reconstruction_loss": float(means[1])})
         if config.loss_type != "ed":
             record["train/contrastive_loss"] = float(means[2])
+        if self.linear_maps is not None:
+            record["train/linear_map_loss"] = float(means[3])
         record["seconds"] = time.perf_counter() - started
         return record
 

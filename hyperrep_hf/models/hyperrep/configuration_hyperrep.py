@@ -86,6 +86,15 @@ class HyperRepConfig(PreTrainedConfig):
             wherever the representation is (evaluation, probe heads, the pipeline); training and
             ``HyperRepModel.forward`` are unchanged, so a trained encoder can be switched
             (``hyperrep evaluate ... --append-weight-statistics``). False: z̄ alone, the paper's.
+        linear_map_weight: γ of an auxiliary self-supervised term of training (0: off, the paper's losses): a linear
+            head on z predicts the network's *linear map* (the affine map input → logits with the activations made
+            the identity: ``W₂ W₁`` for TETRIS's MLP; ``hyperrep_hf.probing.baselines.linear_map_features``),
+            standardised over the training rows, and γ · its MSE is added to the loss. The map is computed from the
+            weights themselves (no label) and is invariant to neuron permutations and sign flips, so it teaches z
+            what the network computes, which reconstruction and contrast leave out. Only the pre-training model
+            has the head; the encoder and the hyper-representation are unchanged.
+        linear_map_dim: Width of that target (num_classes × (inputs + 1 with biases)); needed when
+            ``linear_map_weight`` > 0, written by training.
         initializer_range: Standard deviation of the position embeddings and the compression token.
         layer_norm_eps: Epsilon of the LayerNorms.
         kwargs: Passed on to `PreTrainedConfig`.
@@ -128,6 +137,8 @@ class HyperRepConfig(PreTrainedConfig):
         activation: str | None = None,
         embedding_symmetry_samples: int = 1,
         append_weight_statistics: bool = False,
+        linear_map_weight: float = 0.0,
+        linear_map_dim: int | None = None,
         initializer_range: float = 0.02,
         layer_norm_eps: float = 1e-5,
         **kwargs,
@@ -159,6 +170,8 @@ class HyperRepConfig(PreTrainedConfig):
         self.activation = activation
         self.embedding_symmetry_samples = embedding_symmetry_samples
         self.append_weight_statistics = append_weight_statistics
+        self.linear_map_weight = linear_map_weight
+        self.linear_map_dim = linear_map_dim
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         kwargs.pop("custom_pipelines", None)  # a constant of this code (see the property), not a field
@@ -255,6 +268,12 @@ class HyperRepConfig(PreTrainedConfig):
             fail("embedding_symmetry_samples", samples, "expected a positive integer")
         if not isinstance(self.append_weight_statistics, bool):
             fail("append_weight_statistics", self.append_weight_statistics, "expected a bool (true or false)")
+        weight = self.linear_map_weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < math.inf:
+            fail("linear_map_weight", weight, "expected a finite weight >= 0 (0: no linear-map term)")
+        dim = self.linear_map_dim
+        if weight > 0 and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
+            fail("linear_map_dim", dim, "a linear-map term (linear_map_weight > 0) needs the map's width")
 
 
 def derive_num_parameters(
