@@ -5,8 +5,10 @@ network run on random inputs, and for invariance under random permutations and s
 shipped architecture.
 """
 
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ DROPOUT_CNN = NetworkSpec.parse(
     ["conv:6:3", "act", "dropout", "conv:5:3:s2", "act", "dropout", "flatten", "linear:7", "act", "linear:3"],
     "dropout_cnn",
 )
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 SPECS = [TETRIS_MLP, MLP_WITH_BIASES, DROPOUT_CNN, SMALL_CNN_ZOO, MNIST_CNN]
 
 
@@ -108,20 +111,50 @@ def test_an_architecture_without_its_layer_list_is_refused_with_what_to_do():
         linear_map_features(np.zeros((2, 99)), TETRIS_MLP.to_dict())
 
 
-def test_evaluate_probes_the_linear_map_beside_the_others(tmp_path):
-    """On a mixed-activation zoo (tanh and relu networks), through the command line, opt-in like s(W)_unterthiner."""
-    zoo_dir = make_zoo(tmp_path / "zoo")
+@pytest.fixture(scope="module")
+def evaluated_with_linear_map(tmp_path_factory):
+    """A tiny encoder on a mixed-activation zoo (tanh and relu), evaluated with s(W) and linear_map, from the CLI."""
+    zoo_dir = make_zoo(tmp_path_factory.mktemp("zoo"))
     torch.manual_seed(0)
     processor = NeuronTokenProcessor.from_zoo(zoo_dir)
     config = HyperRepConfig(
         **processor.model_config_kwargs(), d_model=16, num_attention_heads=2, intermediate_size=32, latent_dim=4
     )
-    HyperRepModel(config).save_pretrained(tmp_path / "model")
-    processor.save_pretrained(tmp_path / "model")
-    out = tmp_path / "out"
-    arguments = ["evaluate", str(tmp_path / "model"), "--zoo", str(zoo_dir), "--out", str(out), "--quiet"]
-    assert main([*arguments, "--baselines", "s(W)", "linear_map", "--threads", "1"]) == 0
+    model_dir = tmp_path_factory.mktemp("model")
+    HyperRepModel(config).save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    out = tmp_path_factory.mktemp("out")
+    arguments = ["evaluate", str(model_dir), "--zoo", str(zoo_dir), "--out", str(out), "--quiet", "--threads", "1"]
+    assert main([*arguments, "--baselines", "s(W)", "linear_map"]) == 0
+    return model_dir, zoo_dir, out
+
+
+def test_evaluate_probes_the_linear_map_beside_the_others(evaluated_with_linear_map):
+    """Opt-in like s(W)_unterthiner, on every target, and titled in results.md."""
+    out = evaluated_with_linear_map[2]
     records = json.loads((out / "results.json").read_text())["results"]
     assert {record["method"] for record in records} == {"s(W)", "linear_map", "hyperrep"}
     assert {r["target"] for r in records if r["method"] == "linear_map"} == {r["target"] for r in records}
     assert "| target | s(W) | linear map | hyperrep |" in (out / "results.md").read_text()
+
+
+def test_the_linear_map_bench_probes_as_evaluate_does(evaluated_with_linear_map, tmp_path):
+    """bench/compare_linear_map.py: its s(W), linear_map and hyperrep columns are `hyperrep evaluate`'s."""
+    model_dir, zoo_dir, out = evaluated_with_linear_map
+    spec = importlib.util.spec_from_file_location("compare_linear_map", BENCH / "compare_linear_map.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--model", str(model_dir), "--zoo", str(zoo_dir), "--out", str(tmp_path / "lm.json")]) == 0
+    (result,) = json.loads((tmp_path / "lm.json").read_text())
+    evaluated = {
+        (r["method"], r["target"]): 100 * r["value"]
+        for r in json.loads((out / "results.json").read_text())["results"]
+        if r["split"] == "test" and r["metric"] in ("r2", "accuracy")
+    }
+    assert result["targets"] and result["linear_map_width"] == 4 * 16
+    for target, row in result["targets"].items():
+        for method in ("s(W)", "linear_map", "hyperrep"):
+            assert row[method] == pytest.approx(evaluated[(method, target)], abs=1e-9), (method, target)
+        assert row["hyperrep − linear_map"][0] == pytest.approx(row["hyperrep"] - row["linear_map"], abs=1e-9)
+    counts = result["summary"]["hyperrep − linear_map"]
+    assert sum(counts.values()) == len(result["targets"])

@@ -1,0 +1,125 @@
+"""The hyper-representation against the linear_map baseline, and the two side by side.
+
+For each (model, zoo): the model's own representation (z̄, or z̄ ⊕ s(W) where its config appends the statistics),
+s(W), the linear map L(W) (``hyperrep_hf.probing.baselines.linear_map_features``) and the representation with L(W)
+appended, each through the probes of ``hyperrep evaluate`` (ridge / softmax, α or C on validation), scored on test.
+Differences come with a 95 % paired bootstrap interval over the test networks (all their rows).
+
+Usage::
+
+    python bench/compare_linear_map.py --model runs/tetris_seed --zoo zoos_built:tetris_seed \\
+        --model runs/tetris_hyp --zoo zoos_built:tetris_hyp --max-rows 0 --max-rows 10000 \\
+        --out bench/results/linear_map.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PAIRS = (("hyperrep", "linear_map"), ("hyperrep ⊕ linear_map", "linear_map"), ("linear_map", "s(W)"))
+
+
+def compare(model_dir: str, zoo: str, max_rows: int | None) -> dict:
+    from hyperrep_hf.probing.baselines import compute_baseline_features
+    from hyperrep_hf.probing.evaluation import (
+        _targets_by_split,
+        compute_embeddings,
+        load_encoder,
+        load_zoo_arrays,
+        select_targets,
+    )
+    from hyperrep_hf.probing.probes import _missing_mask, fit_probes
+    from hyperrep_hf.probing.report import bootstrap_difference
+
+    arrays = load_zoo_arrays(zoo, max_rows, 0)
+    targets, categorical = select_targets(arrays)
+    targets_by_split = _targets_by_split(arrays, targets)
+    model, processor = load_encoder(model_dir)
+    architecture = arrays.info["architecture"]
+    started = time.process_time()
+    linear_map = compute_baseline_features("linear_map", arrays.vectors, architecture)
+    linear_map_seconds = time.process_time() - started
+    embeddings = {split: compute_embeddings(model, processor, vectors) for split, vectors in arrays.vectors.items()}
+    features = {
+        "s(W)": compute_baseline_features("s(W)", arrays.vectors, architecture),
+        "linear_map": linear_map,
+        "hyperrep": embeddings,
+        "hyperrep ⊕ linear_map": {split: np.hstack([embeddings[split], linear_map[split]]) for split in embeddings},
+    }
+    reports = {
+        name: fit_probes(values, targets_by_split, categorical, method=name) for name, values in features.items()
+    }
+    rows = {}
+    for target in targets:
+        if any(target not in report.probes for report in reports.values()):
+            continue
+        metric = "accuracy" if target in categorical else "r2"
+        truth = np.asarray(targets_by_split["test"][target])
+        present = ~_missing_mask(truth)  # the probes drop the same rows
+        predicted = {name: reports[name].probes[target].predict(features[name]["test"][present]) for name in features}
+        row = {"metric": metric}
+        for name in features:
+            row[name] = 100 * next(
+                r.value for r in reports[name].results if (r.target, r.split, r.metric) == (target, "test", metric)
+            )
+        for first, second in PAIRS:
+            interval = bootstrap_difference(
+                metric, truth[present], predicted[first], predicted[second], arrays.model_ids["test"][present]
+            )
+            row[f"{first} − {second}"] = [100 * interval[key] for key in ("difference", "low", "high")]
+        rows[target] = row
+    summary = {
+        f"{first} − {second}": {
+            "ahead (interval above 0)": sum(row[f"{first} − {second}"][1] > 0 for row in rows.values()),
+            "level": sum(row[f"{first} − {second}"][1] <= 0 <= row[f"{first} − {second}"][2] for row in rows.values()),
+            "behind (interval below 0)": sum(row[f"{first} − {second}"][2] < 0 for row in rows.values()),
+        }
+        for first, second in PAIRS
+    }
+    return {
+        "model": model_dir,
+        "zoo": zoo,
+        "max_rows": max_rows,
+        "rows": {split: int(values.shape[0]) for split, values in arrays.vectors.items()},
+        "representation_width": int(embeddings["train"].shape[1]),
+        "linear_map_width": int(linear_map["train"].shape[1]),
+        "linear_map_cpu_seconds": round(linear_map_seconds, 1),
+        "summary": summary,
+        "targets": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", required=True, help="model folder (repeat with --zoo)")
+    parser.add_argument("--zoo", action="append", required=True, help="DIR:CONFIG, one per --model")
+    parser.add_argument(
+        "--max-rows", type=int, action="append", help="rows per split kept (whole models, seeded): once for every "
+        "zoo, or once per --model (0: all)",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, help="the JSON file written")
+    arguments = parser.parse_args(argv)
+    max_rows = arguments.max_rows or [0]
+    if len(max_rows) == 1:
+        max_rows = max_rows * len(arguments.model)
+    if not len(arguments.model) == len(arguments.zoo) == len(max_rows):
+        parser.error("give one --zoo per --model, and --max-rows once or once per --model")
+    results = []
+    for model_dir, zoo, rows in zip(arguments.model, arguments.zoo, max_rows, strict=True):
+        result = compare(model_dir, zoo, rows or None)
+        results.append(result)
+        print(json.dumps({"zoo": zoo, "summary": result["summary"]}, indent=1, ensure_ascii=False), flush=True)
+    arguments.out.parent.mkdir(parents=True, exist_ok=True)
+    arguments.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {arguments.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
