@@ -13,13 +13,14 @@ task, the mean difference to s(W) and the targets whose interval lies above / be
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # paired_probes, beside this script
+from paired_probes import add_model_zoo_arguments, paired_rows, run_pairs
 
 
 def compare(model_dir: str, zoo: str, max_rows: int | None, alphas: list[float] | None = None) -> dict:
@@ -32,8 +33,7 @@ def compare(model_dir: str, zoo: str, max_rows: int | None, alphas: list[float] 
         representation_groups,
         select_targets,
     )
-    from hyperrep_hf.probing.probes import ALPHA_GRID, _missing_mask, fit_probes
-    from hyperrep_hf.probing.report import bootstrap_difference
+    from hyperrep_hf.probing.probes import ALPHA_GRID, fit_probes
 
     arrays = load_zoo_arrays(zoo, max_rows, 0)
     targets, categorical = select_targets(arrays)
@@ -55,28 +55,11 @@ def compare(model_dir: str, zoo: str, max_rows: int | None, alphas: list[float] 
             alphas=alphas or ALPHA_GRID,
         )  # fmt: skip
         seconds[name] = round(time.perf_counter() - started, 1)
-    rows = {}
-    for target in targets:
-        if any(target not in report.probes for report in reports.values()):
-            continue
-        metric = "accuracy" if target in categorical else "r2"
-        truth = np.asarray(targets_by_split["test"][target])
-        present = ~_missing_mask(truth)  # the probes drop the same rows
-        predictions = {
-            name: reports[name].probes[target].predict(methods[name][0]["test"][present]) for name in methods
-        }
-        row = {"metric": metric}
-        for name in methods:
-            row[name] = 100 * next(
-                r.value for r in reports[name].results if (r.target, r.split, r.metric) == (target, "test", metric)
-            )
-        for name in ("shared α", "group weights"):
-            interval = bootstrap_difference(
-                metric, truth[present], predictions[name], predictions["s(W)"], arrays.model_ids["test"][present]
-            )
-            row[f"{name} − s(W)"] = [100 * interval[key] for key in ("difference", "low", "high")]
+    features = {name: values for name, (values, _) in methods.items()}
+    pairs = (("shared α", "s(W)"), ("group weights", "s(W)"))
+    rows = paired_rows(targets, categorical, targets_by_split, arrays.model_ids["test"], reports, features, pairs)
+    for target, row in rows.items():
         row["chosen group weights"] = reports["group weights"].probes[target].group_weights
-        rows[target] = row
     summary = {}
     for task, metric in (("regression", "r2"), ("classification", "accuracy")):
         task_rows = [row for row in rows.values() if row["metric"] == metric]
@@ -106,31 +89,12 @@ def compare(model_dir: str, zoo: str, max_rows: int | None, alphas: list[float] 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", required=True, help="model folder (repeat with --zoo)")
-    parser.add_argument("--zoo", action="append", required=True, help="DIR:CONFIG, one per --model")
-    parser.add_argument(
-        "--max-rows", type=int, action="append", help="rows per split kept (whole models, seeded): once for every "
-        "zoo, or once per --model (0: all)",
-    )  # fmt: skip
+    add_model_zoo_arguments(parser)
     parser.add_argument(
         "--ridge-alphas", type=float, nargs="+", help="the ridge grid of every probe (default: the paper's)"
     )
-    parser.add_argument("--out", type=Path, required=True, help="the JSON file written")
     arguments = parser.parse_args(argv)
-    max_rows = arguments.max_rows or [0]
-    if len(max_rows) == 1:
-        max_rows = max_rows * len(arguments.model)
-    if not len(arguments.model) == len(arguments.zoo) == len(max_rows):
-        parser.error("give one --zoo per --model, and --max-rows once or once per --model")
-    results = []
-    for model_dir, zoo, rows in zip(arguments.model, arguments.zoo, max_rows, strict=True):
-        result = compare(model_dir, zoo, rows or None, arguments.ridge_alphas)
-        results.append(result)
-        print(json.dumps({"zoo": zoo, "summary": result["summary"]}, indent=1, ensure_ascii=False), flush=True)
-    arguments.out.parent.mkdir(parents=True, exist_ok=True)
-    arguments.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {arguments.out}")
-    return 0
+    return run_pairs(parser, arguments, functools.partial(compare, alphas=arguments.ridge_alphas))
 
 
 if __name__ == "__main__":

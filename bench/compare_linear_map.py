@@ -15,12 +15,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # paired_probes, beside this script
+from paired_probes import add_model_zoo_arguments, paired_rows, run_pairs
 
 PAIRS = (("hyperrep", "linear_map"), ("hyperrep ⊕ linear_map", "linear_map"), ("linear_map", "s(W)"))
 
@@ -34,8 +36,7 @@ def compare(model_dir: str, zoo: str, max_rows: int | None) -> dict:
         load_zoo_arrays,
         select_targets,
     )
-    from hyperrep_hf.probing.probes import _missing_mask, fit_probes
-    from hyperrep_hf.probing.report import bootstrap_difference
+    from hyperrep_hf.probing.probes import fit_probes
 
     arrays = load_zoo_arrays(zoo, max_rows, 0)
     targets, categorical = select_targets(arrays)
@@ -55,25 +56,7 @@ def compare(model_dir: str, zoo: str, max_rows: int | None) -> dict:
     reports = {
         name: fit_probes(values, targets_by_split, categorical, method=name) for name, values in features.items()
     }
-    rows = {}
-    for target in targets:
-        if any(target not in report.probes for report in reports.values()):
-            continue
-        metric = "accuracy" if target in categorical else "r2"
-        truth = np.asarray(targets_by_split["test"][target])
-        present = ~_missing_mask(truth)  # the probes drop the same rows
-        predicted = {name: reports[name].probes[target].predict(features[name]["test"][present]) for name in features}
-        row = {"metric": metric}
-        for name in features:
-            row[name] = 100 * next(
-                r.value for r in reports[name].results if (r.target, r.split, r.metric) == (target, "test", metric)
-            )
-        for first, second in PAIRS:
-            interval = bootstrap_difference(
-                metric, truth[present], predicted[first], predicted[second], arrays.model_ids["test"][present]
-            )
-            row[f"{first} − {second}"] = [100 * interval[key] for key in ("difference", "low", "high")]
-        rows[target] = row
+    rows = paired_rows(targets, categorical, targets_by_split, arrays.model_ids["test"], reports, features, PAIRS)
     summary = {
         f"{first} − {second}": {
             "ahead (interval above 0)": sum(row[f"{first} − {second}"][1] > 0 for row in rows.values()),
@@ -97,28 +80,9 @@ def compare(model_dir: str, zoo: str, max_rows: int | None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", required=True, help="model folder (repeat with --zoo)")
-    parser.add_argument("--zoo", action="append", required=True, help="DIR:CONFIG, one per --model")
-    parser.add_argument(
-        "--max-rows", type=int, action="append", help="rows per split kept (whole models, seeded): once for every "
-        "zoo, or once per --model (0: all)",
-    )  # fmt: skip
-    parser.add_argument("--out", type=Path, required=True, help="the JSON file written")
+    add_model_zoo_arguments(parser)
     arguments = parser.parse_args(argv)
-    max_rows = arguments.max_rows or [0]
-    if len(max_rows) == 1:
-        max_rows = max_rows * len(arguments.model)
-    if not len(arguments.model) == len(arguments.zoo) == len(max_rows):
-        parser.error("give one --zoo per --model, and --max-rows once or once per --model")
-    results = []
-    for model_dir, zoo, rows in zip(arguments.model, arguments.zoo, max_rows, strict=True):
-        result = compare(model_dir, zoo, rows or None)
-        results.append(result)
-        print(json.dumps({"zoo": zoo, "summary": result["summary"]}, indent=1, ensure_ascii=False), flush=True)
-    arguments.out.parent.mkdir(parents=True, exist_ok=True)
-    arguments.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {arguments.out}")
-    return 0
+    return run_pairs(parser, arguments, compare)
 
 
 if __name__ == "__main__":

@@ -15,31 +15,25 @@ import torch
 import torch.nn.functional as F
 from accelerate.state import AcceleratorState, PartialState
 from safetensors.torch import load_file
+from tiny_models import make_zoo
 
 from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, HyperRepModel
 from hyperrep_hf.probing.baselines import linear_map_features
 from hyperrep_hf.training.trainer import Trainer, linear_map_targets, make_train_config
-from hyperrep_hf.zoo.folder import build_zoo
 from hyperrep_hf.zoo.networks import TETRIS_MLP
-from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
+from hyperrep_hf.zoo.recipes import BuildOptions
 
 TINY_RUN = {"d_model": 16, "num_attention_heads": 2, "intermediate_size": 32, "latent_dim": 8, "projection_dim": 4}
 TINY_RUN |= {"batch_size": 8, "num_threads": 1, "progress": False, "eval_batch_size": 50, "eval_every": 1}
 TINY_MODEL = {"d_model": 16, "num_attention_heads": 2, "intermediate_size": 32, "latent_dim": 6, "dropout": 0.0}
 
 
+pytestmark = pytest.mark.usefixtures("fresh_accelerator_state")
+
+
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("zoo")
-    build_zoo(load_recipe("tetris_seed"), out, BuildOptions(num_models=12, epochs=3, subset=120), progress=False)
-    return out
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    yield
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
+    return make_zoo(tmp_path_factory.mktemp("zoo"), "tetris_seed", BuildOptions(num_models=12, epochs=3, subset=120))
 
 
 def _batch(config, batch=5, seed=0):

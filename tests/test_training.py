@@ -43,11 +43,7 @@ def tiny_zoo(tmp_path_factory):
     return out
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    yield
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerator_state")
 
 
 def _launch(arguments, num_processes=1, timeout=240):
