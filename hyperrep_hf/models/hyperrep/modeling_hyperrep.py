@@ -260,7 +260,7 @@ class HyperRepModel(HyperRepPreTrainedModel):
     """The encoder: tokens → hyper-representation z."""
 
     # Loading the encoder from a pre-training checkpoint is the normal case: its decoder and head are not needed.
-    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^projection_head\."]
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^projection_head\.", r"^linear_map_head\."]
 
     def __init__(self, config: HyperRepConfig):
         super().__init__(config)
