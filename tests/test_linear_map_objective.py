@@ -118,6 +118,8 @@ def test_the_targets_are_the_standardised_linear_maps(seed):
     vectors[3, 0] = math.nan
     with pytest.raises(ValueError, match="non-finite"):
         linear_map_targets(vectors, TETRIS_MLP.to_dict())
+    with pytest.raises(ValueError, match=r"layer list.*--linear-map-weight 0"):
+        linear_map_targets(vectors, {"parameters": TETRIS_MLP.to_dict()["parameters"]})
 
 
 def test_a_run_records_the_term_saves_the_field_and_resumes_bit_for_bit(tiny_zoo, tmp_path):
