@@ -20,28 +20,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # paired_probes, beside this script
-from paired_probes import add_model_zoo_arguments, paired_rows, run_pairs
+from paired_probes import add_model_zoo_arguments, load_probe_inputs, paired_rows, run_pairs
 
 
 def compare(model_dir: str, zoo: str, max_rows: int | None, alphas: list[float] | None = None) -> dict:
     from hyperrep_hf.probing.baselines import compute_baseline_features
-    from hyperrep_hf.probing.evaluation import (
-        _targets_by_split,
-        compute_embeddings,
-        load_encoder,
-        load_zoo_arrays,
-        representation_groups,
-        select_targets,
-    )
+    from hyperrep_hf.probing.evaluation import representation_groups
     from hyperrep_hf.probing.probes import ALPHA_GRID, fit_probes
 
-    arrays = load_zoo_arrays(zoo, max_rows, 0)
-    targets, categorical = select_targets(arrays)
-    targets_by_split = _targets_by_split(arrays, targets)
-    model, processor = load_encoder(model_dir, True)
-    embeddings = {split: compute_embeddings(model, processor, vectors) for split, vectors in arrays.vectors.items()}
+    loaded = load_probe_inputs(model_dir, zoo, max_rows, append_weight_statistics=True)
+    arrays, targets, categorical = loaded.arrays, loaded.targets, loaded.categorical
+    targets_by_split, embeddings = loaded.targets_by_split, loaded.embeddings
     statistics_features = compute_baseline_features("s(W)", arrays.vectors, arrays.info["architecture"])
-    groups = representation_groups(model.config, processor, True)
+    groups = representation_groups(loaded.model.config, loaded.processor, True)
     methods = {
         "s(W)": (statistics_features, None),
         "shared α": (embeddings, None),

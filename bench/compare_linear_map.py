@@ -22,31 +22,22 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # paired_probes, beside this script
-from paired_probes import add_model_zoo_arguments, paired_rows, run_pairs
+from paired_probes import add_model_zoo_arguments, load_probe_inputs, paired_rows, run_pairs
 
 PAIRS = (("hyperrep", "linear_map"), ("hyperrep ⊕ linear_map", "linear_map"), ("linear_map", "s(W)"))
 
 
 def compare(model_dir: str, zoo: str, max_rows: int | None) -> dict:
     from hyperrep_hf.probing.baselines import compute_baseline_features
-    from hyperrep_hf.probing.evaluation import (
-        _targets_by_split,
-        compute_embeddings,
-        load_encoder,
-        load_zoo_arrays,
-        select_targets,
-    )
     from hyperrep_hf.probing.probes import fit_probes
 
-    arrays = load_zoo_arrays(zoo, max_rows, 0)
-    targets, categorical = select_targets(arrays)
-    targets_by_split = _targets_by_split(arrays, targets)
-    model, processor = load_encoder(model_dir)
+    loaded = load_probe_inputs(model_dir, zoo, max_rows)
+    arrays, targets, categorical = loaded.arrays, loaded.targets, loaded.categorical
+    targets_by_split, embeddings = loaded.targets_by_split, loaded.embeddings
     architecture = arrays.info["architecture"]
     started = time.process_time()
     linear_map = compute_baseline_features("linear_map", arrays.vectors, architecture)
     linear_map_seconds = time.process_time() - started
-    embeddings = {split: compute_embeddings(model, processor, vectors) for split, vectors in arrays.vectors.items()}
     features = {
         "s(W)": compute_baseline_features("s(W)", arrays.vectors, architecture),
         "linear_map": linear_map,

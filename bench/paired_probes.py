@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +46,41 @@ def run_pairs(
     arguments.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {arguments.out}")
     return 0
+
+
+@dataclass
+class ProbeInputs:
+    """One (model, zoo): the zoo's rows, its probe targets and the model's representation of every split."""
+
+    arrays: Any
+    targets: list[str]
+    categorical: set[str]
+    targets_by_split: dict[str, dict[str, np.ndarray]]
+    model: Any
+    processor: Any
+    embeddings: dict[str, np.ndarray]
+
+
+def load_probe_inputs(
+    model_dir: str, zoo: str, max_rows: int | None, append_weight_statistics: bool | None = None
+) -> ProbeInputs:
+    """The zoo (``max_rows`` per split, whole models, seed 0, as ``hyperrep evaluate``), its targets and embeddings.
+
+    ``append_weight_statistics``: None keeps the model's own representation; True / False forces z̄ ⊕ s(W) / z̄.
+    """
+    from hyperrep_hf.probing.evaluation import (
+        _targets_by_split,
+        compute_embeddings,
+        load_encoder,
+        load_zoo_arrays,
+        select_targets,
+    )
+
+    arrays = load_zoo_arrays(zoo, max_rows, 0)
+    targets, categorical = select_targets(arrays)
+    model, processor = load_encoder(model_dir, append_weight_statistics)
+    embeddings = {split: compute_embeddings(model, processor, vectors) for split, vectors in arrays.vectors.items()}
+    return ProbeInputs(arrays, targets, categorical, _targets_by_split(arrays, targets), model, processor, embeddings)
 
 
 def paired_rows(

@@ -28,9 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -39,9 +37,8 @@ import numpy as np
 import torch
 
 from hyperrep_hf.probing.evaluation import load_zoo_arrays
-from hyperrep_hf.zoo.image_data import load_image_dataset
-from hyperrep_hf.zoo.networks import NetworkSpec, make_module, unflatten_vector
-from hyperrep_hf.zoo.recipes import ZooRecipe
+from hyperrep_hf.zoo.image_data import load_image_dataset, zoo_data_version
+from hyperrep_hf.zoo.networks import NetworkSpec, batched_outputs, make_module
 
 # A recomputed target may differ from the stored one by float32 rounding of near-tied logits: a few images.
 MAX_MISMATCH = 0.01
@@ -55,20 +52,13 @@ def predictions(spec: NetworkSpec, vectors: np.ndarray, activations: np.ndarray,
     vmapped over the rows' weight vectors.
     """
     out = np.empty((len(vectors), len(images)), dtype=np.int8)
-    widest = max(math.prod(layer.output_shape) for layer in spec.parameter_layers)
-    chunk_size = max(1, min(256, ACTIVATION_BUDGET // (len(images) * widest)))
     for activation in np.unique(activations):
-        logits = torch.vmap(functools.partial(_logits, make_module(spec, str(activation)).eval(), spec, images))
         rows = np.flatnonzero(activations == activation)
-        for start in range(0, len(rows), chunk_size):
-            chunk = rows[start : start + chunk_size]
-            with torch.no_grad():
-                out[chunk] = logits(torch.from_numpy(vectors[chunk]).float()).argmax(-1).numpy().astype(np.int8)
+        module = make_module(spec, str(activation)).eval()
+        weights = torch.from_numpy(vectors[rows]).float()
+        for chunk, logits in batched_outputs(module, spec, weights, images, ACTIVATION_BUDGET):
+            out[rows[chunk]] = logits.argmax(-1).numpy().astype(np.int8)
     return out
-
-
-def _logits(module: torch.nn.Module, spec: NetworkSpec, images: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
-    return torch.func.functional_call(module, unflatten_vector(spec, vector), (images,))
 
 
 def scores(predicted: np.ndarray, labels: np.ndarray, weights: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
@@ -163,13 +153,13 @@ def measure_zoo(zoo: str, split: str, halvings: int, resamples: int, seed: int) 
     started = time.process_time()
     arrays = load_zoo_arrays(zoo)
     info = arrays.info
-    recipe = ZooRecipe(**{**info["recipe"], "seeds": tuple(info["recipe"]["seeds"] or ()) or None})
     spec = NetworkSpec.from_dict(info["architecture"])
     data = load_image_dataset(
         info["dataset"]["name"],
         seed=info["options"]["seed"],
         subset=info["options"]["subset"],
-        **recipe.data_arguments(),
+        version=zoo_data_version(info),
+        **info["recipe"].get("data_options", {}),
     )
     columns, vectors = arrays.columns[split], arrays.vectors[split]
     activations = np.asarray(columns["activation"]).astype(str)

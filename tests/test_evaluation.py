@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from tiny_models import make_model_folder
 
 from hyperrep_hf import HyperRepConfig, HyperRepModel, NeuronTokenProcessor
 from hyperrep_hf.cli import main
@@ -30,17 +31,6 @@ from hyperrep_hf.zoo.folder import build_zoo
 from hyperrep_hf.zoo.recipes import BuildOptions, load_recipe
 
 TINY = BuildOptions(num_models=12, epochs=3, subset=120)
-
-
-def make_model_folder(zoo_dir, folder, seed=0):
-    torch.manual_seed(seed)
-    processor = NeuronTokenProcessor.from_zoo(zoo_dir)
-    config = HyperRepConfig(
-        **processor.model_config_kwargs(), d_model=32, num_attention_heads=2, intermediate_size=64, latent_dim=8
-    )
-    HyperRepModel(config).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_models import make_zoo
+from tiny_models import make_model_folder, make_zoo
 
-from hyperrep_hf import HyperRepConfig, HyperRepModel, NeuronTokenProcessor
 from hyperrep_hf.cli import main
 from hyperrep_hf.models.hyperrep.augmentations import NeuronPermutation, NeuronSignFlip, sign_flip_layers
 from hyperrep_hf.probing.baselines import compute_baseline_features, linear_map_features
@@ -115,14 +114,9 @@ def test_an_architecture_without_its_layer_list_is_refused_with_what_to_do():
 def evaluated_with_linear_map(tmp_path_factory):
     """A tiny encoder on a mixed-activation zoo (tanh and relu), evaluated with s(W) and linear_map, from the CLI."""
     zoo_dir = make_zoo(tmp_path_factory.mktemp("zoo"))
-    torch.manual_seed(0)
-    processor = NeuronTokenProcessor.from_zoo(zoo_dir)
-    config = HyperRepConfig(
-        **processor.model_config_kwargs(), d_model=16, num_attention_heads=2, intermediate_size=32, latent_dim=4
+    model_dir = make_model_folder(
+        zoo_dir, tmp_path_factory.mktemp("model"), d_model=16, intermediate_size=32, latent_dim=4
     )
-    model_dir = tmp_path_factory.mktemp("model")
-    HyperRepModel(config).save_pretrained(model_dir)
-    processor.save_pretrained(model_dir)
     out = tmp_path_factory.mktemp("out")
     arguments = ["evaluate", str(model_dir), "--zoo", str(zoo_dir), "--out", str(out), "--quiet", "--threads", "1"]
     assert main([*arguments, "--baselines", "s(W)", "linear_map"]) == 0

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from test_importers import make_small_cnn_source
+from tiny_models import make_model_folder
 
-from hyperrep_hf import HyperRepConfig, HyperRepModel, NeuronTokenProcessor
 from hyperrep_hf.cli import main as cli_main
 from hyperrep_hf.models.hyperrep.pipelines import make_prediction_pipeline
 from hyperrep_hf.probing.baselines import unterthiner_statistics
@@ -60,15 +60,7 @@ def imported(tmp_path_factory):
     make_small_cnn_source(source, num_models=40, nan_rows=(5 * 6 + 5,))  # model 5's final checkpoint is NaN
     out = tmp_path_factory.mktemp("zoo")
     import_small_cnn_zoo(source, out, progress=False)
-    torch.manual_seed(0)
-    processor = NeuronTokenProcessor.from_zoo(out)
-    config = HyperRepConfig(
-        **processor.model_config_kwargs(), d_model=32, num_attention_heads=2, intermediate_size=64, latent_dim=8
-    )
-    model_dir = tmp_path_factory.mktemp("model")
-    HyperRepModel(config).save_pretrained(model_dir)
-    processor.save_pretrained(model_dir)
-    return out, model_dir
+    return out, make_model_folder(out, tmp_path_factory.mktemp("model"))
 
 
 def test_protocol_end_to_end_with_the_peers_split_file(imported, tmp_path, capsys):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, NeuronTokenProcessor
+from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, HyperRepModel, NeuronTokenProcessor
 from hyperrep_hf.probing.evaluation import evaluate_model
 from hyperrep_hf.zoo.folder import build_zoo
 from hyperrep_hf.zoo.recipes import BuildOptions, ZooRecipe, load_recipe
@@ -17,6 +17,19 @@ def make_zoo(folder: Path, recipe: str = "tetris_hyp_v1", options: BuildOptions 
     """A real zoo folder (Parquet + zoo_info.json + card) of a shipped recipe at a tiny size."""
     # tetris_hyp_v1: unfiltered — at 2 epochs the default recipe's filter would leave too few networks to split.
     build_zoo(load_recipe(recipe), folder, options, progress=False)
+    return folder
+
+
+def make_model_folder(zoo_dir: Path, folder: Path, seed: int = 0, **sizes) -> Path:
+    """An untrained tiny encoder of the zoo's architecture and its processor (d_model 32, latent 8 unless `sizes`)."""
+    torch.manual_seed(seed)
+    processor = NeuronTokenProcessor.from_zoo(zoo_dir)
+    config = HyperRepConfig(
+        **processor.model_config_kwargs(),
+        **{"d_model": 32, "num_attention_heads": 2, "intermediate_size": 64, "latent_dim": 8, **sizes},
+    )
+    HyperRepModel(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
     return folder
 
 

@@ -310,38 +310,28 @@ def linear_map_features(vectors: np.ndarray, architecture: Mapping) -> np.ndarra
 
     import torch
 
-    from ..zoo.networks import NetworkSpec, make_module, unflatten_vector
+    from ..zoo.networks import NetworkSpec, batched_outputs, make_module
 
     check_linear_map_architecture(architecture)
     spec = NetworkSpec.from_dict(architecture)
     vectors = np.asarray(vectors)
     if vectors.ndim != 2 or vectors.shape[1] != spec.num_parameters:
         raise ValueError(f"Expected weight vectors of shape (num_rows, {spec.num_parameters}), got {vectors.shape}.")
-    module = make_module(spec, "identity").eval()
+    module = make_module(spec, "identity").double().eval()
     for index, layer in enumerate(module.layers):
         if isinstance(layer, torch.nn.MaxPool2d):
             module.layers[index] = torch.nn.AvgPool2d(layer.kernel_size)
     num_inputs = math.prod(spec.input_shape)
     has_bias = any(layer.bias_name for layer in spec.parameter_layers)
     basis = torch.cat([torch.zeros(1, num_inputs), torch.eye(num_inputs)]).view(-1, *spec.input_shape).double()
-    module.double()
-
-    def affine_map(vector: torch.Tensor) -> torch.Tensor:
-        outputs = torch.func.functional_call(module, unflatten_vector(spec, vector), (basis,))
-        offset, columns = outputs[0], outputs[1:] - outputs[0]  # A e_i = f(e_i) − f(0)
-        matrix = columns.T.reshape(-1)
-        return torch.cat([matrix, offset]) if has_bias else matrix
-
-    widest = max(math.prod(layer.output_shape) for layer in spec.parameter_layers)
-    chunk = max(1, _LINEAR_MAP_BUDGET // (len(basis) * widest))
-    width = spec.num_classes * (num_inputs + int(has_bias))
-    features = np.full((len(vectors), width), np.nan)
+    features = np.full((len(vectors), spec.num_classes * (num_inputs + int(has_bias))), np.nan)
     finite = np.flatnonzero(np.isfinite(vectors).all(axis=1))
-    batched = torch.vmap(affine_map)
-    with torch.no_grad():
-        for start in range(0, len(finite), chunk):
-            rows = finite[start : start + chunk]
-            features[rows] = batched(torch.from_numpy(vectors[rows]).double()).numpy()
+    weights = torch.from_numpy(vectors[finite]).double()
+    for rows, outputs in batched_outputs(module, spec, weights, basis, _LINEAR_MAP_BUDGET):
+        offset = outputs[:, 0]  # f(0) = c
+        matrix = (outputs[:, 1:] - offset[:, None]).transpose(1, 2)  # A e_i = f(e_i) − f(0): (rows, classes, inputs)
+        parts = [matrix.flatten(1), offset] if has_bias else [matrix.flatten(1)]
+        features[finite[rows]] = torch.cat(parts, dim=1).numpy()
     return features
 
 

@@ -698,14 +698,16 @@ def linear_map_targets(vectors: torch.Tensor, architecture: dict) -> torch.Tenso
     Raises:
         ValueError: An architecture without its layer list (the map runs the network), naming what to do.
     """
-    from ..probing.baselines import linear_map_features
+    from ..probing.baselines import check_linear_map_architecture, linear_map_features
 
-    if not architecture.get("layers") or not architecture.get("input_shape"):
+    try:
+        check_linear_map_architecture(architecture)
+    except ValueError:
         raise ValueError(
             "linear_map_weight > 0 runs each training network to read its linear map, which needs the zoo "
             "architecture's layer list and input shape; this zoo's record only names its parameters. Train with "
             "--linear-map-weight 0 on it."
-        )
+        ) from None
     maps = linear_map_features(vectors.double().numpy(), architecture)
     if not np.isfinite(maps).all():
         raise ValueError("linear_map_weight: a training row has a non-finite weight or linear map; check the zoo.")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -371,6 +372,34 @@ def _trace_shapes(spec: NetworkSpec) -> list[tuple[int, ...]]:
 def make_module(spec: NetworkSpec, activation: str = "tanh", dropout: float = 0.0) -> SpecNetwork:
     """A plain ``nn.Module`` of the family whose ``state_dict`` keys are ``spec.parameter_shapes``."""
     return SpecNetwork(spec, activation, dropout)
+
+
+def batched_outputs(
+    module: nn.Module, spec: NetworkSpec, vectors: torch.Tensor, inputs: torch.Tensor, max_floats: int = 20_000_000
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Runs ``module`` with each row of ``vectors`` as its weights on the same ``inputs``, a chunk of rows at a time.
+
+    Args:
+        module: A module of the family (:func:`make_module`, possibly altered), in the mode and dtype wanted.
+        spec: The family: how a flat vector becomes the module's state dict.
+        vectors: (rows, num_parameters) flat weight vectors, in the module's dtype.
+        inputs: (examples, *input_shape).
+        max_floats: Bound on one layer's output held at once: chunk rows × examples × the widest layer.
+
+    Yields:
+        (the chunk's rows as a slice of ``vectors``, outputs (chunk rows, examples, num_classes)), without autograd.
+    """
+    widest = max(math.prod(layer.output_shape) for layer in spec.parameter_layers)
+    chunk = max(1, max_floats // (len(inputs) * widest))
+
+    def outputs(vector: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(module, unflatten_vector(spec, vector), (inputs,))
+
+    batched = torch.vmap(outputs)
+    with torch.no_grad():
+        for start in range(0, len(vectors), chunk):
+            rows = slice(start, min(start + chunk, len(vectors)))
+            yield rows, batched(vectors[rows])
 
 
 def init_parameters(
