@@ -1,6 +1,6 @@
 """What the probe-comparison bench scripts share: their (model, zoo) arguments, and per-target paired scores.
 
-``compare_group_weights.py`` and ``compare_linear_map.py`` probe several representations of the same zoo rows with
+``compare_group_weights.py`` and ``compare_baseline.py`` probe several representations of the same zoo rows with
 the probes of ``hyperrep evaluate`` and compare them on the test networks; this module is imported by them (they put
 their own folder on ``sys.path``).
 """

@@ -489,7 +489,13 @@ def run_baselines(row: Row, context: Context) -> dict:
     for name in row.baselines:
         started = time.process_time()
         features = compute_baseline_features(
-            name, zoo.vectors, zoo.info["architecture"], num_components=50, max_fit_rows=3000, seed=0
+            name,
+            zoo.vectors,
+            zoo.info["architecture"],
+            activations_by_split=zoo.activations(),
+            num_components=50,
+            max_fit_rows=3000,
+            seed=0,
         )
         if features is None:
             unavailable[name] = "umap-learn is not installed"

@@ -316,8 +316,8 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--baselines",
         nargs="*",
-        help="subset of W s(W) s(W)_unterthiner linear_map pca_linear pca_cosine pca_rbf umap (default: all but "
-        "s(W)_unterthiner and linear_map)",
+        help="subset of W s(W) s(W)_unterthiner linear_map probe_outputs pca_linear pca_cosine pca_rbf umap "
+        "(default: all but s(W)_unterthiner, linear_map and probe_outputs)",
     )
     evaluate.add_argument("--max-rows", type=int, help="at most this many rows per split (whole models, seeded)")
     evaluate.add_argument(

@@ -133,9 +133,9 @@ def test_evaluate_probes_the_linear_map_beside_the_others(evaluated_with_linear_
 
 
 def test_the_linear_map_bench_probes_as_evaluate_does(evaluated_with_linear_map, tmp_path):
-    """bench/compare_linear_map.py: its s(W), linear_map and hyperrep columns are `hyperrep evaluate`'s."""
+    """bench/compare_baseline.py (linear_map): its s(W), linear_map and hyperrep columns are `hyperrep evaluate`'s."""
     model_dir, zoo_dir, out = evaluated_with_linear_map
-    spec = importlib.util.spec_from_file_location("compare_linear_map", BENCH / "compare_linear_map.py")
+    spec = importlib.util.spec_from_file_location("compare_baseline", BENCH / "compare_baseline.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.main(["--model", str(model_dir), "--zoo", str(zoo_dir), "--out", str(tmp_path / "lm.json")]) == 0

@@ -172,6 +172,7 @@ def _ood_from_source(
         "validation": {target: source.columns["validation"][target]},
     }
     targets.update({f"test@{index}": {target: zoo.columns["test"][target]} for index, zoo in enumerate(loaded)})
+    activations = [zoo.activations() for zoo in loaded]
     records, predictions = [], {}
     for method in methods:
         if method == HYPERREP_METHOD:
@@ -181,6 +182,7 @@ def _ood_from_source(
                 method,
                 splits_for([zoo.vectors for zoo in loaded]),
                 source.info["architecture"],
+                activations_by_split=None if None in activations else splits_for(activations),
                 num_components=int(model.config.latent_dim),
                 max_fit_rows=max_fit_rows,
                 seed=seed,

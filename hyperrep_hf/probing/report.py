@@ -30,8 +30,8 @@ HYPERREP_METHOD = "hyperrep"
 HYPERREP_Z_METHOD = "hyperrep_z"
 """z̄ alone, reported beside :data:`HYPERREP_METHOD` when that one is z̄ ⊕ s(W) (no probe heads are saved for it)."""
 BASELINES: tuple[str, ...] = ("W", "s(W)", "pca_linear", "pca_cosine", "pca_rbf", "umap")
-"""Baselines of ``hyperrep evaluate``, in table order (``s(W)_unterthiner`` and ``linear_map`` may be asked for
-explicitly)."""
+"""Baselines of ``hyperrep evaluate``, in table order (``s(W)_unterthiner``, ``linear_map`` and ``probe_outputs``
+may be asked for explicitly)."""
 METRIC_TARGETS: tuple[str, ...] = ("epoch", "test_accuracy", "generalization_gap")
 NUMERIC_HYPERPARAMETERS: tuple[str, ...] = ("learning_rate", "weight_decay", "dropout", "train_fraction")
 CATEGORICAL_HYPERPARAMETERS: tuple[str, ...] = ("activation", "init", "optimizer")
@@ -44,6 +44,7 @@ METHOD_TITLES = {
     "s(W)": "s(W)",
     "s(W)_unterthiner": "s(W) Unterthiner",
     "linear_map": "linear map",
+    "probe_outputs": "outputs on random inputs",
     "pca_linear": "PCA linear",
     "pca_cosine": "PCA cosine",
     "pca_rbf": "PCA rbf",

@@ -57,7 +57,13 @@ from transformers import HfArgumentParser
 
 from ..atomic import remove_path, replace_path, temporary_sibling, write_json_atomic, write_text_atomic
 from ..models.hyperrep.augmentations import augment_with_target, make_augmentations, split_augmentations
-from ..models.hyperrep.configuration_hyperrep import LOSS_TYPES, TOKEN_LAYOUTS, VARIANTS, HyperRepConfig
+from ..models.hyperrep.configuration_hyperrep import (
+    FUNCTION_TARGETS,
+    LOSS_TYPES,
+    TOKEN_LAYOUTS,
+    VARIANTS,
+    HyperRepConfig,
+)
 from ..models.hyperrep.modeling_hyperrep import HyperRepForPreTraining
 from ..models.hyperrep.processing_hyperrep import NeuronTokenProcessor
 
@@ -68,7 +74,7 @@ SUMMARY_FIELDS = (
     ("train/loss", "loss"),
     ("train/reconstruction_loss", "rec"),
     ("train/contrastive_loss", "con"),
-    ("train/linear_map_loss", "map"),
+    ("train/function_loss", "fn"),
     ("validation/reconstruction_r2", "val R²"),
     ("test/reconstruction_r2", "test R²"),
     ("validation/probe_r2_{target}", "val probe R²"),
@@ -157,12 +163,20 @@ class TrainConfig:
     beta: float = field(
         default=0.5, metadata={"help": "Weight of the reconstruction term of ecd and ec+d, in [0, 1]."}
     )
-    linear_map_weight: float = field(
+    function_weight: float = field(
         default=0.0,
         metadata={
-            "help": "γ of an auxiliary self-supervised term added to any loss type: a linear head on z predicts each "
-            "network's linear map (input → logits with the activations made the identity; W₂W₁ for TETRIS), "
-            "standardised over the training rows; 0: off. No label is read: the map is computed from the weights."
+            "help": "γ of an auxiliary self-supervised term added to any loss type: a linear head on z predicts what "
+            "each network computes (function_target), standardised over the training rows; 0: off. No data and no "
+            "label is read: it is computed from the weights."
+        },
+    )
+    function_target: Literal[FUNCTION_TARGETS] = field(
+        default="probe_outputs",
+        metadata={
+            "help": "What the function term predicts: probe_outputs (the √ of the network's softmax outputs on 256 "
+            "fixed random N(0, 1) inputs) or linear_map (input → logits with the activations made the identity; "
+            "W₂W₁ for TETRIS).",
         },
     )
     temperature: float = field(default=0.1, metadata={"help": "Softmax temperature of the contrastive terms."})
@@ -320,8 +334,10 @@ class TrainConfig:
                 problems.append(f"{name}={getattr(self, name)!r} (expected >= 0)")
         if self.multiplicative_noise_std < 0:
             problems.append(f"multiplicative_noise_std={self.multiplicative_noise_std!r} (expected >= 0)")
-        if not 0 <= self.linear_map_weight < math.inf:
-            problems.append(f"linear_map_weight={self.linear_map_weight!r} (expected a finite weight >= 0; 0: off)")
+        if not 0 <= self.function_weight < math.inf:
+            problems.append(f"function_weight={self.function_weight!r} (expected a finite weight >= 0; 0: off)")
+        if self.function_target not in FUNCTION_TARGETS:
+            problems.append(f"function_target={self.function_target!r} (expected one of {list(FUNCTION_TARGETS)})")
         if not 0 <= self.min_learning_rate_ratio <= 1:
             problems.append(f"min_learning_rate_ratio={self.min_learning_rate_ratio!r} (expected in [0, 1])")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
@@ -519,6 +535,8 @@ class ZooTensors:
         zoo_info: The zoo's ``zoo_info.json`` (with ``extra_zoos``, its activations are those of every zoo).
         extra_train: (rows, num_parameters) raw training rows of the ``extra_zoos`` (None without them).
         extra_counts: extra zoo → {"rows": rows kept, "dropped": rows equal to a validation or test row of the zoo}.
+        row_activations: The activation of each row of the train split, then of each extra row (str); None when a
+            zoo has no ``activation`` column.
     """
 
     vectors: dict[str, torch.Tensor]
@@ -527,6 +545,7 @@ class ZooTensors:
     zoo_info: dict
     extra_train: torch.Tensor | None = None
     extra_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    row_activations: np.ndarray | None = None
 
     @functools.cached_property
     def training_vectors(self) -> torch.Tensor:
@@ -563,7 +582,7 @@ def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
         check_processor_matches(processor, zoo_info["architecture"])
     else:
         processor = NeuronTokenProcessor(zoo_info["architecture"], config.token_layout, config.token_dim)
-    vectors, targets = {}, {}
+    vectors, targets, row_activations = {}, {}, None
     for split in ("train", "validation", "test"):
         if split not in dataset:
             raise ValueError(f"zoo: {config.zoo} has no {split!r} split (splits: {sorted(dataset)}).")
@@ -576,9 +595,17 @@ def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
             raise ValueError(f"epochs_to_use={config.epochs_to_use} leaves no rows in the {split} split.")
         vectors[split] = processor.networks_to_vectors(rows.with_format("torch")["weights"][:])
         targets[split] = np.array([np.nan if v is None else v for v in rows[config.probe_target]], dtype=np.float64)
+        if split == "train" and "activation" in rows.column_names:
+            row_activations = np.asarray(rows["activation"], dtype=str)
     extra_train, extra_counts = None, {}
     if config.extra_zoos:
-        extra_train, extra_counts, activations = load_extra_training_rows(config, processor, vectors, zoo_info)
+        extra_train, extra_counts, activations, extra_activations = load_extra_training_rows(
+            config, processor, vectors, zoo_info
+        )
+        if row_activations is not None and extra_activations is not None:
+            row_activations = np.concatenate([row_activations, extra_activations])
+        else:
+            row_activations = None
         zoo_info = {**zoo_info, "hyperparameters": {**zoo_info.get("hyperparameters", {}), "activation": activations}}
     if config.canonical:
         # The canonical form acts on raw weights (before normalisation, which it would not commute with); training
@@ -586,7 +613,7 @@ def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
         processor.set_canonical(zoo_activation(zoo_info, required=False))
         vectors = {split: processor.canonicalize(values) for split, values in vectors.items()}
         extra_train = None if extra_train is None else processor.canonicalize(extra_train)
-    data = ZooTensors(vectors, targets, processor, zoo_info, extra_train, extra_counts)
+    data = ZooTensors(vectors, targets, processor, zoo_info, extra_train, extra_counts, row_activations)
     if config.processor is None and config.normalize:
         processor.fit_normalization(data.training_vectors)  # the rows the encoder sees
     return data
@@ -602,8 +629,10 @@ def rows_of_epochs(rows, epochs: list[int] | None):
 
 def load_extra_training_rows(
     config: TrainConfig, processor: NeuronTokenProcessor, vectors: dict[str, torch.Tensor], zoo_info: dict
-) -> tuple[torch.Tensor, dict[str, dict[str, int]], list[str]]:
-    """The train rows of ``config.extra_zoos`` (raw), their counts, and the activations of every zoo.
+) -> tuple[torch.Tensor, dict[str, dict[str, int]], list[str], np.ndarray | None]:
+    """The train rows of ``config.extra_zoos`` (raw), their counts, every zoo's activations, each kept row's.
+
+    The last is None when an extra zoo has no ``activation`` column.
 
     Each extra zoo must have the zoo's architecture (a ValueError names the parameters that differ) and be another
     zoo (the same fingerprint is refused). Rows identical to a validation or test row of the zoo are dropped: zoos
@@ -615,7 +644,7 @@ def load_extra_training_rows(
     held_out = {row.numpy().tobytes() for split in ("validation", "test") for row in vectors[split]}
     seen = {zoo_info.get("fingerprint")}
     activations = list(zoo_info.get("hyperparameters", {}).get("activation", []))
-    rows, counts = [], {}
+    rows, counts, row_activations = [], {}, []
     for name in config.extra_zoos:
         path, zoo_config = parse_zoo_argument(name)
         try:
@@ -640,8 +669,11 @@ def load_extra_training_rows(
         fresh = torch.tensor([row.numpy().tobytes() not in held_out for row in extra], dtype=torch.bool)
         counts[name] = {"rows": int(fresh.sum()), "dropped": int((~fresh).sum())}
         rows.append(extra[fresh])
+        if "activation" in split.column_names:
+            row_activations.append(np.asarray(split["activation"], dtype=str)[fresh.numpy()])
         activations += info.get("hyperparameters", {}).get("activation", [])
-    return torch.cat(rows), counts, list(dict.fromkeys(activations))
+    kept_activations = np.concatenate(row_activations) if len(row_activations) == len(rows) else None
+    return torch.cat(rows), counts, list(dict.fromkeys(activations)), kept_activations
 
 
 def zoo_activation(zoo_info: dict, required: bool = True) -> str | None:
@@ -665,7 +697,7 @@ def make_model_config(
     config: TrainConfig,
     processor: NeuronTokenProcessor,
     zoo_info: dict | None = None,
-    linear_map_dim: int | None = None,
+    function_dim: int | None = None,
 ) -> HyperRepConfig:
     """The model config of a run; an impossible combination fails here, before training, naming the fields.
 
@@ -675,7 +707,7 @@ def make_model_config(
     model_fields = ("variant", "num_hidden_layers", "d_model", "num_attention_heads", "intermediate_size")
     model_fields += ("latent_dim", "dropout", "projection_layers", "projection_dim", "loss_type", "beta")
     model_fields += ("temperature", "reference_losses", "embedding_symmetry_samples", "append_weight_statistics")
-    model_fields += ("linear_map_weight",)
+    model_fields += ("function_weight", "function_target")
     symmetries = ["permutation"] * config.permute + ["sign_flip"] * config.sign_flip
     activation = zoo_activation(zoo_info or {}, required=config.sign_flip)
     try:
@@ -684,35 +716,50 @@ def make_model_config(
             **{name: getattr(config, name) for name in model_fields},
             symmetries=symmetries,
             activation=activation,
-            linear_map_dim=linear_map_dim,
+            function_dim=function_dim,
         )
     except ValueError as error:
         raise ValueError(f"Invalid training config (model fields): {error}") from None
 
 
-def linear_map_targets(vectors: torch.Tensor, architecture: dict) -> torch.Tensor:
-    """The training rows' linear maps (``linear_map_features``), standardised per column over these rows, float32.
+def function_targets(
+    target: str, vectors: torch.Tensor, architecture: dict, activations: np.ndarray | None
+) -> torch.Tensor:
+    """What each training row computes (``target``), standardised per column over these rows, float32.
 
-    A column that does not vary (the offset of a bias-free network) is left at 0.
+    ``target`` is ``probe_outputs`` (:func:`~hyperrep_hf.probing.baselines.probe_output_features`, each row run with
+    its own activation) or ``linear_map``. A column that does not vary (the offset of a bias-free network) is left
+    at 0.
 
     Raises:
-        ValueError: An architecture without its layer list (the map runs the network), naming what to do.
+        ValueError: An architecture without its layer list, or a zoo without an activation column for
+            ``probe_outputs`` (the target runs the network), naming what to do; a non-finite weight or output.
     """
-    from ..probing.baselines import check_linear_map_architecture, linear_map_features
+    from ..probing.baselines import (
+        check_linear_map_architecture,
+        check_probe_outputs_inputs,
+        linear_map_features,
+        probe_output_features,
+    )
 
     try:
-        check_linear_map_architecture(architecture)
-    except ValueError:
+        if target == "linear_map":
+            check_linear_map_architecture(architecture)
+        else:
+            check_probe_outputs_inputs(architecture, None if activations is None else {"train": activations})
+    except ValueError as error:
         raise ValueError(
-            "linear_map_weight > 0 runs each training network to read its linear map, which needs the zoo "
-            "architecture's layer list and input shape; this zoo's record only names its parameters. Train with "
-            "--linear-map-weight 0 on it."
+            f"function_weight > 0 runs each training network to read its {target}: {error} Train with "
+            "--function-weight 0 on this zoo."
         ) from None
-    maps = linear_map_features(vectors.double().numpy(), architecture)
-    if not np.isfinite(maps).all():
-        raise ValueError("linear_map_weight: a training row has a non-finite weight or linear map; check the zoo.")
-    spread = maps.std(axis=0)
-    return torch.from_numpy((maps - maps.mean(axis=0)) / np.where(spread > 0, spread, 1.0)).float()
+    if target == "linear_map":
+        values = linear_map_features(vectors.double().numpy(), architecture)
+    else:
+        values = probe_output_features(vectors.numpy(), architecture, activations).astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"function_weight: a training row has a non-finite weight or {target}; check the zoo.")
+    spread = values.std(axis=0)
+    return torch.from_numpy((values - values.mean(axis=0)) / np.where(spread > 0, spread, 1.0)).float()
 
 
 def saved_processor(config: TrainConfig, processor: NeuronTokenProcessor, zoo_info: dict) -> NeuronTokenProcessor:
@@ -874,12 +921,16 @@ class Trainer:
             self.data = load_zoo_tensors(config)
         self.processor = self.data.processor
         self.training_vectors = self.data.training_vectors  # the same tensor the normalisation was fitted on
-        self.linear_maps = None  # the auxiliary target of every training row (linear_map_weight > 0)
-        if config.linear_map_weight:
-            self.linear_maps = linear_map_targets(self.training_vectors, self.data.zoo_info["architecture"])
-        self.model_config = make_model_config(
-            config, self.processor, self.data.zoo_info, None if self.linear_maps is None else self.linear_maps.shape[1]
-        )
+        self.function_values = None  # what every training row computes (function_weight > 0)
+        if config.function_weight:
+            self.function_values = function_targets(
+                config.function_target,
+                self.training_vectors,
+                self.data.zoo_info["architecture"],
+                self.data.row_activations,
+            )
+        function_dim = None if self.function_values is None else self.function_values.shape[1]
+        self.model_config = make_model_config(config, self.processor, self.data.zoo_info, function_dim)
         self.saved_processor = saved_processor(config, self.processor, self.data.zoo_info)
         self.per_process_batch = check_batch_size(config, len(self.training_vectors), accelerator.num_processes)
         self.global_batch = self.per_process_batch * accelerator.num_processes
@@ -1022,8 +1073,8 @@ class Trainer:
         self.collator.generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch, rank, 1))
         torch.manual_seed(epoch_seed(config.seed, epoch, rank, 2))  # dropout
         input_names = MODEL_INPUTS if config.loss_type == "ed" else MODEL_INPUTS + VIEW2_INPUTS
-        if self.linear_maps is not None:
-            input_names += ("linear_map",)
+        if self.function_values is not None:
+            input_names += ("function_values",)
         self.model.train()
         sums = torch.zeros(4, dtype=torch.float64)
         started = time.perf_counter()
@@ -1031,8 +1082,8 @@ class Trainer:
             first = index * self.global_batch + rank * self.per_process_batch
             rows = order[first : first + self.per_process_batch]
             batch = self.collator(self.training_vectors[rows])
-            if self.linear_maps is not None:
-                batch["linear_map"] = self.linear_maps[rows]
+            if self.function_values is not None:
+                batch["function_values"] = self.function_values[rows]
             output = self.model(**{name: batch[name].to(device, non_blocking=True) for name in input_names})
             accelerator.backward(output.loss)
             if config.max_grad_norm is not None:
@@ -1040,9 +1091,9 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-            contrast, linear_map = output.contrastive_loss, output.linear_map_loss
+            contrast, function = output.contrastive_loss, output.function_loss
             parts = [output.loss, output.reconstruction_loss, contrast if contrast is not None else output.loss * 0]
-            parts.append(linear_map if linear_map is not None else output.loss * 0)
+            parts.append(function if function is not None else output.loss * 0)
             parts = torch.stack([part.detach().float() for part in parts]).cpu().double()
             sums += parts
             self.step += 1
@@ -1055,8 +1106,8 @@ class Trainer:
         record.update({"train/loss": float(means[0]), "train/reconstruction_loss": float(means[1])})
         if config.loss_type != "ed":
             record["train/contrastive_loss"] = float(means[2])
-        if self.linear_maps is not None:
-            record["train/linear_map_loss"] = float(means[3])
+        if self.function_values is not None:
+            record["train/function_loss"] = float(means[3])
         record["seconds"] = time.perf_counter() - started
         return record
 

@@ -11,6 +11,7 @@ from transformers import PreTrainedConfig
 VARIANTS = ("attn_t", "attn", "attw_t", "attw", "ffn")
 TOKEN_LAYOUTS = ("per_layer", "padded", "weight")
 LOSS_TYPES = ("ed", "ec", "ecd", "ec+d")
+FUNCTION_TARGETS = ("probe_outputs", "linear_map")  # what the function term of training predicts from z
 # Which token layouts each variant can read: neuron tokens for AttN, one scalar per token for AttW.
 VARIANT_LAYOUTS = {
     "attn_t": ("per_layer", "padded"),
@@ -86,15 +87,16 @@ class HyperRepConfig(PreTrainedConfig):
             wherever the representation is (evaluation, probe heads, the pipeline); training and
             ``HyperRepModel.forward`` are unchanged, so a trained encoder can be switched
             (``hyperrep evaluate ... --append-weight-statistics``). False: z̄ alone, the paper's.
-        linear_map_weight: γ of an auxiliary self-supervised term of training (0: off, the paper's losses): a linear
-            head on z predicts the network's *linear map* (the affine map input → logits with the activations made
-            the identity: ``W₂ W₁`` for TETRIS's MLP; ``hyperrep_hf.probing.baselines.linear_map_features``),
-            standardised over the training rows, and γ · its MSE is added to the loss. The map is computed from the
-            weights themselves (no label) and is invariant to neuron permutations and sign flips, so it teaches z
-            what the network computes, which reconstruction and contrast leave out. Only the pre-training model
-            has the head; the encoder and the hyper-representation are unchanged.
-        linear_map_dim: Width of that target (num_classes × (inputs + 1 with biases)); needed when
-            ``linear_map_weight`` > 0, written by training.
+        function_weight: γ of an auxiliary self-supervised term of training (0: off, the paper's losses): a linear
+            head on z predicts what the network *computes*, standardised over the training rows, and γ · its MSE
+            is added to the loss. What it computes is read off the weights themselves (no data, no label), and it
+            is invariant to every symmetry of the network, so it teaches z what reconstruction and contrast leave
+            out. Only the pre-training model has the head; the encoder and the hyper-representation are unchanged.
+        function_target: What the head predicts: ``"probe_outputs"``, the network's √softmax outputs on fixed random
+            inputs (``hyperrep_hf.probing.baselines.probe_output_features``: 256 draws of N(0, 1), seed 0), or
+            ``"linear_map"``, its affine map input → logits with the activations made the identity (``W₂ W₁`` for
+            TETRIS's MLP; ``hyperrep_hf.probing.baselines.linear_map_features``).
+        function_dim: Width of that target; needed when ``function_weight`` > 0, written by training.
         initializer_range: Standard deviation of the position embeddings and the compression token.
         layer_norm_eps: Epsilon of the LayerNorms.
         kwargs: Passed on to `PreTrainedConfig`.
@@ -137,8 +139,9 @@ class HyperRepConfig(PreTrainedConfig):
         activation: str | None = None,
         embedding_symmetry_samples: int = 1,
         append_weight_statistics: bool = False,
-        linear_map_weight: float = 0.0,
-        linear_map_dim: int | None = None,
+        function_weight: float = 0.0,
+        function_target: str = "probe_outputs",
+        function_dim: int | None = None,
         initializer_range: float = 0.02,
         layer_norm_eps: float = 1e-5,
         **kwargs,
@@ -170,8 +173,9 @@ class HyperRepConfig(PreTrainedConfig):
         self.activation = activation
         self.embedding_symmetry_samples = embedding_symmetry_samples
         self.append_weight_statistics = append_weight_statistics
-        self.linear_map_weight = linear_map_weight
-        self.linear_map_dim = linear_map_dim
+        self.function_weight = function_weight
+        self.function_target = function_target
+        self.function_dim = function_dim
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         kwargs.pop("custom_pipelines", None)  # a constant of this code (see the property), not a field
@@ -268,12 +272,14 @@ class HyperRepConfig(PreTrainedConfig):
             fail("embedding_symmetry_samples", samples, "expected a positive integer")
         if not isinstance(self.append_weight_statistics, bool):
             fail("append_weight_statistics", self.append_weight_statistics, "expected a bool (true or false)")
-        weight = self.linear_map_weight
+        weight = self.function_weight
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < math.inf:
-            fail("linear_map_weight", weight, "expected a finite weight >= 0 (0: no linear-map term)")
-        dim = self.linear_map_dim
+            fail("function_weight", weight, "expected a finite weight >= 0 (0: no function term)")
+        if self.function_target not in FUNCTION_TARGETS:
+            fail("function_target", self.function_target, f"expected one of {list(FUNCTION_TARGETS)}")
+        dim = self.function_dim
         if weight > 0 and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
-            fail("linear_map_dim", dim, "a linear-map term (linear_map_weight > 0) needs the map's width")
+            fail("function_dim", dim, "a function term (function_weight > 0) needs its target's width")
 
 
 def derive_num_parameters(

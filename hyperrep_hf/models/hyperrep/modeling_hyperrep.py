@@ -137,8 +137,8 @@ class HyperRepForPreTrainingOutput(ModelOutput):
         projections: (batch, projection_dim) of view 1; ``None`` without view 2.
         projections_view2: (batch, projection_dim) of view 2; ``None`` without view 2.
         embeddings_view2: (batch, latent_dim), z of view 2; ``None`` without view 2.
-        linear_map_loss: Scalar, MSE of the linear-map head (``config.linear_map_weight`` > 0 and a ``linear_map``
-            target given); ``None`` otherwise.
+        function_loss: Scalar, MSE of the function head (``config.function_weight`` > 0 and ``function_values``
+            given); ``None`` otherwise.
     """
 
     loss: torch.FloatTensor | None = None
@@ -149,7 +149,7 @@ class HyperRepForPreTrainingOutput(ModelOutput):
     projections: torch.FloatTensor | None = None
     projections_view2: torch.FloatTensor | None = None
     embeddings_view2: torch.FloatTensor | None = None
-    linear_map_loss: torch.FloatTensor | None = None  # last: the tuple form of the other fields keeps its order
+    function_loss: torch.FloatTensor | None = None  # last: the tuple form of the other fields keeps its order
 
 
 class HyperRepAttention(nn.Module):
@@ -260,7 +260,12 @@ class HyperRepModel(HyperRepPreTrainedModel):
     """The encoder: tokens → hyper-representation z."""
 
     # Loading the encoder from a pre-training checkpoint is the normal case: its decoder and head are not needed.
-    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^projection_head\.", r"^linear_map_head\."]
+    _keys_to_ignore_on_load_unexpected = [
+        r"^decoder\.",
+        r"^projection_head\.",
+        r"^function_head\.",
+        r"^linear_map_head\.",
+    ]
 
     def __init__(self, config: HyperRepConfig):
         super().__init__(config)
@@ -420,17 +425,15 @@ class HyperRepProjectionHead(nn.Module):
 
 
 class HyperRepForPreTraining(HyperRepPreTrainedModel):
-    """Encoder + decoder + projection head (+ the linear-map head), trained with the loss ``config.loss_type``."""
+    """Encoder + decoder + projection head (+ the function head), trained with the loss ``config.loss_type``."""
 
     def __init__(self, config: HyperRepConfig):
         super().__init__(config)
         self.hyperrep = HyperRepModel(config)
         self.decoder = HyperRepDecoder(config)
         self.projection_head = HyperRepProjectionHead(config)
-        # z → the network's standardised linear map (an auxiliary self-supervised target); only when it is weighed.
-        self.linear_map_head = (
-            nn.Linear(config.latent_dim, config.linear_map_dim) if config.linear_map_weight else None
-        )
+        # z → what the network computes, standardised (an auxiliary self-supervised target); only when it is weighed.
+        self.function_head = nn.Linear(config.latent_dim, config.function_dim) if config.function_weight else None
         self.post_init()
 
     def forward(
@@ -442,7 +445,7 @@ class HyperRepForPreTraining(HyperRepPreTrainedModel):
         input_tokens_view2: torch.Tensor | None = None,
         attention_mask_view2: torch.Tensor | None = None,
         position_ids_view2: torch.Tensor | None = None,
-        linear_map: torch.Tensor | None = None,
+        function_values: torch.Tensor | None = None,
         return_dict: bool = True,
         **kwargs,
     ) -> HyperRepForPreTrainingOutput | tuple:
@@ -457,9 +460,9 @@ class HyperRepForPreTraining(HyperRepPreTrainedModel):
             input_tokens_view2: float (batch, num_tokens, token_dim), view 2; required by ``ec``, ``ecd``, ``ec+d``.
             attention_mask_view2: int (batch, num_tokens) for view 2.
             position_ids_view2: int (batch, num_tokens, 3) for view 2.
-            linear_map: float (batch, linear_map_dim), the clean networks' standardised linear maps: with
-                ``config.linear_map_weight`` > 0 the loss adds ``linear_map_weight`` · MSE(head(z), linear_map).
-                Required in training mode when the weight is > 0.
+            function_values: float (batch, function_dim), what the clean networks compute (``config.function_target``),
+                standardised: with ``config.function_weight`` > 0 the loss adds ``function_weight`` ·
+                MSE(head(z), function_values). Required in training mode when the weight is > 0.
             return_dict: Return a `HyperRepForPreTrainingOutput` rather than a tuple.
             kwargs: Ignored (extra processor fields).
 
@@ -468,18 +471,18 @@ class HyperRepForPreTraining(HyperRepPreTrainedModel):
 
         Raises:
             ValueError: A contrastive loss type without ``input_tokens_view2``, labels of the wrong shape, or a
-                linear-map term without its target (or with one of the wrong shape).
+                function term without its target (or with one of the wrong shape).
         """
         config = self.config
-        if self.linear_map_head is not None and linear_map is None and self.training:
+        if self.function_head is not None and function_values is None and self.training:
             raise ValueError(
-                f"linear_map_weight={config.linear_map_weight}: training needs the networks' linear maps "
-                "(linear_map, (batch, linear_map_dim)); hyperrep_hf's trainer passes them."
+                f"function_weight={config.function_weight}: training needs what the networks compute "
+                f"({config.function_target}: function_values, (batch, function_dim)); hyperrep_hf's trainer passes it."
             )
-        if linear_map is not None and linear_map.shape != (input_tokens.shape[0], config.linear_map_dim):
+        if function_values is not None and function_values.shape != (input_tokens.shape[0], config.function_dim):
             raise ValueError(
-                f"linear_map has shape {tuple(linear_map.shape)}, expected "
-                f"({input_tokens.shape[0]}, {config.linear_map_dim}) (linear_map_dim)."
+                f"function_values has shape {tuple(function_values.shape)}, expected "
+                f"({input_tokens.shape[0]}, {config.function_dim}) (function_dim)."
             )
         needs_contrast = config.loss_type != "ed"
         if needs_contrast and input_tokens_view2 is None:
@@ -520,15 +523,15 @@ class HyperRepForPreTraining(HyperRepPreTrainedModel):
             loss = contrastive_loss
         else:
             loss = config.beta * reconstruction_loss + (1 - config.beta) * contrastive_loss
-        linear_map_loss = None
-        if self.linear_map_head is not None and linear_map is not None:
-            linear_map_loss = F.mse_loss(self.linear_map_head(embeddings), linear_map.to(embeddings.dtype))
-            loss = loss + config.linear_map_weight * linear_map_loss
+        function_loss = None
+        if self.function_head is not None and function_values is not None:
+            function_loss = F.mse_loss(self.function_head(embeddings), function_values.to(embeddings.dtype))
+            loss = loss + config.function_weight * function_loss
         output = HyperRepForPreTrainingOutput(
             loss=loss,
             reconstruction_loss=reconstruction_loss,
             contrastive_loss=contrastive_loss,
-            linear_map_loss=linear_map_loss,
+            function_loss=function_loss,
             reconstruction=reconstruction,
             embeddings=embeddings,
             projections=projections,
