@@ -2,10 +2,10 @@
 
 For each (model, zoo): the model's own representation (z̄, or z̄ ⊕ s(W) where its config appends the statistics),
 s(W), the baseline B (``--baseline``: ``linear_map``, the network's affine map with its non-linearities taken out;
-``probe_outputs``, √ of its softmax outputs on 256 fixed random inputs; ``hyperrep_hf.probing.baselines``) and the
-representation with B appended, each through the probes of ``hyperrep evaluate`` (ridge / softmax, α or C on
-validation; ``--ridge-alphas`` as in evaluate), scored on test. Differences come with a 95 % paired bootstrap interval
-over the test networks (all their rows).
+``probe_outputs``, √ of its softmax outputs on 256 fixed random inputs under each of the zoo's activations;
+``hyperrep_hf.probing.baselines``) and the representation with B appended, each through the probes of
+``hyperrep evaluate`` (ridge / softmax, α or C on validation; ``--ridge-alphas`` as in evaluate), scored on test.
+Differences come with a 95 % paired bootstrap interval over the test networks (all their rows).
 
 Usage::
 
@@ -34,16 +34,15 @@ def pairs_of(baseline: str) -> tuple[tuple[str, str], ...]:
 
 
 def compare(model_dir: str, zoo: str, max_rows: int | None, baseline: str, alphas: tuple[float, ...] | None) -> dict:
-    from hyperrep_hf.probing.baselines import compute_baseline_features
+    from hyperrep_hf.probing.baselines import compute_baseline_features, zoo_activations
     from hyperrep_hf.probing.probes import ALPHA_GRID, fit_probes
 
     loaded = load_probe_inputs(model_dir, zoo, max_rows)
     arrays, targets, categorical = loaded.arrays, loaded.targets, loaded.categorical
     targets_by_split, embeddings = loaded.targets_by_split, loaded.embeddings
     architecture = arrays.info["architecture"]
-    activations = arrays.activations()
     started = time.process_time()
-    runs = compute_baseline_features(baseline, arrays.vectors, architecture, activations_by_split=activations)
+    runs = compute_baseline_features(baseline, arrays.vectors, architecture, activations=zoo_activations(arrays.info))
     baseline_seconds = time.process_time() - started
     features = {
         "s(W)": compute_baseline_features("s(W)", arrays.vectors, architecture),

@@ -475,7 +475,7 @@ def run_zoo(row: Row, context: Context) -> dict:
 
 def run_baselines(row: Row, context: Context) -> dict:
     """The baselines' features of every split through the evaluation's probes (no model needed)."""
-    from hyperrep_hf.probing.baselines import compute_baseline_features
+    from hyperrep_hf.probing.baselines import compute_baseline_features, zoo_activations
     from hyperrep_hf.probing.evaluation import load_zoo_arrays, select_targets
     from hyperrep_hf.probing.probes import fit_probes
 
@@ -492,7 +492,7 @@ def run_baselines(row: Row, context: Context) -> dict:
             name,
             zoo.vectors,
             zoo.info["architecture"],
-            activations_by_split=zoo.activations(),
+            activations=zoo_activations(zoo.info),
             num_components=50,
             max_fit_rows=3000,
             seed=0,

@@ -20,7 +20,7 @@ from tiny_models import make_zoo
 
 from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, HyperRepModel
 from hyperrep_hf.probing.baselines import linear_map_features, probe_output_features
-from hyperrep_hf.training.trainer import Trainer, function_targets, load_zoo_tensors, make_train_config
+from hyperrep_hf.training.trainer import Trainer, function_targets, make_train_config
 from hyperrep_hf.zoo.networks import TETRIS_MLP
 from hyperrep_hf.zoo.recipes import BuildOptions
 
@@ -130,30 +130,22 @@ def test_the_linear_map_targets_are_the_standardised_linear_maps(seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_the_probe_output_targets_run_each_row_with_its_own_activation(seed):
-    generator = torch.Generator().manual_seed(seed)
-    vectors = torch.randn(40, TETRIS_MLP.num_parameters, generator=generator)
-    activations = np.array(["tanh", "relu", "sigmoid", "gelu"])[torch.randint(4, (40,), generator=generator).numpy()]
+def test_the_probe_output_targets_run_every_row_under_the_zoos_activations(seed):
+    vectors = torch.randn(40, TETRIS_MLP.num_parameters, generator=torch.Generator().manual_seed(seed))
+    activations = ["relu", "tanh"]
     targets = function_targets("probe_outputs", vectors, TETRIS_MLP.to_dict(), activations)
     outputs = probe_output_features(vectors.numpy(), TETRIS_MLP.to_dict(), activations).astype(np.float64)
     np.testing.assert_allclose(targets.numpy(), (outputs - outputs.mean(0)) / outputs.std(0), rtol=1e-4, atol=1e-4)
-    # A row's target depends on its activation: a tanh row run as relu is another target.
-    swapped = np.where(activations == "tanh", "relu", activations)
-    assert not torch.allclose(targets, function_targets("probe_outputs", vectors, TETRIS_MLP.to_dict(), swapped))
-    with pytest.raises(ValueError, match=r"'activation' column.*--function-weight 0"):
+    assert targets.shape == (40, 2 * 256 * 4)
+    # Under another activation, another target: the zoo's activations are what the networks are run under.
+    alone = function_targets("probe_outputs", vectors, TETRIS_MLP.to_dict(), ["relu"])
+    torch.testing.assert_close(alone, function_targets("probe_outputs", vectors, TETRIS_MLP.to_dict(), ["relu"]))
+    assert not torch.allclose(alone, function_targets("probe_outputs", vectors, TETRIS_MLP.to_dict(), ["tanh"]))
+    with pytest.raises(ValueError, match=r"zoo's activations.*--function-weight 0"):
         function_targets("probe_outputs", vectors, TETRIS_MLP.to_dict(), None)
     vectors[3, 0] = math.nan
     with pytest.raises(ValueError, match="non-finite"):
         function_targets("probe_outputs", vectors, TETRIS_MLP.to_dict(), activations)
-
-
-def test_the_training_rows_activations_line_up_with_the_training_rows(tiny_zoo, tmp_path):
-    extra = make_zoo(tmp_path / "extra", "tetris_seed", BuildOptions(num_models=6, epochs=2, subset=60, seed=7))
-    config = {**TINY_RUN, "zoo": f"{tiny_zoo}:tetris_seed", "output_dir": str(tmp_path / "o")}
-    alone = load_zoo_tensors(make_train_config(config))
-    assert len(alone.row_activations) == len(alone.training_vectors) and set(alone.row_activations) == {"tanh"}
-    pooled = load_zoo_tensors(make_train_config({**config, "extra_zoos": [f"{extra}:tetris_seed"]}))
-    assert len(pooled.row_activations) == len(pooled.training_vectors) > len(alone.training_vectors)
 
 
 @pytest.mark.parametrize(("target", "width"), [("probe_outputs", 256 * 4), ("linear_map", 64)])

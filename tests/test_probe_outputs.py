@@ -1,8 +1,8 @@
-"""The probe_outputs baseline: √ of each network's softmax outputs on fixed random inputs.
+"""The probe_outputs baseline: √ of each network's softmax outputs on fixed random inputs, under the zoo's activations.
 
-Checked against each network run by hand as a plain ``nn.Module`` with its own activation, for invariance under
+Checked against each network run by hand as a plain ``nn.Module`` under each activation, for invariance under
 random permutations and (before tanh) sign flips of real networks of every shipped architecture, and through
-``hyperrep evaluate`` on a mixed-activation zoo.
+``hyperrep evaluate`` on a mixed-activation zoo (no row's own activation is read: it is a label).
 """
 
 import importlib.util
@@ -33,18 +33,22 @@ def _real_networks(spec, count, seed):
 
 @pytest.mark.parametrize("spec", SPECS, ids=[spec.name for spec in SPECS])
 @pytest.mark.parametrize("seed", range(2))
-def test_the_features_are_each_network_run_by_hand_with_its_own_activation(spec, seed):
+def test_the_features_are_each_network_run_by_hand_under_each_activation(spec, seed):
     vectors = _real_networks(spec, 4, seed) * 3  # a larger scale, so that activations differ visibly
-    activations = np.random.default_rng(seed).choice([a for a in ACTIVATIONS if a != "identity"], size=4)
+    rng = np.random.default_rng(seed)
+    activations = list(rng.choice([a for a in ACTIVATIONS if a != "identity"], size=2, replace=False))
     features = probe_output_features(vectors.numpy(), spec.to_dict(), activations, count=16)
+    assert features.shape == (4, 2 * 16 * spec.num_classes)
     inputs = probe_inputs(spec.input_shape, 16)
-    for vector, activation, row in zip(vectors, activations, features, strict=True):
-        module = make_module(spec, str(activation)).eval()
-        module.load_state_dict(unflatten_vector(spec, vector))
-        with torch.no_grad():
-            expected = module(inputs).softmax(-1).sqrt().reshape(-1).numpy()
-        np.testing.assert_allclose(row, expected, rtol=1e-4, atol=1e-5)
-        assert np.allclose((row.reshape(16, -1) ** 2).sum(axis=1), 1, atol=1e-5)  # squared, each input's softmax
+    for vector, row in zip(vectors, features, strict=True):
+        expected = []
+        for activation in activations:
+            module = make_module(spec, str(activation)).eval()
+            module.load_state_dict(unflatten_vector(spec, vector))
+            with torch.no_grad():
+                expected.append(module(inputs).softmax(-1).sqrt().reshape(-1).numpy())
+        np.testing.assert_allclose(row, np.concatenate(expected), rtol=1e-4, atol=1e-5)
+        assert np.allclose((row.reshape(2 * 16, -1) ** 2).sum(axis=1), 1, atol=1e-5)  # squared: a softmax each
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[spec.name for spec in SPECS])
@@ -88,11 +92,13 @@ def test_what_cannot_run_is_refused_with_what_to_do():
     parameters_only = {"parameters": TETRIS_MLP.to_dict()["parameters"]}
     vectors = {"train": np.zeros((2, 100), dtype=np.float32)}
     with pytest.raises(ValueError, match=r"layer list.*Leave probe_outputs out of --baselines"):
-        compute_baseline_features("probe_outputs", vectors, parameters_only, activations_by_split={"train": "tanh"})
-    with pytest.raises(ValueError, match=r"'activation' column.*Leave probe_outputs out of --baselines"):
+        compute_baseline_features("probe_outputs", vectors, parameters_only, activations=["tanh"])
+    with pytest.raises(ValueError, match=r"zoo's activations.*Leave probe_outputs out of --baselines"):
         compute_baseline_features("probe_outputs", vectors, TETRIS_MLP.to_dict())
-    with pytest.raises(ValueError, match=r"Unknown activation\(s\) \['swish'\]"):
+    with pytest.raises(ValueError, match=r"activations \['tanh', 'swish'\]"):
         probe_output_features(vectors["train"], TETRIS_MLP.to_dict(), np.array(["tanh", "swish"]))
+    with pytest.raises(ValueError, match=r"activations \[\]"):
+        probe_output_features(vectors["train"], TETRIS_MLP.to_dict(), [])
     with pytest.raises(ValueError, match=r"shape \(num_rows, 100\)"):
         probe_output_features(np.zeros((2, 99)), TETRIS_MLP.to_dict(), "tanh")
 
@@ -111,7 +117,7 @@ def evaluated_with_probe_outputs(tmp_path_factory):
 
 
 def test_evaluate_probes_the_outputs_of_a_mixed_activation_zoo(evaluated_with_probe_outputs):
-    """Opt-in, on every target, each row run with its own activation (tanh and relu here), titled in results.md."""
+    """Opt-in, on every target, every row run under the zoo's activations (tanh and relu), titled in results.md."""
     out = evaluated_with_probe_outputs[2]
     records = json.loads((out / "results.json").read_text())["results"]
     assert {record["method"] for record in records} == {"s(W)", "probe_outputs", "hyperrep"}
@@ -133,7 +139,9 @@ def test_the_baseline_bench_probes_as_evaluate_does(evaluated_with_probe_outputs
         for r in json.loads((out / "results.json").read_text())["results"]
         if r["split"] == "test" and r["metric"] in ("r2", "accuracy")
     }
-    assert result["targets"] and result["probe_outputs_width"] == 256 * 4
+    activations = json.loads((zoo_dir / "tetris_hyp" / "zoo_info.json").read_text())["hyperparameters"]["activation"]
+    assert sorted(activations) == ["relu", "tanh"]
+    assert result["targets"] and result["probe_outputs_width"] == 2 * 256 * 4
     assert result["ridge_alphas"] == [float(alpha) for alpha in ALPHAS]
     for target, row in result["targets"].items():
         for method in ("s(W)", "probe_outputs", "hyperrep"):

@@ -8,7 +8,8 @@
                                 ├─► linear_map        the network with its activations made the identity (max
                                 │                     pooling made average pooling): the affine map input → logits
                                 ├─► probe_outputs     √ of the network's softmax outputs on fixed random inputs
-                                │                     (256 draws of N(0, 1), seed 0): what it computes, no data
+                                │                     (256 draws of N(0, 1), seed 0) under each of the zoo's
+                                │                     activations: what it computes, no data
                                 ├─► pca_{linear,cosine,rbf}  kernel PCA fitted on train rows
                                 └─► umap              UMAP (n_neighbors 25, min_dist 0.001) fitted on train rows
 ```
@@ -31,7 +32,7 @@ s(W) itself (:func:`weight_statistics`, :func:`layer_slices`) lives in the flat 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -78,6 +79,7 @@ __all__ = [
     "umap_features",
     "unterthiner_statistics",
     "weight_statistics",
+    "zoo_activations",
 ]
 
 
@@ -253,7 +255,7 @@ def compute_baseline_features(
     vectors_by_split: Mapping[str, np.ndarray],
     architecture: Mapping | None = None,
     *,
-    activations_by_split: Mapping[str, np.ndarray] | None = None,
+    activations: Sequence[str] | None = None,
     num_components: int = 50,
     max_fit_rows: int = 3000,
     seed: int = 0,
@@ -266,8 +268,8 @@ def compute_baseline_features(
         vectors_by_split: Split → (num_rows, num_parameters) flat weight vectors.
         architecture: Architecture record; required by ``s(W)`` and ``s(W)_unterthiner``, and by ``linear_map`` and
             ``probe_outputs`` with its layer list (``NetworkSpec.to_dict()``, a zoo's ``zoo_info["architecture"]``).
-        activations_by_split: Split → each row's activation (a zoo's ``activation`` column); required by
-            ``probe_outputs``, which runs the networks as they are.
+        activations: The zoo's activations (:func:`zoo_activations`); required by ``probe_outputs``, which runs
+            every network under each.
         num_components: Output dimension of PCA and UMAP (e.g. the hyper-representation's latent size).
         max_fit_rows: Cap on train rows used to fit PCA and UMAP.
         seed: Seed for the fitted baselines.
@@ -290,9 +292,9 @@ def compute_baseline_features(
             raise ValueError("Baseline 'linear_map' needs the architecture record with its layer list.")
         return {split: linear_map_features(vectors, architecture) for split, vectors in vectors_by_split.items()}
     if name == "probe_outputs":
-        check_probe_outputs_inputs(architecture, activations_by_split)
+        check_probe_outputs_inputs(architecture, activations)
         return {
-            split: probe_output_features(vectors, architecture, activations_by_split[split])
+            split: probe_output_features(vectors, architecture, activations)
             for split, vectors in vectors_by_split.items()
         }
     if name == "umap":
@@ -382,38 +384,41 @@ def probe_inputs(input_shape, count: int = PROBE_INPUTS, seed: int = PROBE_SEED)
 def probe_output_features(
     vectors: np.ndarray,
     architecture: Mapping,
-    activations: np.ndarray | str,
+    activations: str | Sequence[str],
     *,
     count: int = PROBE_INPUTS,
     seed: int = PROBE_SEED,
 ) -> np.ndarray:
-    """What each network computes: its softmax outputs on fixed random inputs (:func:`probe_inputs`), square-rooted.
+    """What each network computes: √ of its softmax outputs on fixed random inputs (:func:`probe_inputs`).
 
-    Each network runs as it is (its own activation, dropout off, in eval mode) on the same ``count`` inputs drawn
-    from N(0, 1) in the input's shape; the features are the square roots of the class probabilities, input by input
-    (the Hellinger embedding: a network that is confident everywhere, as large initialisations make it, no longer
-    puts near-constant columns before the probe's standardisation; on TETRIS-HYP it lifts test accuracy R² from
-    68.7 to 83.1, on TETRIS-SEED it changes no target by more than a point). It uses the
-    weights alone (the inputs are noise, not data, and no label is read), and it is exactly invariant to every
-    symmetry of the network (a permutation of neurons or channels; a sign flip of a neuron before an odd
-    activation): they leave the function, hence every output, unchanged. Probing networks with inputs in place of
-    reading their weights is known to work well (Kahana et al. 2024, "Deep linear probe generators for weight
-    space learning"); here the inputs are not learned.
+    Each network runs (dropout off, in eval mode) on the same ``count`` inputs drawn from N(0, 1) in the input's
+    shape, once under each of ``activations`` — the zoo's activations, not the network's own: which one a network
+    was trained with is a label (a probe target of the HYP zoos), so every network gets every one, and the features
+    are the same function of the weights for every row. The features are the square roots of the class
+    probabilities, activation by activation, input by input (the Hellinger embedding: a network that is confident
+    everywhere, as large initialisations make it, no longer puts near-constant columns before the probe's
+    standardisation; on TETRIS-HYP it lifted test accuracy R² from 68.7 to 83.1 in a first trial, on TETRIS-SEED it
+    changed no target by more than a point). No data and no label is read (the inputs are noise), and the features
+    are exactly invariant to every symmetry of a network (a permutation of neurons or channels; a sign flip of a
+    neuron before an odd activation), which leaves its function, hence every output, unchanged. Probing networks
+    with inputs rather than reading their weights is known to work well (Kahana et al. 2024, "Deep linear probe
+    generators for weight space learning"); here the inputs are not learned.
 
     Args:
         vectors: (num_rows, num_parameters) raw flat weight vectors; a row with a non-finite weight or output gets
             NaN features.
         architecture: ``NetworkSpec.to_dict()`` (a zoo's ``zoo_info["architecture"]``): it needs the layer list.
-        activations: Each row's activation (one of ``hyperrep_hf.zoo.networks.ACTIVATIONS``), or one for all rows.
+        activations: The activation(s) every row runs under (``hyperrep_hf.zoo.networks.ACTIVATIONS``), in order:
+            a zoo's ``zoo_info["hyperparameters"]["activation"]`` (:func:`zoo_activations`).
         count: Number of random inputs.
         seed: Seed of the random inputs.
 
     Returns:
-        (num_rows, count · num_classes) float32.
+        (num_rows, len(activations) · count · num_classes) float32.
 
     Raises:
-        ValueError: An architecture record without its layer list, an unknown activation, or vectors or
-            activations of the wrong length.
+        ValueError: An architecture record without its layer list, no or an unknown activation, or vectors of the
+            wrong width.
     """
     import torch
 
@@ -424,27 +429,32 @@ def probe_output_features(
     vectors = np.asarray(vectors)
     if vectors.ndim != 2 or vectors.shape[1] != spec.num_parameters:
         raise ValueError(f"Expected weight vectors of shape (num_rows, {spec.num_parameters}), got {vectors.shape}.")
-    activations = np.broadcast_to(np.asarray(activations, dtype=str), (len(vectors),))
-    unknown = sorted(str(name) for name in set(activations) - set(ACTIVATIONS))
-    if unknown:
-        raise ValueError(f"Unknown activation(s) {unknown} for probe_outputs; expected some of {ACTIVATIONS}.")
+    activations = [activations] if isinstance(activations, str) else [str(name) for name in activations]
+    unknown = [name for name in activations if name not in ACTIVATIONS]
+    if not activations or unknown:
+        raise ValueError(f"probe_outputs: activations {activations} (expected some of {ACTIVATIONS}).")
     inputs = probe_inputs(spec.input_shape, count, seed)
-    features = np.full((len(vectors), count * spec.num_classes), np.nan, dtype=np.float32)
-    finite = np.isfinite(vectors).all(axis=1)
-    for activation in np.unique(activations):
-        rows = np.flatnonzero(finite & (activations == activation))
-        module = make_module(spec, str(activation)).eval()
-        weights = torch.from_numpy(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+    width = count * spec.num_classes
+    features = np.full((len(vectors), len(activations) * width), np.nan, dtype=np.float32)
+    finite = np.flatnonzero(np.isfinite(vectors).all(axis=1))
+    weights = torch.from_numpy(np.ascontiguousarray(vectors[finite], dtype=np.float32))
+    for index, activation in enumerate(activations):
+        module = make_module(spec, activation).eval()
         for chunk, logits in batched_outputs(module, spec, weights, inputs, _LINEAR_MAP_BUDGET):
-            features[rows[chunk]] = logits.softmax(dim=-1).sqrt().flatten(1).numpy()
+            block = logits.softmax(dim=-1).sqrt().flatten(1).numpy()
+            features[finite[chunk], index * width : (index + 1) * width] = block
     features[~np.isfinite(features).all(axis=1)] = np.nan  # an overflowing network: NaN, as a NaN weight
     return features
 
 
-def check_probe_outputs_inputs(
-    architecture: Mapping | None, activations_by_split: Mapping[str, np.ndarray] | None
-) -> None:
-    """Refuses what :func:`probe_output_features` cannot run: no layer list, or no activation per row.
+def zoo_activations(zoo_info: Mapping) -> list[str] | None:
+    """The activations a zoo's networks were trained with; None when its record does not say (an imported zoo)."""
+    activations = zoo_info.get("hyperparameters", {}).get("activation")
+    return [str(name) for name in activations] if activations else None
+
+
+def check_probe_outputs_inputs(architecture: Mapping | None, activations: Sequence[str] | None) -> None:
+    """Refuses what :func:`probe_output_features` cannot run: no layer list, or no activations to run under.
 
     Raises:
         ValueError: Naming what is missing and what to do.
@@ -452,9 +462,9 @@ def check_probe_outputs_inputs(
     if architecture is None:
         raise ValueError("Baseline 'probe_outputs' needs the architecture record with its layer list.")
     check_linear_map_architecture(architecture, "probe_outputs")
-    if activations_by_split is None:
+    if not activations:
         raise ValueError(
-            "Baseline 'probe_outputs' runs each network with its own activation, so it needs the zoo's "
-            "'activation' column (a zoo built by hyperrep_hf has it). Leave probe_outputs out of --baselines "
-            "for this zoo."
+            "Baseline 'probe_outputs' runs each network under the zoo's activations, so it needs them "
+            "(zoo_info['hyperparameters']['activation'], which a zoo built by hyperrep_hf has). Leave "
+            "probe_outputs out of --baselines for this zoo."
         )

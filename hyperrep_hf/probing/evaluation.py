@@ -44,7 +44,12 @@ from ..models.hyperrep.embeddings import (
     symmetry_transforms,
 )
 from ..zoo.folder import parse_zoo_argument
-from .baselines import check_linear_map_architecture, check_probe_outputs_inputs, compute_baseline_features
+from .baselines import (
+    check_linear_map_architecture,
+    check_probe_outputs_inputs,
+    compute_baseline_features,
+    zoo_activations,
+)
 from .plots import write_plots
 from .probes import ALPHA_GRID, GROUP_SHRINKAGE, ProbeReport, ProbeResult, check_probe_splits, fit_probes
 from .report import (
@@ -95,12 +100,6 @@ class ZooArrays:
     columns: dict[str, dict[str, np.ndarray]]
     model_ids: dict[str, np.ndarray]
     total_rows: dict[str, int]
-
-    def activations(self) -> dict[str, np.ndarray] | None:
-        """Split → each row's activation (the ``activation`` column, str); None when the zoo has no such column."""
-        if not all("activation" in columns for columns in self.columns.values()):
-            return None
-        return {split: np.asarray(columns["activation"]).astype(str) for split, columns in self.columns.items()}
 
 
 def subsample_by_model(model_ids: np.ndarray, max_rows: int | None, seed: int = 0) -> np.ndarray:
@@ -549,7 +548,7 @@ def evaluate_model(
         if "linear_map" in chosen_baselines:
             check_linear_map_architecture(zoo_arrays.info["architecture"])
         if "probe_outputs" in chosen_baselines:
-            check_probe_outputs_inputs(zoo_arrays.info["architecture"], zoo_arrays.activations())
+            check_probe_outputs_inputs(zoo_arrays.info["architecture"], zoo_activations(zoo_arrays.info))
         layout = representation_layout(model.config)
         feature_groups = representation_groups(model.config, processor, group_weights)
         stages.done(
@@ -690,7 +689,7 @@ def _probe_methods(
             name,
             zoo_arrays.vectors,
             zoo_arrays.info["architecture"],
-            activations_by_split=zoo_arrays.activations(),
+            activations=zoo_activations(zoo_arrays.info),
             num_components=num_components,
             max_fit_rows=max_fit_rows,
             seed=seed,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_json_atomic, write_text_atomic
-from .baselines import compute_baseline_features
+from .baselines import compute_baseline_features, zoo_activations
 from .evaluation import (
     ZooArrays,
     _check_architecture,
@@ -172,7 +172,6 @@ def _ood_from_source(
         "validation": {target: source.columns["validation"][target]},
     }
     targets.update({f"test@{index}": {target: zoo.columns["test"][target]} for index, zoo in enumerate(loaded)})
-    activations = [zoo.activations() for zoo in loaded]
     records, predictions = [], {}
     for method in methods:
         if method == HYPERREP_METHOD:
@@ -182,7 +181,7 @@ def _ood_from_source(
                 method,
                 splits_for([zoo.vectors for zoo in loaded]),
                 source.info["architecture"],
-                activations_by_split=None if None in activations else splits_for(activations),
+                activations=zoo_activations(source.info),
                 num_components=int(model.config.latent_dim),
                 max_fit_rows=max_fit_rows,
                 seed=seed,

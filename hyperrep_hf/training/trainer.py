@@ -535,8 +535,6 @@ class ZooTensors:
         zoo_info: The zoo's ``zoo_info.json`` (with ``extra_zoos``, its activations are those of every zoo).
         extra_train: (rows, num_parameters) raw training rows of the ``extra_zoos`` (None without them).
         extra_counts: extra zoo → {"rows": rows kept, "dropped": rows equal to a validation or test row of the zoo}.
-        row_activations: The activation of each row of the train split, then of each extra row (str); None when a
-            zoo has no ``activation`` column.
     """
 
     vectors: dict[str, torch.Tensor]
@@ -545,7 +543,6 @@ class ZooTensors:
     zoo_info: dict
     extra_train: torch.Tensor | None = None
     extra_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    row_activations: np.ndarray | None = None
 
     @functools.cached_property
     def training_vectors(self) -> torch.Tensor:
@@ -582,7 +579,7 @@ def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
         check_processor_matches(processor, zoo_info["architecture"])
     else:
         processor = NeuronTokenProcessor(zoo_info["architecture"], config.token_layout, config.token_dim)
-    vectors, targets, row_activations = {}, {}, None
+    vectors, targets = {}, {}
     for split in ("train", "validation", "test"):
         if split not in dataset:
             raise ValueError(f"zoo: {config.zoo} has no {split!r} split (splits: {sorted(dataset)}).")
@@ -595,17 +592,9 @@ def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
             raise ValueError(f"epochs_to_use={config.epochs_to_use} leaves no rows in the {split} split.")
         vectors[split] = processor.networks_to_vectors(rows.with_format("torch")["weights"][:])
         targets[split] = np.array([np.nan if v is None else v for v in rows[config.probe_target]], dtype=np.float64)
-        if split == "train" and "activation" in rows.column_names:
-            row_activations = np.asarray(rows["activation"], dtype=str)
     extra_train, extra_counts = None, {}
     if config.extra_zoos:
-        extra_train, extra_counts, activations, extra_activations = load_extra_training_rows(
-            config, processor, vectors, zoo_info
-        )
-        if row_activations is not None and extra_activations is not None:
-            row_activations = np.concatenate([row_activations, extra_activations])
-        else:
-            row_activations = None
+        extra_train, extra_counts, activations = load_extra_training_rows(config, processor, vectors, zoo_info)
         zoo_info = {**zoo_info, "hyperparameters": {**zoo_info.get("hyperparameters", {}), "activation": activations}}
     if config.canonical:
         # The canonical form acts on raw weights (before normalisation, which it would not commute with); training
@@ -613,7 +602,7 @@ def load_zoo_tensors(config: TrainConfig) -> ZooTensors:
         processor.set_canonical(zoo_activation(zoo_info, required=False))
         vectors = {split: processor.canonicalize(values) for split, values in vectors.items()}
         extra_train = None if extra_train is None else processor.canonicalize(extra_train)
-    data = ZooTensors(vectors, targets, processor, zoo_info, extra_train, extra_counts, row_activations)
+    data = ZooTensors(vectors, targets, processor, zoo_info, extra_train, extra_counts)
     if config.processor is None and config.normalize:
         processor.fit_normalization(data.training_vectors)  # the rows the encoder sees
     return data
@@ -629,10 +618,8 @@ def rows_of_epochs(rows, epochs: list[int] | None):
 
 def load_extra_training_rows(
     config: TrainConfig, processor: NeuronTokenProcessor, vectors: dict[str, torch.Tensor], zoo_info: dict
-) -> tuple[torch.Tensor, dict[str, dict[str, int]], list[str], np.ndarray | None]:
-    """The train rows of ``config.extra_zoos`` (raw), their counts, every zoo's activations, each kept row's.
-
-    The last is None when an extra zoo has no ``activation`` column.
+) -> tuple[torch.Tensor, dict[str, dict[str, int]], list[str]]:
+    """The train rows of ``config.extra_zoos`` (raw), their counts, and the activations of every zoo.
 
     Each extra zoo must have the zoo's architecture (a ValueError names the parameters that differ) and be another
     zoo (the same fingerprint is refused). Rows identical to a validation or test row of the zoo are dropped: zoos
@@ -644,7 +631,7 @@ def load_extra_training_rows(
     held_out = {row.numpy().tobytes() for split in ("validation", "test") for row in vectors[split]}
     seen = {zoo_info.get("fingerprint")}
     activations = list(zoo_info.get("hyperparameters", {}).get("activation", []))
-    rows, counts, row_activations = [], {}, []
+    rows, counts = [], {}
     for name in config.extra_zoos:
         path, zoo_config = parse_zoo_argument(name)
         try:
@@ -669,11 +656,8 @@ def load_extra_training_rows(
         fresh = torch.tensor([row.numpy().tobytes() not in held_out for row in extra], dtype=torch.bool)
         counts[name] = {"rows": int(fresh.sum()), "dropped": int((~fresh).sum())}
         rows.append(extra[fresh])
-        if "activation" in split.column_names:
-            row_activations.append(np.asarray(split["activation"], dtype=str)[fresh.numpy()])
         activations += info.get("hyperparameters", {}).get("activation", [])
-    kept_activations = np.concatenate(row_activations) if len(row_activations) == len(rows) else None
-    return torch.cat(rows), counts, list(dict.fromkeys(activations)), kept_activations
+    return torch.cat(rows), counts, list(dict.fromkeys(activations))
 
 
 def zoo_activation(zoo_info: dict, required: bool = True) -> str | None:
@@ -723,17 +707,17 @@ def make_model_config(
 
 
 def function_targets(
-    target: str, vectors: torch.Tensor, architecture: dict, activations: np.ndarray | None
+    target: str, vectors: torch.Tensor, architecture: dict, activations: list[str] | None
 ) -> torch.Tensor:
     """What each training row computes (``target``), standardised per column over these rows, float32.
 
-    ``target`` is ``probe_outputs`` (:func:`~hyperrep_hf.probing.baselines.probe_output_features`, each row run with
-    its own activation) or ``linear_map``. A column that does not vary (the offset of a bias-free network) is left
-    at 0.
+    ``target`` is ``probe_outputs`` (:func:`~hyperrep_hf.probing.baselines.probe_output_features`, every row run
+    under each of ``activations``, the zoos' activations: no row's own is read) or ``linear_map``. A column that
+    does not vary (the offset of a bias-free network) is left at 0.
 
     Raises:
-        ValueError: An architecture without its layer list, or a zoo without an activation column for
-            ``probe_outputs`` (the target runs the network), naming what to do; a non-finite weight or output.
+        ValueError: An architecture without its layer list, or no activations for ``probe_outputs`` (the target
+            runs the network), naming what to do; a non-finite weight or output.
     """
     from ..probing.baselines import (
         check_linear_map_architecture,
@@ -746,7 +730,7 @@ def function_targets(
         if target == "linear_map":
             check_linear_map_architecture(architecture)
         else:
-            check_probe_outputs_inputs(architecture, None if activations is None else {"train": activations})
+            check_probe_outputs_inputs(architecture, activations)
     except ValueError as error:
         raise ValueError(
             f"function_weight > 0 runs each training network to read its {target}: {error} Train with "
@@ -923,11 +907,13 @@ class Trainer:
         self.training_vectors = self.data.training_vectors  # the same tensor the normalisation was fitted on
         self.function_values = None  # what every training row computes (function_weight > 0)
         if config.function_weight:
+            from ..probing.baselines import zoo_activations
+
             self.function_values = function_targets(
                 config.function_target,
                 self.training_vectors,
                 self.data.zoo_info["architecture"],
-                self.data.row_activations,
+                zoo_activations(self.data.zoo_info),
             )
         function_dim = None if self.function_values is None else self.function_values.shape[1]
         self.model_config = make_model_config(config, self.processor, self.data.zoo_info, function_dim)
