@@ -175,8 +175,8 @@ class TrainConfig:
         default="probe_outputs",
         metadata={
             "help": "What the function term predicts: probe_outputs (the √ of the network's softmax outputs on 256 "
-            "fixed random N(0, 1) inputs) or linear_map (input → logits with the activations made the identity; "
-            "W₂W₁ for TETRIS).",
+            "fixed random N(0, 1) inputs under each of the zoo's activations) or linear_map (input → logits with the "
+            "activations made the identity; W₂W₁ for TETRIS).",
         },
     )
     temperature: float = field(default=0.1, metadata={"help": "Softmax temperature of the contrastive terms."})
