@@ -111,6 +111,12 @@ def test_the_training_option_refuses_a_bad_weight(value):
         make_train_config({"zoo": "z", "output_dir": "o", "function_weight": float(value)})
 
 
+def test_the_old_field_name_says_what_to_write_instead():
+    expected = r"linear_map_weight is now function_weight \(with function_target: linear_map\)"
+    with pytest.raises(ValueError, match=expected):
+        make_train_config({"zoo": "z", "output_dir": "o", "linear_map_weight": 5.0})
+
+
 def test_the_training_option_refuses_an_unknown_target():
     with pytest.raises(ValueError, match="function_target"):
         make_train_config({"zoo": "z", "output_dir": "o", "function_target": "weights"})

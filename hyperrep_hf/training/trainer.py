@@ -68,6 +68,8 @@ from ..models.hyperrep.modeling_hyperrep import HyperRepForPreTraining
 from ..models.hyperrep.processing_hyperrep import NeuronTokenProcessor
 
 # Fields that may differ between a run and its resumption (they do not change the trajectory).
+# Fields renamed since a release: an old preset or run folder gets told what to write instead.
+RENAMED_FIELDS = {"linear_map_weight": "function_weight (with function_target: linear_map)"}
 RESUMABLE_CHANGES = {"resume", "overwrite", "num_threads", "progress", "report_to", "zoo", "output_dir"}
 MODEL_INPUTS = ("input_tokens", "attention_mask", "position_ids", "labels")
 SUMMARY_FIELDS = (
@@ -437,10 +439,15 @@ class TrainConfigParser(HfArgumentParser):
             raise ValueError(f"Training config ({source}): {str(error).rstrip('.')}.") from None
         names = [token[2:].partition("=")[0].replace("-", "_") for token in unknown if token.startswith("--")]
         if names:
-            raise ValueError(f"Unknown training config keys on the {source}: {', '.join(sorted(names))}.")
+            raise ValueError(_unknown_keys(sorted(names), f"on the {source}"))
         if unknown:
             raise ValueError(f"Unexpected argument {unknown[0]!r} on the {source}: expected --field value.")
         return namespace
+
+
+def _unknown_keys(names: list[str], where: str) -> str:
+    renamed = [f"{name} is now {RENAMED_FIELDS[name]}" for name in names if name in RENAMED_FIELDS]
+    return f"Unknown training config keys {where}: {', '.join(names)}." + "".join(f" {text}." for text in renamed)
 
 
 def _mapping_to_tokens(mapping: dict[str, Any], source: str) -> list[str]:
@@ -450,7 +457,7 @@ def _mapping_to_tokens(mapping: dict[str, Any], source: str) -> list[str]:
     """
     unknown = sorted(set(mapping) - set(HINTS))
     if unknown:
-        raise ValueError(f"Unknown training config keys in the {source}: {', '.join(unknown)}.")
+        raise ValueError(_unknown_keys(unknown, f"in the {source}"))
     tokens = []
     for name, value in mapping.items():
         if value is None and name not in OPTIONAL_FIELDS:
