@@ -55,7 +55,7 @@ UNTERTHINER_PERCENTILES: tuple[float, ...] = (0, 25, 50, 75, 100)
 UMAP_NEIGHBORS = 25
 UMAP_MIN_DIST = 0.001
 _TRANSFORM_BLOCK_ROWS = 4096
-_LINEAR_MAP_BUDGET = 20_000_000  # floats of one layer's output held at once: networks × basis inputs × layer size
+_FORWARD_BUDGET = 20_000_000  # floats of one layer's output held at once: networks × inputs × layer size
 _UNTERTHINER_ORDER = ("percentile", "mean", "std")
 PROBE_INPUTS = 256  # random inputs of the probe_outputs baseline (and of the function term of training)
 PROBE_SEED = 0
@@ -347,7 +347,7 @@ def linear_map_features(vectors: np.ndarray, architecture: Mapping) -> np.ndarra
     features = np.full((len(vectors), spec.num_classes * (num_inputs + int(has_bias))), np.nan)
     finite = np.flatnonzero(np.isfinite(vectors).all(axis=1))
     weights = torch.from_numpy(vectors[finite]).double()
-    for rows, outputs in batched_outputs(module, spec, weights, basis, _LINEAR_MAP_BUDGET):
+    for rows, outputs in batched_outputs(module, spec, weights, basis, _FORWARD_BUDGET):
         offset = outputs[:, 0]  # f(0) = c
         matrix = (outputs[:, 1:] - offset[:, None]).transpose(1, 2)  # A e_i = f(e_i) − f(0): (rows, classes, inputs)
         parts = [matrix.flatten(1), offset] if has_bias else [matrix.flatten(1)]
@@ -440,7 +440,7 @@ def probe_output_features(
     weights = torch.from_numpy(np.ascontiguousarray(vectors[finite], dtype=np.float32))
     for index, activation in enumerate(activations):
         module = make_module(spec, activation).eval()
-        for chunk, logits in batched_outputs(module, spec, weights, inputs, _LINEAR_MAP_BUDGET):
+        for chunk, logits in batched_outputs(module, spec, weights, inputs, _FORWARD_BUDGET):
             block = logits.softmax(dim=-1).sqrt().flatten(1).numpy()
             features[finite[chunk], index * width : (index + 1) * width] = block
     features[~np.isfinite(features).all(axis=1)] = np.nan  # an overflowing network: NaN, as a NaN weight
