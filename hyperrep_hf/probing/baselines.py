@@ -67,6 +67,7 @@ __all__ = [
     "REFERENCE_PERCENTILES",
     "UNTERTHINER_PERCENTILES",
     "LayerSlices",
+    "check_baselines_can_run",
     "check_linear_map_architecture",
     "check_probe_outputs_inputs",
     "compute_baseline_features",
@@ -451,6 +452,18 @@ def zoo_activations(zoo_info: Mapping) -> list[str] | None:
     """The activations a zoo's networks were trained with; None when its record does not say (an imported zoo)."""
     activations = zoo_info.get("hyperparameters", {}).get("activation")
     return [str(name) for name in activations] if activations else None
+
+
+def check_baselines_can_run(names: Sequence[str], architecture: Mapping, activations: Sequence[str] | None) -> None:
+    """Refuses, before anything runs, a baseline among ``names`` that runs the networks and cannot on this zoo.
+
+    Raises:
+        ValueError: From :func:`check_linear_map_architecture` or :func:`check_probe_outputs_inputs`.
+    """
+    if "linear_map" in names:
+        check_linear_map_architecture(architecture)
+    if "probe_outputs" in names:
+        check_probe_outputs_inputs(architecture, activations)
 
 
 def check_probe_outputs_inputs(architecture: Mapping | None, activations: Sequence[str] | None) -> None:

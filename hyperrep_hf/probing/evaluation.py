@@ -44,12 +44,7 @@ from ..models.hyperrep.embeddings import (
     symmetry_transforms,
 )
 from ..zoo.folder import parse_zoo_argument
-from .baselines import (
-    check_linear_map_architecture,
-    check_probe_outputs_inputs,
-    compute_baseline_features,
-    zoo_activations,
-)
+from .baselines import check_baselines_can_run, compute_baseline_features, zoo_activations
 from .plots import write_plots
 from .probes import ALPHA_GRID, GROUP_SHRINKAGE, ProbeReport, ProbeResult, check_probe_splits, fit_probes
 from .report import (
@@ -545,10 +540,7 @@ def evaluate_model(
         model, processor = load_encoder(model_dir, append_weight_statistics)
         model.to(device)
         _check_architecture(processor, zoo_arrays)
-        if "linear_map" in chosen_baselines:
-            check_linear_map_architecture(zoo_arrays.info["architecture"])
-        if "probe_outputs" in chosen_baselines:
-            check_probe_outputs_inputs(zoo_arrays.info["architecture"], zoo_activations(zoo_arrays.info))
+        check_baselines_can_run(chosen_baselines, zoo_arrays.info["architecture"], zoo_activations(zoo_arrays.info))
         layout = representation_layout(model.config)
         feature_groups = representation_groups(model.config, processor, group_weights)
         stages.done(

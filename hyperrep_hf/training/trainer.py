@@ -726,27 +726,16 @@ def function_targets(
         ValueError: An architecture without its layer list, or no activations for ``probe_outputs`` (the target
             runs the network), naming what to do; a non-finite weight or output.
     """
-    from ..probing.baselines import (
-        check_linear_map_architecture,
-        check_probe_outputs_inputs,
-        linear_map_features,
-        probe_output_features,
-    )
+    from ..probing.baselines import compute_baseline_features
 
-    try:
-        if target == "linear_map":
-            check_linear_map_architecture(architecture)
-        else:
-            check_probe_outputs_inputs(architecture, activations)
+    try:  # the baseline's own checks: a layer list, and the activations for probe_outputs
+        values = compute_baseline_features(target, {"train": vectors.numpy()}, architecture, activations=activations)
     except ValueError as error:
         raise ValueError(
             f"function_weight > 0 runs each training network to read its {target}: {error} Train with "
             "--function-weight 0 on this zoo."
         ) from None
-    if target == "linear_map":
-        values = linear_map_features(vectors.double().numpy(), architecture)
-    else:
-        values = probe_output_features(vectors.numpy(), architecture, activations).astype(np.float64)
+    values = values["train"].astype(np.float64)
     if not np.isfinite(values).all():
         raise ValueError(f"function_weight: a training row has a non-finite weight or {target}; check the zoo.")
     spread = values.std(axis=0)
