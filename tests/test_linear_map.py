@@ -5,15 +5,13 @@ network run on random inputs, and for invariance under random permutations and s
 shipped architecture.
 """
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tiny_models import make_model_folder, make_zoo
+from tiny_models import evaluated_test_scores, make_model_folder, make_zoo, run_compare_baseline
 
 from hyperrep_hf.cli import main
 from hyperrep_hf.models.hyperrep.augmentations import NeuronPermutation, NeuronSignFlip, sign_flip_layers
@@ -26,7 +24,6 @@ DROPOUT_CNN = NetworkSpec.parse(
     ["conv:6:3", "act", "dropout", "conv:5:3:s2", "act", "dropout", "flatten", "linear:7", "act", "linear:3"],
     "dropout_cnn",
 )
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 SPECS = [TETRIS_MLP, MLP_WITH_BIASES, DROPOUT_CNN, SMALL_CNN_ZOO, MNIST_CNN]
 
 
@@ -135,16 +132,8 @@ def test_evaluate_probes_the_linear_map_beside_the_others(evaluated_with_linear_
 def test_the_linear_map_bench_probes_as_evaluate_does(evaluated_with_linear_map, tmp_path):
     """bench/compare_baseline.py (linear_map): its s(W), linear_map and hyperrep columns are `hyperrep evaluate`'s."""
     model_dir, zoo_dir, out = evaluated_with_linear_map
-    spec = importlib.util.spec_from_file_location("compare_baseline", BENCH / "compare_baseline.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    assert bench.main(["--model", str(model_dir), "--zoo", str(zoo_dir), "--out", str(tmp_path / "lm.json")]) == 0
-    (result,) = json.loads((tmp_path / "lm.json").read_text())
-    evaluated = {
-        (r["method"], r["target"]): 100 * r["value"]
-        for r in json.loads((out / "results.json").read_text())["results"]
-        if r["split"] == "test" and r["metric"] in ("r2", "accuracy")
-    }
+    result = run_compare_baseline(model_dir, zoo_dir, tmp_path / "lm.json")
+    evaluated = evaluated_test_scores(out)
     assert result["targets"] and result["linear_map_width"] == 4 * 16
     for target, row in result["targets"].items():
         for method in ("s(W)", "linear_map", "hyperrep"):

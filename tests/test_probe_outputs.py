@@ -5,14 +5,12 @@ random permutations and (before tanh) sign flips of real networks of every shipp
 ``hyperrep evaluate`` on a mixed-activation zoo (no row's own activation is read: it is a label).
 """
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tiny_models import make_model_folder, make_zoo
+from tiny_models import evaluated_test_scores, make_model_folder, make_zoo, run_compare_baseline
 
 from hyperrep_hf.cli import main
 from hyperrep_hf.models.hyperrep.augmentations import NeuronPermutation, NeuronSignFlip, sign_flip_layers
@@ -20,7 +18,6 @@ from hyperrep_hf.probing.baselines import compute_baseline_features, probe_input
 from hyperrep_hf.zoo.networks import ACTIVATIONS, MNIST_CNN, SMALL_CNN_ZOO, TETRIS_MLP, make_module, unflatten_vector
 
 SPECS = [TETRIS_MLP, SMALL_CNN_ZOO, MNIST_CNN]
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 ALPHAS = ["1e5", "1e3", "10", "0.1"]  # not the default grid: the bench must pass its own on
 
 
@@ -128,17 +125,9 @@ def test_evaluate_probes_the_outputs_of_a_mixed_activation_zoo(evaluated_with_pr
 def test_the_baseline_bench_probes_as_evaluate_does(evaluated_with_probe_outputs, tmp_path):
     """bench/compare_baseline.py --baseline probe_outputs, with evaluate's ridge grid: evaluate's scores."""
     model_dir, zoo_dir, out = evaluated_with_probe_outputs
-    spec = importlib.util.spec_from_file_location("compare_baseline", BENCH / "compare_baseline.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    arguments = ["--model", str(model_dir), "--zoo", str(zoo_dir), "--out", str(tmp_path / "b.json")]
-    assert bench.main([*arguments, "--baseline", "probe_outputs", "--ridge-alphas", *ALPHAS]) == 0
-    (result,) = json.loads((tmp_path / "b.json").read_text())
-    evaluated = {
-        (r["method"], r["target"]): 100 * r["value"]
-        for r in json.loads((out / "results.json").read_text())["results"]
-        if r["split"] == "test" and r["metric"] in ("r2", "accuracy")
-    }
+    options = ("--baseline", "probe_outputs", "--ridge-alphas", *ALPHAS)
+    result = run_compare_baseline(model_dir, zoo_dir, tmp_path / "b.json", *options)
+    evaluated = evaluated_test_scores(out)
     activations = json.loads((zoo_dir / "tetris_hyp" / "zoo_info.json").read_text())["hyperparameters"]["activation"]
     assert sorted(activations) == ["relu", "tanh"]
     assert result["targets"] and result["probe_outputs_width"] == 2 * 256 * 4

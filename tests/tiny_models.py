@@ -1,6 +1,8 @@
 """A tiny evaluated encoder (model folder with processor, probe heads, card) and tiny zoos, built for the tests."""
 
 import dataclasses
+import importlib.util
+import json
 from pathlib import Path
 
 import torch
@@ -11,6 +13,7 @@ from hyperrep_hf.zoo.folder import build_zoo
 from hyperrep_hf.zoo.recipes import BuildOptions, ZooRecipe, load_recipe
 
 TINY_HYP = BuildOptions(num_models=30, epochs=2, subset=120)
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def make_zoo(folder: Path, recipe: str = "tetris_hyp_v1", options: BuildOptions = TINY_HYP) -> Path:
@@ -68,3 +71,22 @@ def tetris_lr_recipe(name: str, epochs: int, num_seeds: int, learning_rates: lis
         grid={"learning_rate": learning_rates},
     )
     return dataclasses.replace(recipe, **changes)
+
+
+def run_compare_baseline(model_dir: Path, zoo_dir: Path, out_json: Path, *options: str) -> dict:
+    """``bench/compare_baseline.py`` on one (model, zoo) with ``options``; asserts it succeeded, returns its result."""
+    spec = importlib.util.spec_from_file_location("compare_baseline", BENCH / "compare_baseline.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--model", str(model_dir), "--zoo", str(zoo_dir), "--out", str(out_json), *options]) == 0
+    (result,) = json.loads(Path(out_json).read_text())
+    return result
+
+
+def evaluated_test_scores(out: Path) -> dict[tuple[str, str], float]:
+    """(method, target) → the test score in % that ``hyperrep evaluate`` wrote to ``out/results.json``."""
+    return {
+        (r["method"], r["target"]): 100 * r["value"]
+        for r in json.loads((Path(out) / "results.json").read_text())["results"]
+        if r["split"] == "test" and r["metric"] in ("r2", "accuracy")
+    }
