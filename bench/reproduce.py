@@ -232,14 +232,14 @@ SECTIONS: dict[str, Section] = {
         "TETRIS-SEED, Table 5 (left): the hyper-representation and the baselines",
         "tetris_seed",
         SEED_TARGETS,
-        "The preset (`training/configs/tetris_seed.yaml`: EcD β 0.9 plus the function term γ 5, on permutation + "
-        "sign-flip + erasing views, 10 epochs, embedded on the canonical form) and every baseline through the same "
-        "linear probes. Δ = hyperrep − s(W) on all test rows, with a 95 % paired bootstrap interval over the test "
-        "models. The same preset through the command line: `docs/results/tetris_seed.md`. Trained under three "
-        "seeds (session 16, `bench/results/function_term.json`) it scored 93.9–94.5 / 88.2–88.9 / 76.4–76.9 / "
-        "75.6–76.7 / 63.9–64.7 / 37.9–41.5 / 69.7–70.6, above s(W) on all 7 targets under each; EcD without the "
-        "term, the preset before, scored 93.8–93.9 / 83.2–84.1 / 67.6–68.5 / 66.5–69.2 / 45.1–48.1 / 16.8–18.6 / "
-        "64.8–66.6 under the same three seeds (`docs/results/seed_spread.md`).",
+        "The preset (`training/configs/tetris_seed.yaml`: EcD β 0.9 plus the function term γ 5, latent 100, on "
+        "permutation + sign-flip + erasing views, 10 epochs, embedded on the canonical form) and every baseline "
+        "through the same linear probes. Δ = hyperrep − s(W) on all test rows, with a 95 % paired bootstrap interval "
+        "over the test models. The same preset through the command line: `docs/results/tetris_seed.md`. Trained "
+        "under seeds 0 / 1 / 2 (session 17, `bench/results/tetris_seed_function_preset.json`) it scored 94.2–94.3 / "
+        "89.9–90.2 / 76.7–77.3 / 78.1–78.7 / 66.7–67.8 / 42.8–43.8 / 72.0–72.8, ahead of s(W) on all 7 targets "
+        "under each; EcD alone at latent 50, the preset until session 16, scored 93.8–93.9 / 83.2–84.1 / 67.6–68.5 "
+        "/ 66.5–69.2 / 45.1–48.1 / 16.8–18.6 / 64.8–66.6 under three seeds (`docs/results/seed_spread.md`).",
     ),
     "t5_hyp": Section(
         "TETRIS-HYP, Table 5 (right): the hyper-representation, the baselines, the hyper-parameters",
@@ -369,7 +369,7 @@ def default_rows() -> list[Row]:
         Row("seed_baselines", "t5_seed", "baselines", "baselines", zoo="tetris_seed", baselines=ALL_BASELINES,
             paper={"W": PAPER_SEED["W"], "s(W)": PAPER_SEED["s(W)"]}, estimate_min=2),
         Row("seed_preset", "t5_seed", "hyperrep (preset)", "train", preset=SEED_PRESET, baselines=("s(W)",),
-            paper=seed_paper_ecd, note="the preset (EcD + function term γ 5), 10 epochs", estimate_min=11),
+            paper=seed_paper_ecd, note="the preset (EcD + function term γ 5, latent 100), 10 epochs", estimate_min=11),
         Row("hyp_baselines", "t5_hyp", "baselines", "baselines", zoo="tetris_hyp", baselines=ALL_BASELINES,
             max_rows=10000, paper={"W": PAPER_HYP["W"], "s(W)": PAPER_HYP["s(W)"]}, estimate_min=3.1),
         Row("hyp_preset", "t5_hyp", "hyperrep (preset)", "train", zoo="tetris_hyp", preset=HYP_PRESET,
