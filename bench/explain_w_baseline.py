@@ -56,10 +56,14 @@ def probe_r2(features: dict, targets: dict, alphas=ALPHA_GRID) -> float:
     return round(probe.score(features["test"], targets["test"]), 4)
 
 
-def raw_ridge_r2(features: dict, targets: dict, alphas=ALPHA_GRID) -> float:
-    """Test R² of ridge on centred, *unstandardised* features (plain numpy; α chosen on validation)."""
-    if np.ptp(targets["train"]) == 0:
-        return None
+def raw_ridge_fit(features: dict, targets: dict, alphas=ALPHA_GRID) -> tuple[float, np.ndarray]:
+    """Ridge on centred, *unstandardised* features in plain numpy (normal equations; α chosen on validation R²).
+
+    Independent of the project's probe code, so other bench scripts use it as a second route.
+
+    Returns:
+        (the chosen α, the test rows' predictions).
+    """
     x_mean, y_mean = features["train"].mean(axis=0), targets["train"].mean()
     x = features["train"] - x_mean
     gram, cross = x.T @ x, x.T @ (targets["train"] - y_mean)
@@ -68,8 +72,16 @@ def raw_ridge_r2(features: dict, targets: dict, alphas=ALPHA_GRID) -> float:
         coef = np.linalg.solve(gram + alpha * np.eye(len(gram)), cross)
         score = r2_score(targets["validation"], (features["validation"] - x_mean) @ coef + y_mean)
         if score > best_score:
-            best, best_score = coef, score
-    return round(r2_score(targets["test"], (features["test"] - x_mean) @ best + y_mean), 4)
+            best, best_score = (alpha, coef), score
+    alpha, coef = best
+    return alpha, (features["test"] - x_mean) @ coef + y_mean
+
+
+def raw_ridge_r2(features: dict, targets: dict, alphas=ALPHA_GRID) -> float:
+    """Test R² of :func:`raw_ridge_fit`; None for a constant target."""
+    if np.ptp(targets["train"]) == 0:
+        return None
+    return round(r2_score(targets["test"], raw_ridge_fit(features, targets, alphas)[1]), 4)
 
 
 def hidden_layout(spec: NetworkSpec) -> tuple[slice, slice, int, int]:
