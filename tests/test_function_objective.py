@@ -20,6 +20,7 @@ from tiny_models import make_zoo
 
 from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, HyperRepModel
 from hyperrep_hf.probing.baselines import linear_map_features, probe_output_features
+from hyperrep_hf.probing.evaluation import baseline_components, evaluate_model
 from hyperrep_hf.training.trainer import Trainer, function_targets, make_train_config
 from hyperrep_hf.zoo.networks import TETRIS_MLP
 from hyperrep_hf.zoo.recipes import BuildOptions
@@ -184,3 +185,27 @@ def test_a_run_records_the_term_saves_the_field_and_resumes_bit_for_bit(tiny_zoo
     resumed, uninterrupted = load_file(str(killed / "model.safetensors")), load_file(str(run / "model.safetensors"))
     assert resumed.keys() == uninterrupted.keys() and any(name.startswith("function_head") for name in resumed)
     assert all(torch.equal(resumed[name], tensor) for name, tensor in uninterrupted.items())
+
+
+def test_a_z_wider_than_the_network_needs_the_term_and_is_evaluated_against_every_pca_component(tiny_zoo, tmp_path):
+    """latent_dim > num_parameters: refused for reconstruction and contrast alone (z could copy the weights), allowed
+    with the function term; evaluation then caps the PCA baselines at the networks' size, not z's."""
+    with pytest.raises(ValueError, match=r"latent_dim=101.*allowed only with a function term"):
+        HyperRepConfig(**{**TINY_MODEL, "latent_dim": 101})
+    assert HyperRepConfig(**{**TINY_MODEL, "latent_dim": 101}, function_weight=1.0, function_dim=4).latent_dim == 101
+    with pytest.raises(ValueError, match="latent_dim=120"):
+        Trainer(
+            make_train_config({"zoo": f"{tiny_zoo}:tetris_seed", "output_dir": str(tmp_path / "x"), "latent_dim": 120})
+        )
+    assert not (tmp_path / "x").exists()
+
+    run = tmp_path / "wide"
+    config = {**TINY_RUN, "zoo": f"{tiny_zoo}:tetris_seed", "output_dir": str(run), "epochs": 1, "latent_dim": 120}
+    Trainer(make_train_config(config | {"function_weight": 1.0, "loss_type": "ecd"})).train()
+    report = evaluate_model(
+        run, f"{tiny_zoo}:tetris_seed", tmp_path / "eval", baselines=["pca_linear"], plots=False, progress=False
+    )
+    assert report.reports["hyperrep"].probes["test_accuracy"].coef.shape == (120,)
+    assert report.reports["pca_linear"].probes["test_accuracy"].coef.shape == (32,)  # capped by the 32 fit rows
+    wide = HyperRepConfig(**{**TINY_MODEL, "latent_dim": 101}, function_weight=1.0, function_dim=4)
+    assert baseline_components(wide) == 100 and baseline_components(HyperRepConfig(**TINY_MODEL)) == 6

@@ -421,6 +421,15 @@ def ridge_grid(ridge_alphas: Sequence[float] | None = None) -> tuple[float, ...]
     return tuple(float(alpha) for alpha in grid)
 
 
+def baseline_components(config: Any) -> int:
+    """Output width of the PCA and UMAP baselines: z's width, at most the networks' size.
+
+    A linear PCA of the weights has no more than ``num_parameters`` components, so a z wider than the weights
+    (allowed with the function term) is compared with every component there is.
+    """
+    return min(int(config.latent_dim), int(config.num_parameters))
+
+
 def representation_groups(config: Any, processor: Any, group_weights: bool) -> tuple[int, int] | None:
     """(latent_dim, number of s(W) values) for group-weighted probes on z̄ ⊕ s(W); None without ``group_weights``.
 
@@ -554,7 +563,7 @@ def evaluate_model(
             embeddings,
             chosen_baselines,
             _probe_runner(targets_by_split, categorical, validation_fallback, alphas),
-            num_components=int(model.config.latent_dim),
+            num_components=baseline_components(model.config),
             max_fit_rows=max_fit_rows,
             seed=seed,
             stages=stages,

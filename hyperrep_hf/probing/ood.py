@@ -16,6 +16,7 @@ from .evaluation import (
     _check_architecture,
     _choose_baselines,
     _Stages,
+    baseline_components,
     compute_embeddings,
     load_encoder,
     load_zoo_arrays,
@@ -182,7 +183,7 @@ def _ood_from_source(
                 splits_for([zoo.vectors for zoo in loaded]),
                 source.info["architecture"],
                 activations=zoo_activations(source.info),
-                num_components=int(model.config.latent_dim),
+                num_components=baseline_components(model.config),
                 max_fit_rows=max_fit_rows,
                 seed=seed,
             )

@@ -146,7 +146,8 @@ class TrainConfig:
         default=512, metadata={"help": "Hidden width of each block's feed-forward network."}
     )
     latent_dim: int = field(
-        default=50, metadata={"help": "Size of the hyper-representation z (at most the networks' size)."}
+        default=50,
+        metadata={"help": "Size of z (at most the networks' size, unless function_weight > 0)."},
     )
     dropout: float = field(
         default=0.1, metadata={"help": "Dropout probability in the transformer blocks and embeddings."}

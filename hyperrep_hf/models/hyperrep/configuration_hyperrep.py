@@ -57,7 +57,7 @@ class HyperRepConfig(PreTrainedConfig):
         hidden_size: Alias of ``d_model``.
         num_attention_heads: Attention heads; must divide ``d_model``.
         intermediate_size: Hidden width of each block's feed-forward network.
-        latent_dim: Size of the hyper-representation z; at most ``num_parameters``.
+        latent_dim: Size of the hyper-representation z; at most ``num_parameters`` unless ``function_weight`` > 0.
         dropout: Dropout probability in the transformer blocks and embeddings, in [0, 1).
         max_layers: Size of the layer-index position table; ``None`` = the number of layers.
         ffn_num_layers: [FC-ReLU] layers of the ``ffn`` encoder and, again, of its decoder (paper: 10).
@@ -249,8 +249,15 @@ class HyperRepConfig(PreTrainedConfig):
             self.num_parameters = derived
         elif self.num_parameters != derived:
             fail("num_parameters", self.num_parameters, f"the token fields describe {derived} parameters")
-        if self.latent_dim > self.num_parameters:
-            fail("latent_dim", self.latent_dim, f"larger than the input, num_parameters={self.num_parameters}")
+        if self.latent_dim > self.num_parameters and not self.function_weight:
+            # Reconstruction and contrast alone: z wider than the weights could copy them. With the function term
+            # z also has to carry what the network computes, which the weights hold only non-linearly.
+            fail(
+                "latent_dim",
+                self.latent_dim,
+                f"larger than the input, num_parameters={self.num_parameters} (allowed only with a function "
+                "term, function_weight > 0)",
+            )
         if self.max_layers is None:
             self.max_layers = len(widths)
         elif self.max_layers < len(widths):
