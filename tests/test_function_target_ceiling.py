@@ -1,0 +1,57 @@
+"""bench/function_target_ceiling.py: what the function term's outputs hold, in full and through k directions."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_models import make_zoo
+
+from hyperrep_hf.probing.baselines import probe_inputs, probe_output_features
+from hyperrep_hf.probing.evaluation import load_zoo_arrays
+from hyperrep_hf.zoo.networks import NetworkSpec
+from hyperrep_hf.zoo.recipes import BuildOptions
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("ceiling_under_test", REPO / "bench" / "function_target_ceiling.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    folder = make_zoo(tmp_path_factory.mktemp("zoo"), "tetris_seed", BuildOptions(num_models=16, epochs=3, subset=120))
+    return f"{folder}:tetris_seed"
+
+
+def test_its_outputs_are_the_probe_outputs_baseline_centred(bench, zoo):
+    arrays = load_zoo_arrays(zoo)
+    spec = NetworkSpec.from_dict(arrays.info["architecture"])
+    ours = bench.outputs(arrays, spec, ["tanh"], probe_inputs(spec.input_shape))
+    library = {s: probe_output_features(arrays.vectors[s], arrays.info["architecture"], ["tanh"]) for s in ours}
+    mean = library["train"].astype(np.float64).mean(axis=0)
+    for split, values in ours.items():
+        np.testing.assert_allclose(values, library[split] - mean, atol=1e-6)
+
+
+def test_a_run_reports_every_width_and_the_zoo_images(bench, zoo, tmp_path):
+    out = tmp_path / "ceiling.json"
+    assert bench.main(["--zoo", zoo, "--k", "2", "8", "--zoo-images", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    targets = {"epoch", "test_accuracy", "generalization_gap", "f1_class_0"}
+    assert report["random_inputs"]["width"] == 256 * 4
+    assert set(report["random_inputs"]["top_k"]) == {"2", "8"}
+    for scores in (
+        report["random_inputs"]["full"],
+        report["zoo_images"]["full"],
+        *report["random_inputs"]["top_k"].values(),
+    ):
+        assert targets <= set(scores) and all(np.isfinite(v) for v in scores.values() if v is not None)
