@@ -303,6 +303,15 @@ def test_a_row_reruns_when_a_row_it_reads_was_rerun(reproduce, fake_runner, tmp_
         "other": "cached",
     }
     assert fake_runner == ["model", "reader", "other", "model", "reader"]
+    # The model's configuration changes: it reruns, and so does its reader, in the same invocation.
+    changed = [_fake_rows(reproduce, model=10)[0], reader, other]
+    assert reproduce.run_rows(changed, context, say=lambda _: None) == {
+        "model": "done",
+        "reader": "done",
+        "other": "cached",
+    }
+    assert fake_runner[-2:] == ["model", "reader"]
+    assert reproduce.read_row(context, reader) is not None
 
 
 def test_a_failing_row_is_reported_and_the_others_go_on(reproduce, fake_runner, tmp_path):
