@@ -1,23 +1,15 @@
 """bench/collect_evaluations.py: results files of hyperrep evaluate, gathered per run, split and target."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from tiny_models import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("collect_under_test", REPO / "bench" / "collect_evaluations.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("collect_evaluations")
 
 
 def _results(rng, targets):

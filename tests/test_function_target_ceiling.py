@@ -1,34 +1,24 @@
 """bench/function_target_ceiling.py: what the function term's outputs hold, in full and through k directions."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import make_zoo
+from tiny_models import TINY_SEED, load_bench, make_zoo
 
 from hyperrep_hf.probing.baselines import probe_inputs, probe_output_features
 from hyperrep_hf.probing.evaluation import load_zoo_arrays
 from hyperrep_hf.zoo.networks import NetworkSpec
-from hyperrep_hf.zoo.recipes import BuildOptions
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("ceiling_under_test", REPO / "bench" / "function_target_ceiling.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("function_target_ceiling")
 
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    folder = make_zoo(tmp_path_factory.mktemp("zoo"), "tetris_seed", BuildOptions(num_models=16, epochs=3, subset=120))
+    folder = make_zoo(tmp_path_factory.mktemp("zoo"), "tetris_seed", TINY_SEED)
     return f"{folder}:tetris_seed"
 
 

@@ -1,30 +1,19 @@
 """bench/second_route.py: the public API and a numpy ridge reach hyperrep evaluate's scores by another road."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-from tiny_models import make_evaluated_model, make_zoo
-
-from hyperrep_hf.zoo.recipes import BuildOptions
-
-REPO = Path(__file__).resolve().parents[1]
+from tiny_models import TINY_SEED, load_bench, make_evaluated_model, make_zoo
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("second_route_under_test", REPO / "bench" / "second_route.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("second_route")
 
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    folder = make_zoo(tmp_path_factory.mktemp("zoo"), "tetris_seed", BuildOptions(num_models=16, epochs=3, subset=120))
+    folder = make_zoo(tmp_path_factory.mktemp("zoo"), "tetris_seed", TINY_SEED)
     return folder
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -13,7 +14,17 @@ from hyperrep_hf.zoo.folder import build_zoo
 from hyperrep_hf.zoo.recipes import BuildOptions, ZooRecipe, load_recipe
 
 TINY_HYP = BuildOptions(num_models=30, epochs=2, subset=120)
+TINY_SEED = BuildOptions(num_models=16, epochs=3, subset=120)  # a TETRIS-SEED zoo with a few test networks
 BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load_bench(name: str):
+    """A script of bench/ as a module (``name`` without .py), registered so that its dataclasses work."""
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_zoo(folder: Path, recipe: str = "tetris_hyp_v1", options: BuildOptions = TINY_HYP) -> Path:
