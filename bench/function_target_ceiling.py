@@ -29,29 +29,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from explain_w_baseline import raw_ridge_r2
 
-from hyperrep_hf.probing.baselines import PROBE_INPUTS, probe_inputs, zoo_activations
+from hyperrep_hf.probing.baselines import PROBE_INPUTS, probe_output_features, zoo_activations
 from hyperrep_hf.probing.evaluation import load_zoo_arrays, select_targets
 from hyperrep_hf.zoo.folder import SPLITS
-from hyperrep_hf.zoo.image_data import load_image_dataset, zoo_data_version
-from hyperrep_hf.zoo.networks import NetworkSpec, batched_outputs, make_module
+from hyperrep_hf.zoo.image_data import zoo_image_dataset
 
 ALPHAS = tuple(10.0**k for k in range(-3, 6))
-FORWARD_BUDGET = 50_000_000
 
 
-def outputs(arrays, spec: NetworkSpec, activations: list[str], images: torch.Tensor) -> dict[str, np.ndarray]:
-    """√softmax of every row on ``images`` under each of the zoo's activations, centred on the train rows."""
-    features = {}
-    for split in SPLITS:
-        weights = torch.from_numpy(np.ascontiguousarray(arrays.vectors[split], dtype=np.float32))
-        blocks = []
-        for activation in activations:
-            module = make_module(spec, activation).eval()
-            block = np.empty((len(weights), len(images) * spec.num_classes), dtype=np.float64)
-            for chunk, logits in batched_outputs(module, spec, weights, images, FORWARD_BUDGET):
-                block[chunk] = logits.softmax(dim=-1).sqrt().flatten(1).numpy()
-            blocks.append(block)
-        features[split] = np.concatenate(blocks, axis=1)
+def outputs(arrays, activations: list[str], inputs=None) -> dict[str, np.ndarray]:
+    """``probe_output_features`` of every row (on ``inputs``, default the random ones), centred on the train rows."""
+    architecture = arrays.info["architecture"]
+    features = {
+        split: probe_output_features(arrays.vectors[split], architecture, activations, inputs=inputs)
+        for split in SPLITS
+    }
+    features = {split: values.astype(np.float64) for split, values in features.items()}
     mean = features["train"].mean(axis=0)
     return {split: values - mean for split, values in features.items()}
 
@@ -88,13 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(arguments.threads)
     started = time.process_time()
     arrays = load_zoo_arrays(arguments.zoo)
-    spec = NetworkSpec.from_dict(arrays.info["architecture"])
     activations = zoo_activations(arrays.info)
     if not activations:
         raise SystemExit(f"{arguments.zoo}: its zoo_info does not name the networks' activations.")
     targets, categorical = select_targets(arrays)
     targets = [target for target in targets if target not in categorical]
-    random_outputs = outputs(arrays, spec, activations, probe_inputs(spec.input_shape))
+    random_outputs = outputs(arrays, activations)
     report = {
         "zoo": arguments.zoo,
         "units": "test R² in %, all epochs; ridge in plain numpy, alpha on validation",
@@ -105,17 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     if arguments.zoo_images:
-        info = arrays.info
-        data = load_image_dataset(
-            info["dataset"]["name"],
-            seed=info["options"]["seed"],
-            subset=info["options"]["subset"],
-            version=zoo_data_version(info),
-            **info["recipe"].get("data_options", {}),
-        )
+        data = zoo_image_dataset(arrays.info)
         images, _ = data.split("train")  # the labels are not read
         chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:PROBE_INPUTS]
-        report["zoo_images"] = {"full": scores(outputs(arrays, spec, activations, images[chosen]), arrays, targets)}
+        report["zoo_images"] = {"full": scores(outputs(arrays, activations, images[chosen]), arrays, targets)}
     report["cpu_seconds"] = round(time.process_time() - started, 1)
     Path(arguments.out).parent.mkdir(parents=True, exist_ok=True)
     Path(arguments.out).write_text(json.dumps(report, indent=1) + "\n")

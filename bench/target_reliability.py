@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from hyperrep_hf.probing.evaluation import load_zoo_arrays
-from hyperrep_hf.zoo.image_data import load_image_dataset, zoo_data_version
+from hyperrep_hf.zoo.image_data import zoo_image_dataset
 from hyperrep_hf.zoo.networks import NetworkSpec, batched_outputs, make_module
 
 # A recomputed target may differ from the stored one by float32 rounding of near-tied logits: a few images.
@@ -154,13 +154,7 @@ def measure_zoo(zoo: str, split: str, halvings: int, resamples: int, seed: int) 
     arrays = load_zoo_arrays(zoo)
     info = arrays.info
     spec = NetworkSpec.from_dict(info["architecture"])
-    data = load_image_dataset(
-        info["dataset"]["name"],
-        seed=info["options"]["seed"],
-        subset=info["options"]["subset"],
-        version=zoo_data_version(info),
-        **info["recipe"].get("data_options", {}),
-    )
+    data = zoo_image_dataset(info)
     columns, vectors = arrays.columns[split], arrays.vectors[split]
     activations = np.asarray(columns["activation"]).astype(str)
     test_images, test_labels = data.split("test")

@@ -25,7 +25,7 @@ def zoo(tmp_path_factory):
 def test_its_outputs_are_the_probe_outputs_baseline_centred(bench, zoo):
     arrays = load_zoo_arrays(zoo)
     spec = NetworkSpec.from_dict(arrays.info["architecture"])
-    ours = bench.outputs(arrays, spec, ["tanh"], probe_inputs(spec.input_shape))
+    ours = bench.outputs(arrays, ["tanh"], probe_inputs(spec.input_shape))  # given inputs: the default ones
     library = {s: probe_output_features(arrays.vectors[s], arrays.info["architecture"], ["tanh"]) for s in ours}
     mean = library["train"].astype(np.float64).mean(axis=0)
     for split, values in ours.items():

@@ -389,6 +389,7 @@ def probe_output_features(
     *,
     count: int = PROBE_INPUTS,
     seed: int = PROBE_SEED,
+    inputs=None,
 ) -> np.ndarray:
     """What each network computes: √ of its softmax outputs on fixed random inputs (:func:`probe_inputs`).
 
@@ -413,9 +414,11 @@ def probe_output_features(
             a zoo's ``zoo_info["hyperparameters"]["activation"]`` (:func:`zoo_activations`).
         count: Number of random inputs.
         seed: Seed of the random inputs.
+        inputs: Other inputs instead, (num_inputs, *input_shape) float32 (``count`` and ``seed`` are then unused):
+            e.g. a zoo's own images, to measure what the outputs would read with data (bench/).
 
     Returns:
-        (num_rows, len(activations) · count · num_classes) float32.
+        (num_rows, len(activations) · number of inputs · num_classes) float32.
 
     Raises:
         ValueError: An architecture record without its layer list, no or an unknown activation, or vectors of the
@@ -434,8 +437,8 @@ def probe_output_features(
     unknown = [name for name in activations if name not in ACTIVATIONS]
     if not activations or unknown:
         raise ValueError(f"probe_outputs: activations {activations} (expected some of {ACTIVATIONS}).")
-    inputs = probe_inputs(spec.input_shape, count, seed)
-    width = count * spec.num_classes
+    inputs = probe_inputs(spec.input_shape, count, seed) if inputs is None else inputs
+    width = len(inputs) * spec.num_classes
     features = np.full((len(vectors), len(activations) * width), np.nan, dtype=np.float32)
     finite = np.flatnonzero(np.isfinite(vectors).all(axis=1))
     weights = torch.from_numpy(np.ascontiguousarray(vectors[finite], dtype=np.float32))

@@ -364,6 +364,17 @@ def zoo_data_version(zoo_info: dict) -> int:
     return int(zoo_info.get("recipe", {}).get("data_version", 1))
 
 
+def zoo_image_dataset(zoo_info: dict) -> ImageDataset:
+    """The images a zoo built by hyperrep_hf was trained and measured on, rebuilt from its ``zoo_info.json``."""
+    return load_image_dataset(
+        zoo_info["dataset"]["name"],
+        seed=zoo_info["options"]["seed"],
+        subset=zoo_info["options"]["subset"],
+        version=zoo_data_version(zoo_info),
+        **zoo_info["recipe"].get("data_options", {}),
+    )
+
+
 def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """The cache root: ``cache_dir``, else ``$HYPERREP_CACHE``, ``$HF_HOME/hyperrep_hf``, ``~/.cache/hyperrep_hf``."""
     if cache_dir is not None:
