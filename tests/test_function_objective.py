@@ -99,6 +99,7 @@ def test_training_without_the_target_or_with_a_wrong_one_is_refused():
         ({"function_weight": 1.0}, "function_dim=None"),
         ({"function_weight": 1.0, "function_dim": 0}, "function_dim=0"),
         ({"function_target": "outputs"}, "function_target='outputs'"),
+        ({"function_inputs": "gaussian"}, "function_inputs='gaussian'"),
     ],
 )
 def test_bad_fields_are_named(fields, message):
@@ -121,6 +122,38 @@ def test_the_old_field_name_says_what_to_write_instead():
 def test_the_training_option_refuses_an_unknown_target():
     with pytest.raises(ValueError, match="function_target"):
         make_train_config({"zoo": "z", "output_dir": "o", "function_target": "weights"})
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"function_inputs": "images"}, r"function_inputs.*'images'"),
+        ({"function_inputs": "bernoulli", "function_target": "linear_map"}, "only probe_outputs runs the networks"),
+    ],
+)
+def test_the_training_option_refuses_inputs_it_cannot_draw_or_use(fields, message):
+    with pytest.raises(ValueError, match=message):
+        make_train_config({"zoo": "z", "output_dir": "o", **fields})
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("inputs", ["uniform", "bernoulli"])
+def test_the_probe_output_targets_on_another_prior_are_the_networks_run_by_hand_on_it(seed, inputs):
+    """Second route: the inputs drawn here from their own generator, the MLP run as matrices, not modules."""
+    vectors = torch.randn(30, TETRIS_MLP.num_parameters, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(0)  # PROBE_SEED: the same inputs for every network and run
+    if inputs == "uniform":
+        drawn = torch.rand(256, 16, generator=generator)
+    else:
+        drawn = torch.bernoulli(torch.full((256, 16), 0.5), generator=generator)
+        assert set(drawn.unique().tolist()) == {0.0, 1.0}
+    first, second = vectors[:, :80].reshape(-1, 5, 16).double(), vectors[:, 80:].reshape(-1, 4, 5).double()
+    logits = torch.tanh(drawn.double() @ first.transpose(1, 2)) @ second.transpose(1, 2)  # (networks, inputs, 4)
+    outputs = logits.softmax(-1).sqrt().flatten(1).numpy()
+    targets = function_targets("probe_outputs", vectors, TETRIS_MLP.to_dict(), ["tanh"], inputs)
+    np.testing.assert_allclose(targets.numpy(), (outputs - outputs.mean(0)) / outputs.std(0), rtol=1e-4, atol=1e-4)
+    normal = function_targets("probe_outputs", vectors, TETRIS_MLP.to_dict(), ["tanh"])
+    assert not torch.allclose(targets, normal)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -155,12 +188,15 @@ def test_the_probe_output_targets_run_every_row_under_the_zoos_activations(seed)
         function_targets("probe_outputs", vectors, TETRIS_MLP.to_dict(), activations)
 
 
-@pytest.mark.parametrize(("target", "width"), [("probe_outputs", 256 * 4), ("linear_map", 64)])
-def test_a_run_records_the_term_saves_the_field_and_resumes_bit_for_bit(tiny_zoo, tmp_path, target, width):
+@pytest.mark.parametrize(
+    ("target", "inputs", "width"),
+    [("probe_outputs", "normal", 256 * 4), ("probe_outputs", "bernoulli", 256 * 4), ("linear_map", "normal", 64)],
+)
+def test_a_run_records_the_term_saves_the_field_and_resumes_bit_for_bit(tiny_zoo, tmp_path, target, inputs, width):
     run = tmp_path / "run"
     config = {**TINY_RUN, "zoo": f"{tiny_zoo}:tetris_seed", "output_dir": str(run), "epochs": 2}
     config |= {"checkpoint_every": 1, "keep_checkpoints": 5, "function_weight": 2.0, "loss_type": "ecd"}
-    config["function_target"] = target
+    config |= {"function_target": target, "function_inputs": inputs}
     trainer = Trainer(make_train_config(config))
     trainer.train()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -168,6 +204,7 @@ def test_a_run_records_the_term_saves_the_field_and_resumes_bit_for_bit(tiny_zoo
     assert len(losses) == 2 and all(np.isfinite(losses))
     saved = json.loads((run / "config.json").read_text())
     assert saved["function_weight"] == 2.0 and saved["function_target"] == target and saved["function_dim"] == width
+    assert saved["function_inputs"] == inputs
     encoder, loading = HyperRepModel.from_pretrained(run, output_loading_info=True)
     assert isinstance(encoder, HyperRepModel) and not loading["unexpected_keys"]  # the head is left, silently
     pretraining = HyperRepForPreTraining.from_pretrained(run)

@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..models.hyperrep.configuration_hyperrep import FUNCTION_INPUTS
 from ..models.hyperrep.weight_statistics import (
     REFERENCE_ORDER,
     REFERENCE_PERCENTILES,
@@ -59,9 +60,11 @@ _FORWARD_BUDGET = 20_000_000  # floats of one layer's output held at once: netwo
 _UNTERTHINER_ORDER = ("percentile", "mean", "std")
 PROBE_INPUTS = 256  # random inputs of the probe_outputs baseline (and of the function term of training)
 PROBE_SEED = 0
+PROBE_DISTRIBUTIONS = FUNCTION_INPUTS  # the priors of those inputs (the model config's function_inputs)
 
 __all__ = [
     "BASELINE_NAMES",
+    "PROBE_DISTRIBUTIONS",
     "PROBE_INPUTS",
     "PROBE_SEED",
     "REFERENCE_PERCENTILES",
@@ -260,6 +263,7 @@ def compute_baseline_features(
     num_components: int = 50,
     max_fit_rows: int = 3000,
     seed: int = 0,
+    distribution: str = "normal",
 ) -> dict[str, np.ndarray] | None:
     """Features of one baseline for every split, ready for :func:`hyperrep_hf.probing.probes.probe_targets`.
 
@@ -274,6 +278,8 @@ def compute_baseline_features(
         num_components: Output dimension of PCA and UMAP (e.g. the hyper-representation's latent size).
         max_fit_rows: Cap on train rows used to fit PCA and UMAP.
         seed: Seed for the fitted baselines.
+        distribution: The prior of ``probe_outputs``' random inputs (:func:`probe_inputs`; the baseline's is
+            ``"normal"``).
 
     Returns:
         Split → (num_rows, num_features); None when the baseline is unavailable (``umap`` without umap-learn,
@@ -295,7 +301,7 @@ def compute_baseline_features(
     if name == "probe_outputs":
         check_probe_outputs_inputs(architecture, activations)
         return {
-            split: probe_output_features(vectors, architecture, activations)
+            split: probe_output_features(vectors, architecture, activations, distribution=distribution)
             for split, vectors in vectors_by_split.items()
         }
     if name == "umap":
@@ -370,16 +376,24 @@ def check_linear_map_architecture(architecture: Mapping, baseline: str = "linear
         )
 
 
-def probe_inputs(input_shape, count: int = PROBE_INPUTS, seed: int = PROBE_SEED):
-    """The fixed random inputs of :func:`probe_output_features`: ``count`` draws of N(0, 1), float32.
+def probe_inputs(input_shape, count: int = PROBE_INPUTS, seed: int = PROBE_SEED, distribution: str = "normal"):
+    """The fixed random inputs of :func:`probe_output_features`: ``count`` draws in the input's shape, float32.
 
     No data: the same inputs for every network of a shape, from a seeded generator (reproducible across machines,
-    as ``torch.randn`` on the CPU is).
+    as torch's CPU generator is). ``distribution`` (:data:`PROBE_DISTRIBUTIONS`): ``"normal"`` N(0, 1),
+    ``"uniform"`` U(0, 1), ``"bernoulli"`` each value 0 or 1 with probability ½.
     """
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(count, *input_shape, generator=generator)
+    shape = (count, *input_shape)
+    if distribution == "normal":
+        return torch.randn(*shape, generator=generator)
+    if distribution == "uniform":
+        return torch.rand(*shape, generator=generator)
+    if distribution == "bernoulli":
+        return torch.bernoulli(torch.full(shape, 0.5), generator=generator)
+    raise ValueError(f"probe inputs: distribution {distribution!r} (expected one of {list(PROBE_DISTRIBUTIONS)}).")
 
 
 def probe_output_features(
@@ -389,22 +403,23 @@ def probe_output_features(
     *,
     count: int = PROBE_INPUTS,
     seed: int = PROBE_SEED,
+    distribution: str = "normal",
     inputs=None,
 ) -> np.ndarray:
     """What each network computes: √ of its softmax outputs on fixed random inputs (:func:`probe_inputs`).
 
-    Each network runs (dropout off, in eval mode) on the same ``count`` inputs drawn from N(0, 1) in the input's
-    shape, once under each of ``activations`` — the zoo's activations, not the network's own: which one a network
-    was trained with is a label (a probe target of the HYP zoos), so every network gets every one, and the features
-    are the same function of the weights for every row. The features are the square roots of the class
-    probabilities, activation by activation, input by input (the Hellinger embedding: a network that is confident
-    everywhere, as large initialisations make it, no longer puts near-constant columns before the probe's
+    Each network runs (dropout off, in eval mode) on the same ``count`` inputs drawn from N(0, 1) (or another
+    ``distribution``) in the input's shape, once under each of ``activations`` — the zoo's activations, not the
+    network's own: which one a network was trained with is a label (a probe target of the HYP zoos), so every network
+    gets every one, and the features are the same function of the weights for every row. The features are the square
+    roots of the class probabilities, activation by activation, input by input (the Hellinger embedding: a network that
+    is confident everywhere, as large initialisations make it, no longer puts near-constant columns before the probe's
     standardisation; on TETRIS-HYP it lifted test accuracy R² from 68.7 to 83.1 in a first trial, on TETRIS-SEED it
-    changed no target by more than a point). No data and no label is read (the inputs are noise), and the features
-    are exactly invariant to every symmetry of a network (a permutation of neurons or channels; a sign flip of a
-    neuron before an odd activation), which leaves its function, hence every output, unchanged. Probing networks
-    with inputs rather than reading their weights is known to work well (Kahana et al. 2024, "Deep linear probe
-    generators for weight space learning"); here the inputs are not learned.
+    changed no target by more than a point). No data and no label is read (the inputs are noise), and the features are
+    exactly invariant to every symmetry of a network (a permutation of neurons or channels; a sign flip of a neuron
+    before an odd activation), which leaves its function, hence every output, unchanged. Probing networks with inputs
+    rather than reading their weights is known to work well (Kahana et al. 2024, "Deep linear probe generators for
+    weight space learning"); here the inputs are not learned.
 
     Args:
         vectors: (num_rows, num_parameters) raw flat weight vectors; a row with a non-finite weight or output gets
@@ -414,7 +429,10 @@ def probe_output_features(
             a zoo's ``zoo_info["hyperparameters"]["activation"]`` (:func:`zoo_activations`).
         count: Number of random inputs.
         seed: Seed of the random inputs.
-        inputs: Other inputs instead, (num_inputs, *input_shape) float32 (``count`` and ``seed`` are then unused):
+        distribution: Their prior (:func:`probe_inputs`): ``"normal"`` (the baseline's), ``"uniform"`` or
+            ``"bernoulli"``.
+        inputs: Other inputs instead, (num_inputs, *input_shape) float32 (``count``, ``seed`` and ``distribution``
+            are then unused):
             e.g. a zoo's own images, to measure what the outputs would read with data (bench/).
 
     Returns:
@@ -437,7 +455,7 @@ def probe_output_features(
     unknown = [name for name in activations if name not in ACTIVATIONS]
     if not activations or unknown:
         raise ValueError(f"probe_outputs: activations {activations} (expected some of {ACTIVATIONS}).")
-    inputs = probe_inputs(spec.input_shape, count, seed) if inputs is None else inputs
+    inputs = probe_inputs(spec.input_shape, count, seed, distribution) if inputs is None else inputs
     width = len(inputs) * spec.num_classes
     features = np.full((len(vectors), len(activations) * width), np.nan, dtype=np.float32)
     finite = np.flatnonzero(np.isfinite(vectors).all(axis=1))

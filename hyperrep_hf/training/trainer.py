@@ -58,6 +58,7 @@ from transformers import HfArgumentParser
 from ..atomic import remove_path, replace_path, temporary_sibling, write_json_atomic, write_text_atomic
 from ..models.hyperrep.augmentations import augment_with_target, make_augmentations, split_augmentations
 from ..models.hyperrep.configuration_hyperrep import (
+    FUNCTION_INPUTS,
     FUNCTION_TARGETS,
     LOSS_TYPES,
     TOKEN_LAYOUTS,
@@ -180,6 +181,13 @@ class TrainConfig:
             "help": "What the function term predicts: probe_outputs (the √ of the network's softmax outputs on 256 "
             "fixed random N(0, 1) inputs under each of the zoo's activations) or linear_map (input → logits with the "
             "activations made the identity; W₂W₁ for TETRIS).",
+        },
+    )
+    function_inputs: Literal[FUNCTION_INPUTS] = field(
+        default="normal",
+        metadata={
+            "help": "The prior of probe_outputs' fixed inputs: normal (N(0, 1)), uniform (U(0, 1)) or bernoulli (each "
+            "input value 0 or 1, p 0.5). No data either way. Only with function_target: probe_outputs.",
         },
     )
     temperature: float = field(default=0.1, metadata={"help": "Softmax temperature of the contrastive terms."})
@@ -341,6 +349,13 @@ class TrainConfig:
             problems.append(f"function_weight={self.function_weight!r} (expected a finite weight >= 0; 0: off)")
         if self.function_target not in FUNCTION_TARGETS:
             problems.append(f"function_target={self.function_target!r} (expected one of {list(FUNCTION_TARGETS)})")
+        if self.function_inputs not in FUNCTION_INPUTS:
+            problems.append(f"function_inputs={self.function_inputs!r} (expected one of {list(FUNCTION_INPUTS)})")
+        elif self.function_inputs != "normal" and self.function_target != "probe_outputs":
+            problems.append(
+                f"function_inputs={self.function_inputs!r} with function_target={self.function_target!r} (only "
+                "probe_outputs runs the networks on inputs; leave function_inputs at normal)"
+            )
         if not 0 <= self.min_learning_rate_ratio <= 1:
             problems.append(f"min_learning_rate_ratio={self.min_learning_rate_ratio!r} (expected in [0, 1])")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
@@ -699,7 +714,7 @@ def make_model_config(
     model_fields = ("variant", "num_hidden_layers", "d_model", "num_attention_heads", "intermediate_size")
     model_fields += ("latent_dim", "dropout", "projection_layers", "projection_dim", "loss_type", "beta")
     model_fields += ("temperature", "reference_losses", "embedding_symmetry_samples", "append_weight_statistics")
-    model_fields += ("function_weight", "function_target")
+    model_fields += ("function_weight", "function_target", "function_inputs")
     symmetries = ["permutation"] * config.permute + ["sign_flip"] * config.sign_flip
     activation = zoo_activation(zoo_info or {}, required=config.sign_flip)
     try:
@@ -715,13 +730,18 @@ def make_model_config(
 
 
 def function_targets(
-    target: str, vectors: torch.Tensor, architecture: dict, activations: list[str] | None
+    target: str,
+    vectors: torch.Tensor,
+    architecture: dict,
+    activations: list[str] | None,
+    inputs: str = "normal",
 ) -> torch.Tensor:
     """What each training row computes (``target``), standardised per column over these rows, float32.
 
     ``target`` is ``probe_outputs`` (:func:`~hyperrep_hf.probing.baselines.probe_output_features`, every row run
-    under each of ``activations``, the zoos' activations: no row's own is read) or ``linear_map``. A column that
-    does not vary (the offset of a bias-free network) is left at 0.
+    under each of ``activations``, the zoos' activations: no row's own is read; on fixed random inputs of the prior
+    ``inputs``, :data:`FUNCTION_INPUTS`) or ``linear_map``. A column that does not vary (the offset of a bias-free
+    network) is left at 0.
 
     Raises:
         ValueError: An architecture without its layer list, or no activations for ``probe_outputs`` (the target
@@ -730,7 +750,9 @@ def function_targets(
     from ..probing.baselines import compute_baseline_features
 
     try:  # the baseline's own checks: a layer list, and the activations for probe_outputs
-        values = compute_baseline_features(target, {"train": vectors.numpy()}, architecture, activations=activations)
+        values = compute_baseline_features(
+            target, {"train": vectors.numpy()}, architecture, activations=activations, distribution=inputs
+        )
     except ValueError as error:
         raise ValueError(
             f"function_weight > 0 runs each training network to read its {target}: {error} Train with "
@@ -911,6 +933,7 @@ class Trainer:
                 self.training_vectors,
                 self.data.zoo_info["architecture"],
                 zoo_activations(self.data.zoo_info),
+                config.function_inputs,
             )
         function_dim = None if self.function_values is None else self.function_values.shape[1]
         self.model_config = make_model_config(config, self.processor, self.data.zoo_info, function_dim)

@@ -12,6 +12,8 @@ VARIANTS = ("attn_t", "attn", "attw_t", "attw", "ffn")
 TOKEN_LAYOUTS = ("per_layer", "padded", "weight")
 LOSS_TYPES = ("ed", "ec", "ecd", "ec+d")
 FUNCTION_TARGETS = ("probe_outputs", "linear_map")  # what the function term of training predicts from z
+# The prior of probe_outputs' fixed inputs: N(0, 1), U(0, 1) or fair coin flips in {0, 1} (no data either way).
+FUNCTION_INPUTS = ("normal", "uniform", "bernoulli")
 # Which token layouts each variant can read: neuron tokens for AttN, one scalar per token for AttW.
 VARIANT_LAYOUTS = {
     "attn_t": ("per_layer", "padded"),
@@ -96,6 +98,9 @@ class HyperRepConfig(PreTrainedConfig):
             inputs (``hyperrep_hf.probing.baselines.probe_output_features``: 256 draws of N(0, 1), seed 0), or
             ``"linear_map"``, its affine map input → logits with the activations made the identity (``W₂ W₁`` for
             TETRIS's MLP; ``hyperrep_hf.probing.baselines.linear_map_features``).
+        function_inputs: The prior of ``probe_outputs``' fixed inputs, one of :data:`FUNCTION_INPUTS`: ``"normal"``
+            (N(0, 1)), ``"uniform"`` (U(0, 1)) or ``"bernoulli"`` (each input value 0 or 1, p ½). Still no data: it
+            says only which values an input takes, as an image's pixels lie in [0, 1].
         function_dim: Width of that target; needed when ``function_weight`` > 0, written by training.
         initializer_range: Standard deviation of the position embeddings and the compression token.
         layer_norm_eps: Epsilon of the LayerNorms.
@@ -141,6 +146,7 @@ class HyperRepConfig(PreTrainedConfig):
         append_weight_statistics: bool = False,
         function_weight: float = 0.0,
         function_target: str = "probe_outputs",
+        function_inputs: str = "normal",
         function_dim: int | None = None,
         initializer_range: float = 0.02,
         layer_norm_eps: float = 1e-5,
@@ -175,6 +181,7 @@ class HyperRepConfig(PreTrainedConfig):
         self.append_weight_statistics = append_weight_statistics
         self.function_weight = function_weight
         self.function_target = function_target
+        self.function_inputs = function_inputs
         self.function_dim = function_dim
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
@@ -284,6 +291,8 @@ class HyperRepConfig(PreTrainedConfig):
             fail("function_weight", weight, "expected a finite weight >= 0 (0: no function term)")
         if self.function_target not in FUNCTION_TARGETS:
             fail("function_target", self.function_target, f"expected one of {list(FUNCTION_TARGETS)}")
+        if self.function_inputs not in FUNCTION_INPUTS:
+            fail("function_inputs", self.function_inputs, f"expected one of {list(FUNCTION_INPUTS)}")
         dim = self.function_dim
         if weight > 0 and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
             fail("function_dim", dim, "a function term (function_weight > 0) needs its target's width")
