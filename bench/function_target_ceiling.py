@@ -8,11 +8,12 @@ the train rows, not standardised):
 
 - ``full``: the ridge on all the outputs;
 - ``top_k``: the ridge on their top k principal directions (PCA fitted on every 4th train row), for each ``--k``;
+- both for each ``--priors`` of the random inputs (``function_inputs``: N(0, 1), U(0, 1), coin flips in {0, 1});
 - with ``--zoo-images``, the same outputs on K unlabeled training images of the zoo (rebuilt from its recipe)
   instead of the random inputs: what the term would read with data.
 
     python bench/function_target_ceiling.py --zoo zoos_built:tetris_seed [--k 50 100 200 400] [--zoo-images] \\
-        [--out bench/results/function_target_ceiling.json]
+        [--priors normal uniform bernoulli] [--out bench/results/function_target_ceiling.json]
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from explain_w_baseline import raw_ridge_r2
 
-from hyperrep_hf.probing.baselines import PROBE_INPUTS, probe_output_features, zoo_activations
+from hyperrep_hf.probing.baselines import (
+    PROBE_DISTRIBUTIONS,
+    PROBE_INPUTS,
+    probe_inputs,
+    probe_output_features,
+    zoo_activations,
+)
 from hyperrep_hf.probing.evaluation import load_zoo_arrays, select_targets
 from hyperrep_hf.zoo.folder import SPLITS
 from hyperrep_hf.zoo.image_data import zoo_image_dataset
@@ -75,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zoo", required=True, help="DIR[:CONFIG] of a zoo built by hyperrep_hf (with its recipe)")
     parser.add_argument("--k", type=int, nargs="+", default=[50, 100, 200, 400], help="bottleneck widths")
     parser.add_argument("--zoo-images", action="store_true", help="also the outputs on the zoo's own images")
+    parser.add_argument(
+        "--priors", nargs="+", choices=PROBE_DISTRIBUTIONS, default=list(PROBE_DISTRIBUTIONS), help="input priors"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "function_target_ceiling.json"))
     arguments = parser.parse_args(argv)
@@ -86,16 +96,19 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{arguments.zoo}: its zoo_info does not name the networks' activations.")
     targets, categorical = select_targets(arrays)
     targets = [target for target in targets if target not in categorical]
-    random_outputs = outputs(arrays, activations)
     report = {
         "zoo": arguments.zoo,
         "units": "test R² in %, all epochs; ridge in plain numpy, alpha on validation",
-        "random_inputs": {
+        "random_inputs": {},
+    }
+    shape = arrays.info["architecture"]["input_shape"]
+    for prior in arguments.priors:
+        random_outputs = outputs(arrays, activations, probe_inputs(shape, distribution=prior))
+        report["random_inputs"][prior] = {
             "width": random_outputs["train"].shape[1],
             "full": scores(random_outputs, arrays, targets),
             "top_k": bottlenecks(random_outputs, arrays, targets, arguments.k),
-        },
-    }
+        }
     if arguments.zoo_images:
         data = zoo_image_dataset(arrays.info)
         images, _ = data.split("train")  # the labels are not read

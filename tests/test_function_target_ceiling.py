@@ -34,14 +34,14 @@ def test_its_outputs_are_the_probe_outputs_baseline_centred(bench, zoo):
 
 def test_a_run_reports_every_width_and_the_zoo_images(bench, zoo, tmp_path):
     out = tmp_path / "ceiling.json"
-    assert bench.main(["--zoo", zoo, "--k", "2", "8", "--zoo-images", "--out", str(out)]) == 0
+    arguments = ["--zoo", zoo, "--k", "2", "8", "--zoo-images", "--priors", "normal", "bernoulli", "--out", str(out)]
+    assert bench.main(arguments) == 0
     report = json.loads(out.read_text())
     targets = {"epoch", "test_accuracy", "generalization_gap", "f1_class_0"}
-    assert report["random_inputs"]["width"] == 256 * 4
-    assert set(report["random_inputs"]["top_k"]) == {"2", "8"}
-    for scores in (
-        report["random_inputs"]["full"],
-        report["zoo_images"]["full"],
-        *report["random_inputs"]["top_k"].values(),
-    ):
+    assert set(report["random_inputs"]) == {"normal", "bernoulli"}
+    priors = report["random_inputs"].values()
+    assert all(prior["width"] == 256 * 4 and set(prior["top_k"]) == {"2", "8"} for prior in priors)
+    assert report["random_inputs"]["normal"]["full"] != report["random_inputs"]["bernoulli"]["full"]
+    every = [report["zoo_images"]["full"], *(prior["full"] for prior in priors)]
+    for scores in every + [scores for prior in priors for scores in prior["top_k"].values()]:
         assert targets <= set(scores) and all(np.isfinite(v) for v in scores.values() if v is not None)
