@@ -30,8 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from explain_w_baseline import raw_ridge_r2
 
+from hyperrep_hf.models.hyperrep.configuration_hyperrep import FUNCTION_INPUTS
 from hyperrep_hf.probing.baselines import (
-    PROBE_DISTRIBUTIONS,
     PROBE_INPUTS,
     probe_inputs,
     probe_output_features,
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, nargs="+", default=[50, 100, 200, 400], help="bottleneck widths")
     parser.add_argument("--zoo-images", action="store_true", help="also the outputs on the zoo's own images")
     parser.add_argument(
-        "--priors", nargs="+", choices=PROBE_DISTRIBUTIONS, default=list(PROBE_DISTRIBUTIONS), help="input priors"
+        "--priors", nargs="+", choices=FUNCTION_INPUTS, default=list(FUNCTION_INPUTS), help="input priors"
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "function_target_ceiling.json"))

@@ -60,11 +60,9 @@ _FORWARD_BUDGET = 20_000_000  # floats of one layer's output held at once: netwo
 _UNTERTHINER_ORDER = ("percentile", "mean", "std")
 PROBE_INPUTS = 256  # random inputs of the probe_outputs baseline (and of the function term of training)
 PROBE_SEED = 0
-PROBE_DISTRIBUTIONS = FUNCTION_INPUTS  # the priors of those inputs (the model config's function_inputs)
 
 __all__ = [
     "BASELINE_NAMES",
-    "PROBE_DISTRIBUTIONS",
     "PROBE_INPUTS",
     "PROBE_SEED",
     "REFERENCE_PERCENTILES",
@@ -380,7 +378,7 @@ def probe_inputs(input_shape, count: int = PROBE_INPUTS, seed: int = PROBE_SEED,
     """The fixed random inputs of :func:`probe_output_features`: ``count`` draws in the input's shape, float32.
 
     No data: the same inputs for every network of a shape, from a seeded generator (reproducible across machines,
-    as torch's CPU generator is). ``distribution`` (:data:`PROBE_DISTRIBUTIONS`): ``"normal"`` N(0, 1),
+    as torch's CPU generator is). ``distribution`` (the model config's ``FUNCTION_INPUTS``): ``"normal"`` N(0, 1),
     ``"uniform"`` U(0, 1), ``"bernoulli"`` each value 0 or 1 with probability ½.
     """
     import torch
@@ -393,7 +391,7 @@ def probe_inputs(input_shape, count: int = PROBE_INPUTS, seed: int = PROBE_SEED,
         return torch.rand(*shape, generator=generator)
     if distribution == "bernoulli":
         return torch.bernoulli(torch.full(shape, 0.5), generator=generator)
-    raise ValueError(f"probe inputs: distribution {distribution!r} (expected one of {list(PROBE_DISTRIBUTIONS)}).")
+    raise ValueError(f"probe inputs: distribution {distribution!r} (expected one of {list(FUNCTION_INPUTS)}).")
 
 
 def probe_output_features(
@@ -432,8 +430,7 @@ def probe_output_features(
         distribution: Their prior (:func:`probe_inputs`): ``"normal"`` (the baseline's), ``"uniform"`` or
             ``"bernoulli"``.
         inputs: Other inputs instead, (num_inputs, *input_shape) float32 (``count``, ``seed`` and ``distribution``
-            are then unused):
-            e.g. a zoo's own images, to measure what the outputs would read with data (bench/).
+            are then unused): e.g. a zoo's own images, to measure what the outputs would read with data (bench/).
 
     Returns:
         (num_rows, len(activations) · number of inputs · num_classes) float32.
