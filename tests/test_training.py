@@ -95,6 +95,16 @@ def test_shipped_presets_parse():
         assert config.zoo and config.output_dir, path
 
 
+def test_the_deep_tetris_preset_is_the_default_with_four_blocks():
+    """tetris_seed_deep is measured against tetris_seed with one field changed: it must stay that way."""
+    presets = REPOSITORY / "training" / "configs"
+    default = dataclasses.asdict(parse_args([str(presets / "tetris_seed.yaml")]))
+    deep = dataclasses.asdict(parse_args([str(presets / "tetris_seed_deep.yaml")]))
+    changed = {name for name in default if default[name] != deep[name]}
+    assert changed == {"num_hidden_layers", "output_dir"}
+    assert (default["num_hidden_layers"], deep["num_hidden_layers"]) == (2, 4)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_mapping_and_command_line_read_the_same(seed):
     """Any config written out (train_config.json) reads back equal, as a mapping and as --field value options."""
