@@ -37,14 +37,14 @@ def whitened(values: torch.Tensor, components: int, power: float) -> torch.Tenso
     matrix = values.double().numpy()
     if not 0 < components <= min(matrix.shape):
         raise ValueError(f"--components {components}: expected 1 … {min(matrix.shape)} for a target of {matrix.shape}")
-    _, singular, directions = np.linalg.svd(matrix - matrix.mean(axis=0), full_matrices=False)
+    centred = matrix - matrix.mean(axis=0)  # standardised rows are centred already; any other input is made so
+    _, singular, directions = np.linalg.svd(centred, full_matrices=False)
     directions = directions[:components]
     largest = np.abs(directions).argmax(axis=1)
     directions *= np.sign(directions[np.arange(components), largest])[:, None]
-    std = singular[:components] / np.sqrt(len(matrix))
-    projected = (matrix @ directions.T) / std**power
+    projected = (centred @ directions.T) / singular[:components] ** power  # std ∝ singular value: same ratios
     projected *= np.sqrt(components / projected.var(axis=0).sum())
-    share = (std**2).sum() / (singular**2 / len(matrix)).sum()
+    share = (singular[:components] ** 2).sum() / (singular**2).sum()
     print(f"function target: top {components} directions ({share:.1%} of its variance), power {power}", flush=True)
     return torch.from_numpy(projected).float()
 
