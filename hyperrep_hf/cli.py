@@ -131,6 +131,12 @@ def _evaluate(arguments: argparse.Namespace) -> int:
     options = {"max_rows": arguments.max_rows, "seed": arguments.seed, "progress": not arguments.quiet}
     options["ridge_alphas"] = arguments.ridge_alphas
     options["append_weight_statistics"] = arguments.append_weight_statistics
+    if arguments.weight_statistics is not None:
+        if arguments.append_weight_statistics is False:
+            raise ValueError(
+                "--weight-statistics chooses what is appended to z; it cannot go with --no-append-weight-statistics."
+            )
+        options["append_weight_statistics"] = True
     options["group_weights"] = arguments.group_weights
     check_one_architecture(arguments.zoo)  # zoos of several architectures: named, before anything is written
     outs = _zoo_outs(arguments)
@@ -146,6 +152,7 @@ def _evaluate(arguments: argparse.Namespace) -> int:
             overwrite=arguments.overwrite,
             device=device,
             batch_size=arguments.batch_size,
+            weight_statistics=arguments.weight_statistics,
             **options,
         )
     if len(arguments.zoo) > 1:
@@ -356,6 +363,13 @@ def make_parser() -> argparse.ArgumentParser:
         default=None,
         help="the hyper-representation is z ⊕ s(W) (per-layer weight statistics appended; --no-…: z alone); "
         "written into the model's config.json with the probe heads, no retraining (default: the config's setting)",
+    )
+    evaluate.add_argument(
+        "--weight-statistics",
+        choices=["s(W)", "s(W)+shape"],
+        help="what is appended to z: s(W), or s(W) followed by 5 per-layer shape statistics (kurtosis, mean |w-m|/σ, "
+        "ln σ, share of positive weights, max |w|/σ); implies --append-weight-statistics and is written into "
+        "config.json the same way (default: the config's)",
     )
     evaluate.add_argument("--device", default="cpu", help=DEVICE_HELP)
     evaluate.add_argument("--batch-size", type=int, default=2048, help=BATCH_HELP)

@@ -3,6 +3,8 @@
 ```
  vectors (rows, num_parameters) ──► W                 raw weights
                                 ├─► s(W)              per layer: mean, variance, percentiles 1/25/50/75/99 of weights
+                                ├─► s(W)+shape        s(W), then per layer kurtosis, mean |w − m| / σ, ln σ, share
+                                │                     of positive weights, max |w| / σ (the shape, free of scale)
                                 ├─► s(W)_unterthiner  per layer, weights and biases apart: percentiles 0/25/50/75/100,
                                 │                     mean, std (Unterthiner et al. 2020)
                                 ├─► linear_map        the network with its activations made the identity (max
@@ -45,12 +47,14 @@ from ..models.hyperrep.weight_statistics import (
     layer_slices,
     tensor_statistics,
     weight_statistics,
+    weight_statistics_variant,
 )
 
 logger = logging.getLogger("hyperrep_hf")
 
 BASELINE_NAMES: tuple[str, ...] = (
-    "W", "s(W)", "s(W)_unterthiner", "linear_map", "probe_outputs", "pca_linear", "pca_cosine", "pca_rbf", "umap",
+    "W", "s(W)", "s(W)+shape", "s(W)_unterthiner", "linear_map", "probe_outputs", "pca_linear", "pca_cosine",
+    "pca_rbf", "umap",
 )  # fmt: skip
 UNTERTHINER_PERCENTILES: tuple[float, ...] = (0, 25, 50, 75, 100)
 UMAP_NEIGHBORS = 25
@@ -287,11 +291,17 @@ def compute_baseline_features(
         raise ValueError(f"Unknown baseline {name!r}; choose from {list(BASELINE_NAMES)}.")
     if name == "W":
         return {split: np.asarray(vectors) for split, vectors in vectors_by_split.items()}
-    if name in ("s(W)", "s(W)_unterthiner"):
+    if name in ("s(W)", "s(W)+shape", "s(W)_unterthiner"):
         if architecture is None:
             raise ValueError(f"Baseline {name!r} needs the architecture record (its 'parameters' list).")
-        statistics = weight_statistics if name == "s(W)" else unterthiner_statistics
-        return {split: statistics(vectors, architecture) for split, vectors in vectors_by_split.items()}
+        if name == "s(W)_unterthiner":
+            return {
+                split: unterthiner_statistics(vectors, architecture) for split, vectors in vectors_by_split.items()
+            }
+        return {
+            split: weight_statistics_variant(vectors, architecture, name)
+            for split, vectors in vectors_by_split.items()
+        }
     if name == "linear_map":
         if architecture is None:
             raise ValueError("Baseline 'linear_map' needs the architecture record with its layer list.")

@@ -200,12 +200,13 @@ def _one_line(error: BaseException) -> str:
 
 
 def load_encoder(
-    model_dir: str | os.PathLike, append_weight_statistics: bool | None = None
+    model_dir: str | os.PathLike, append_weight_statistics: bool | None = None, weight_statistics: str | None = None
 ) -> tuple[torch.nn.Module, Any]:
     """The encoder (``HyperRepModel``, eval mode) and its ``NeuronTokenProcessor`` from a model folder or repo.
 
     ``append_weight_statistics``: None keeps the config's; True / False overrides it in memory (the representation
     is then z̄ ⊕ s(W) / z̄ alone; :func:`set_append_weight_statistics` writes it into a folder's config.json).
+    ``weight_statistics``: None keeps the config's; ``"s(W)"`` or ``"s(W)+shape"`` overrides what is appended.
 
     Raises:
         FileNotFoundError: No such folder, and no Hub repo of that name could be read (``NotInCacheError``: not in
@@ -237,21 +238,42 @@ def load_encoder(
         ) from None
     if append_weight_statistics is not None:
         model.config.append_weight_statistics = bool(append_weight_statistics)
+    if weight_statistics is not None:
+        check_weight_statistics(weight_statistics)
+        model.config.weight_statistics = weight_statistics
     return model, processor
 
 
-def set_append_weight_statistics(model_dir: str | os.PathLike, value: bool) -> Path:
+def check_weight_statistics(variant: str) -> None:
+    """Refuses a ``weight_statistics`` variant other than those :mod:`weight_statistics` computes."""
+    from ..models.hyperrep.weight_statistics import WEIGHT_STATISTICS_VARIANTS
+
+    if variant not in WEIGHT_STATISTICS_VARIANTS:
+        raise ValueError(
+            f"--weight-statistics (weight_statistics) must be one of {list(WEIGHT_STATISTICS_VARIANTS)}, "
+            f"got {variant!r}."
+        )
+
+
+def set_append_weight_statistics(
+    model_dir: str | os.PathLike, value: bool, weight_statistics: str | None = None
+) -> Path:
     """Writes ``append_weight_statistics`` into a model folder's ``config.json``, every other entry kept as it is.
 
     Switches a trained encoder's hyper-representation between z̄ and z̄ ⊕ s(W) without retraining (the encoder's
     weights do not change). Probe heads fitted under the other setting no longer match: the pipeline refuses them
     until ``hyperrep evaluate`` fits them again (it calls this itself with ``--append-weight-statistics``).
+    ``weight_statistics`` (not None) writes which statistics are appended too.
     """
     path = Path(model_dir) / "config.json"
     config = json.loads(path.read_text())
-    if config.get("append_weight_statistics", False) == bool(value):
+    wanted = {"append_weight_statistics": bool(value)}
+    if weight_statistics is not None:
+        wanted["weight_statistics"] = weight_statistics
+    defaults = {"append_weight_statistics": False, "weight_statistics": "s(W)"}
+    if all(config.get(key, defaults[key]) == value for key, value in wanted.items()):
         return path
-    config["append_weight_statistics"] = bool(value)
+    config.update(wanted)
     return write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
@@ -477,6 +499,7 @@ def evaluate_model(
     append_weight_statistics: bool | None = None,
     ridge_alphas: Sequence[float] | None = None,
     group_weights: bool = False,
+    weight_statistics: str | None = None,
 ) -> EvaluationReport:
     """Probes the hyper-representation and the baselines on a zoo; writes the results, plots and probe heads.
 
@@ -509,6 +532,8 @@ def evaluate_model(
             z̄ ⊕ s(W) / z̄ alone for this evaluation, and (``save_to_model``) the setting is written into the model
             folder's ``config.json`` with the probe heads, so predictions use what the probes were fitted on.
             With z̄ ⊕ s(W), ``results`` also has the row ``hyperrep_z`` (z̄ alone, "hyperrep (z only)").
+        weight_statistics: None: the config's. ``"s(W)"`` / ``"s(W)+shape"``: what is appended to z̄ (the latter
+            implies ``append_weight_statistics``); written into ``config.json`` like it.
         ridge_alphas: The ridge probes' α grid, for every method alike; None: the paper's
             (:data:`~hyperrep_hf.probing.probes.ALPHA_GRID`, 1e3 … 1e-5). Recorded in ``results.json``;
             ``results.md`` counts the probes whose α is the grid's strongest (they may want a wider grid).
@@ -541,12 +566,16 @@ def evaluate_model(
     device = resolve_device(device)  # unknown, or a GPU this machine lacks: refused before anything is written
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"--batch-size (batch_size) must be a positive integer, got {batch_size!r}.")
+    if weight_statistics is not None:
+        check_weight_statistics(weight_statistics)
     stages = _Stages(4 + len(chosen_baselines) + int(plots) + 2 * int(save_to_model), progress, "evaluate")
     try:
         zoo_arrays, targets, categorical = _load_zoo_for_probes(
             zoo, model_dir, max_rows, seed, validation_fallback, save_to_model, overwrite, stages
         )
-        model, processor = load_encoder(model_dir, append_weight_statistics)
+        if weight_statistics is not None and append_weight_statistics is None:
+            append_weight_statistics = True  # asking for statistics asks for them to be appended
+        model, processor = load_encoder(model_dir, append_weight_statistics, weight_statistics)
         model.to(device)
         _check_architecture(processor, zoo_arrays)
         check_baselines_can_run(chosen_baselines, zoo_arrays.info["architecture"], zoo_activations(zoo_arrays.info))
@@ -586,7 +615,7 @@ def evaluate_model(
             stages.done(f"plots: {', '.join(path.name for path in paths if path.suffix == '.png')}")
         if save_to_model:
             if append_weight_statistics is not None:  # the probes below are fitted on this setting
-                paths.append(set_append_weight_statistics(model_dir, append_weight_statistics))
+                paths.append(set_append_weight_statistics(model_dir, append_weight_statistics, weight_statistics))
             paths += _save_to_model(
                 Path(model_dir), zoo_arrays, reports, targets_by_split, document, paths, stages, embeddings, layout
             )
@@ -1063,13 +1092,25 @@ def _representation(model_dir: Path, config: Mapping[str, Any]) -> dict[str, Any
     latent_dim = int(config["latent_dim"])
     processor_path = model_dir / "preprocessor_config.json"
     architecture = json.loads(processor_path.read_text()).get("architecture") if processor_path.is_file() else None
-    extra = num_weight_statistics(architecture) if architecture else None
-    sizes = f"{latent_dim} + {extra} = {latent_dim + extra} values" if extra else f"{latent_dim} + 7 per layer"
+    variant = config.get("weight_statistics", "s(W)")
+    shape = variant == "s(W)+shape"
+    extra = num_weight_statistics(architecture, variant) if architecture else None
+    per_layer = 12 if shape else 7
+    sizes = (
+        f"{latent_dim} + {extra} = {latent_dim + extra} values" if extra else f"{latent_dim} + {per_layer} per layer"
+    )
     text = (
-        "z̄ ⊕ s(W): the encoder's embedding z̄ followed by s(W), the per-layer statistics of the network's weights "
-        "(mean, variance, percentiles 1/25/50/75/99 of each layer's weights: the s(W) baseline's features, taken over "
-        "the same canonical views or symmetric copies as z̄), "
-        f"{sizes} (`append_weight_statistics: true` in config.json)"
+        f"z̄ ⊕ s(W){' ⊕ shape' if shape else ''}: the encoder's embedding z̄ followed by s(W), the per-layer "
+        "statistics of the network's weights (mean, variance, percentiles 1/25/50/75/99 of each layer's weights: the "
+        "s(W) baseline's features, taken over the same canonical views or symmetric copies as z̄), "
+        + (
+            "then the shape of each layer's distribution (kurtosis, mean |w − m| / σ, ln σ, share of "
+            "positive weights, max |w| / σ), "
+            if shape
+            else ""
+        )
+        + f"{sizes} (`append_weight_statistics: true`{', `weight_statistics: s(W)+shape`' if shape else ''} in "
+        "config.json)"
     )
     return {"representation": text, "representation_dim": latent_dim + extra if extra else None}
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..atomic import write_json_atomic, write_text_atomic
-from ..models.hyperrep.embeddings import Z_WEIGHT_STATISTICS_LAYOUT
+from ..models.hyperrep.embeddings import Z_SHAPE_STATISTICS_LAYOUT, Z_WEIGHT_STATISTICS_LAYOUT
 from .probes import ALPHA_GRID, ProbeReport
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ MAX_GRID_VALUES = 5
 METHOD_TITLES = {
     "W": "W",
     "s(W)": "s(W)",
+    "s(W)+shape": "s(W) ⊕ shape",
     "s(W)_unterthiner": "s(W) Unterthiner",
     "linear_map": "linear map",
     "probe_outputs": "outputs on random inputs",
@@ -58,6 +59,8 @@ def method_title(document: Mapping, method: str) -> str:
     """The column title of ``method`` in ``document``'s tables: says which representation the hyperrep rows are."""
     if method == HYPERREP_METHOD and document.get("representation") == Z_WEIGHT_STATISTICS_LAYOUT:
         return "hyperrep (z ⊕ s(W))"
+    if method == HYPERREP_METHOD and document.get("representation") == Z_SHAPE_STATISTICS_LAYOUT:
+        return "hyperrep (z ⊕ s(W) ⊕ shape)"
     return METHOD_TITLES.get(method, method)
 
 
@@ -241,6 +244,13 @@ REPRESENTATION_NOTE = (
     "s(W), the per-layer weight statistics of the s(W) column; the published probe heads read it. "
     "**hyperrep (z only)** is z̄ alone, the same encoder without s(W), probed the same way (no probe heads saved)."
 )
+SHAPE_REPRESENTATION_NOTE = (
+    "**hyperrep (z ⊕ s(W) ⊕ shape)** is the encoder's hyper-representation with `append_weight_statistics` and "
+    "`weight_statistics: s(W)+shape`: z̄ followed by s(W) and, per layer, five statistics of the weights' shape "
+    "(kurtosis, mean |w − m| / σ, ln σ, share of positive weights, max |w| / σ; the `s(W)+shape` column when that "
+    "baseline was run); the published probe heads read it. "
+    "**hyperrep (z only)** is z̄ alone, the same encoder without them, probed the same way (no probe heads saved)."
+)
 
 
 def _ridge_grid(document: dict) -> list[float]:
@@ -341,6 +351,8 @@ def render_results_markdown(document: dict) -> str:
             notes.append(f"- {method_title(document, method)}: target `{target}` skipped ({reason}).")
     if document.get("representation") == Z_WEIGHT_STATISTICS_LAYOUT:
         lines += ["", REPRESENTATION_NOTE]
+    elif document.get("representation") == Z_SHAPE_STATISTICS_LAYOUT:
+        lines += ["", SHAPE_REPRESENTATION_NOTE]
     for key in ("final_checkpoints", "final_checkpoints_z_only"):
         if document.get(key):
             method = document[key].get("method", HYPERREP_METHOD)

@@ -242,6 +242,14 @@ class TrainConfig:
             "later with `hyperrep evaluate ... --append-weight-statistics`."
         },
     )
+    weight_statistics: str = field(
+        default="s(W)",
+        metadata={
+            "help": "What append_weight_statistics appends: s(W), or s(W)+shape (s(W), then each layer's "
+            "kurtosis, mean |w − m| / σ, ln σ, share of positive weights and max |w| / σ: the shape of its "
+            "distribution, free of its scale). No effect on training."
+        },
+    )
     erasing_probability: float = field(
         default=0.5, metadata={"help": "Chance of erasing a random block of a view (0: never)."}
     )
@@ -715,6 +723,7 @@ def make_model_config(
     model_fields += ("latent_dim", "dropout", "projection_layers", "projection_dim", "loss_type", "beta")
     model_fields += ("temperature", "reference_losses", "embedding_symmetry_samples", "append_weight_statistics")
     model_fields += ("function_weight", "function_target", "function_inputs")
+    model_fields += ("weight_statistics",)
     symmetries = ["permutation"] * config.permute + ["sign_flip"] * config.sign_flip
     activation = zoo_activation(zoo_info or {}, required=config.sign_flip)
     try:

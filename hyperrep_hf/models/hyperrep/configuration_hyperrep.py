@@ -14,6 +14,7 @@ LOSS_TYPES = ("ed", "ec", "ecd", "ec+d")
 FUNCTION_TARGETS = ("probe_outputs", "linear_map")  # what the function term of training predicts from z
 # The prior of probe_outputs' fixed inputs: N(0, 1), U(0, 1) or fair coin flips in {0, 1} (no data either way).
 FUNCTION_INPUTS = ("normal", "uniform", "bernoulli")
+WEIGHT_STATISTICS = ("s(W)", "s(W)+shape")  # what append_weight_statistics appends (weight_statistics.py)
 # Which token layouts each variant can read: neuron tokens for AttN, one scalar per token for AttW.
 VARIANT_LAYOUTS = {
     "attn_t": ("per_layer", "padded"),
@@ -89,6 +90,11 @@ class HyperRepConfig(PreTrainedConfig):
             wherever the representation is (evaluation, probe heads, the pipeline); training and
             ``HyperRepModel.forward`` are unchanged, so a trained encoder can be switched
             (``hyperrep evaluate ... --append-weight-statistics``). False: z̄ alone, the paper's.
+        weight_statistics: What ``append_weight_statistics`` appends: ``"s(W)"`` (the baseline's 7 values per layer)
+            or ``"s(W)+shape"``, s(W) followed by 5 statistics per layer of its distribution's shape that are free
+            of its scale (kurtosis, mean |w − m| / σ, ln σ, the share of positive weights, max |w| / σ;
+            ``weight_statistics.shape_statistics``), ``latent_dim + 12 · num_layers`` values; layout
+            ``"z+s(W)+shape"``. Ignored without ``append_weight_statistics``.
         function_weight: γ of an auxiliary self-supervised term of training (0: off, the paper's losses): a linear
             head on z predicts what the network *computes*, standardised over the training rows, and γ · its MSE
             is added to the loss. What it computes is read off the weights themselves (no data, no label), and it
@@ -144,6 +150,7 @@ class HyperRepConfig(PreTrainedConfig):
         activation: str | None = None,
         embedding_symmetry_samples: int = 1,
         append_weight_statistics: bool = False,
+        weight_statistics: str = "s(W)",
         function_weight: float = 0.0,
         function_target: str = "probe_outputs",
         function_inputs: str = "normal",
@@ -179,6 +186,7 @@ class HyperRepConfig(PreTrainedConfig):
         self.activation = activation
         self.embedding_symmetry_samples = embedding_symmetry_samples
         self.append_weight_statistics = append_weight_statistics
+        self.weight_statistics = weight_statistics
         self.function_weight = function_weight
         self.function_target = function_target
         self.function_inputs = function_inputs
@@ -286,6 +294,8 @@ class HyperRepConfig(PreTrainedConfig):
             fail("embedding_symmetry_samples", samples, "expected a positive integer")
         if not isinstance(self.append_weight_statistics, bool):
             fail("append_weight_statistics", self.append_weight_statistics, "expected a bool (true or false)")
+        if self.weight_statistics not in WEIGHT_STATISTICS:
+            fail("weight_statistics", self.weight_statistics, f"expected one of {list(WEIGHT_STATISTICS)}")
         weight = self.function_weight
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < math.inf:
             fail("function_weight", weight, "expected a finite weight >= 0 (0: no function term)")

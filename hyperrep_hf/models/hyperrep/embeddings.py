@@ -25,7 +25,9 @@ over the same copies or canonical views as z (so the canonical form keeps the wh
 
     h(w) = 1/K · Σ_k [z(g_k · w), s(g_k · w)]   or   Σ_b p_b(w) · [z(canon_b(w)), s(canon_b(w))]
 
-(``latent_dim + 7 · num_layers`` values; layout "z+s(W)", else "z").
+(``latent_dim + 7 · num_layers`` values; layout "z+s(W)", else "z"). With ``weight_statistics: "s(W)+shape"`` in the
+config each layer's s(W) is followed by five statistics of its shape (:func:`weight_statistics.shape_statistics`;
+``latent_dim + 12 · num_layers`` values, layout "z+s(W)+shape").
 
 :func:`embed_vectors` is the one place that builds it, for evaluation, probe heads and the pipeline alike.
 """
@@ -39,23 +41,35 @@ import torch
 
 from .augmentations import NeuronPermutation, NeuronSignFlip
 from .processing_hyperrep import _flat_length, _layer_table
-from .weight_statistics import num_weight_statistics, weight_statistics
+from .weight_statistics import num_weight_statistics, weight_statistics_variant
 
 SYMMETRIES = ("permutation", "sign_flip")
 Z_LAYOUT = "z"
 """Representation layout of z̄ alone (the paper's); recorded in every probe head (``representation``)."""
 Z_WEIGHT_STATISTICS_LAYOUT = "z+s(W)"
 """Representation layout of z̄ followed by s(W) (``append_weight_statistics``)."""
+Z_SHAPE_STATISTICS_LAYOUT = "z+s(W)+shape"
+"""Representation layout of z̄ followed by s(W) and the shape statistics (``weight_statistics: "s(W)+shape"``)."""
+WEIGHT_STATISTICS_LAYOUTS = (Z_WEIGHT_STATISTICS_LAYOUT, Z_SHAPE_STATISTICS_LAYOUT)
+"""The layouts that append weight statistics to z̄."""
 
 
 def representation_layout(config: Any) -> str:
-    """The layout of a model's hyper-representation: :data:`Z_WEIGHT_STATISTICS_LAYOUT` or :data:`Z_LAYOUT`."""
-    return Z_WEIGHT_STATISTICS_LAYOUT if getattr(config, "append_weight_statistics", False) else Z_LAYOUT
+    """The layout of a model's hyper-representation: ``"z"``, ``"z+s(W)"`` or ``"z+s(W)+shape"``."""
+    if not getattr(config, "append_weight_statistics", False):
+        return Z_LAYOUT
+    return "z+" + weight_statistics_of(config)
+
+
+def weight_statistics_of(config: Any) -> str:
+    """The variant of weight statistics a config appends (``"s(W)"`` for configs written before the field)."""
+    return getattr(config, "weight_statistics", "s(W)")
 
 
 def representation_dim(config: Any, architecture: dict) -> int:
-    """Size of a model's hyper-representation: ``latent_dim``, plus 7 per layer with ``append_weight_statistics``."""
-    extra = num_weight_statistics(architecture) if representation_layout(config) == Z_WEIGHT_STATISTICS_LAYOUT else 0
+    """Size of a hyper-representation: ``latent_dim``, + 7 (12 with the shape) per layer with appended statistics."""
+    appended = representation_layout(config) != Z_LAYOUT
+    extra = num_weight_statistics(architecture, weight_statistics_of(config)) if appended else 0
     return int(config.latent_dim) + extra
 
 
@@ -156,7 +170,8 @@ def embed_vectors(
     """
     vectors = vectors.detach().to("cpu", torch.float32)  # the processor tokenises on the CPU
     device = next(model.parameters()).device
-    with_statistics = representation_layout(model.config) == Z_WEIGHT_STATISTICS_LAYOUT
+    with_statistics = representation_layout(model.config) != Z_LAYOUT
+    variant = weight_statistics_of(model.config)
 
     def rows_of(weights: torch.Tensor, check: bool = True) -> torch.Tensor:
         """The representation of each encoder row: z of the weights, then (if asked) their s(W)."""
@@ -165,7 +180,7 @@ def embed_vectors(
         if not with_statistics:
             return embeddings
         # float64 statistics of the float32 weights (as the s(W) baseline computes them), then the encoder's dtype.
-        statistics = torch.from_numpy(weight_statistics(weights.numpy(), processor.architecture))
+        statistics = torch.from_numpy(weight_statistics_variant(weights.numpy(), processor.architecture, variant))
         return torch.cat([embeddings, statistics.to(embeddings.device, embeddings.dtype)], dim=1)
 
     if getattr(processor, "canonical", False):

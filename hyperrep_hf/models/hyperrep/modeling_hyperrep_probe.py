@@ -37,7 +37,7 @@ PROBE_INDEX_FORMAT_VERSION = 1
 PROBES_FOLDER = "probes"
 INDEX_FILE = "index.json"
 TASKS = ("regression", "classification")
-REPRESENTATIONS = ("z", "z+s(W)")
+REPRESENTATIONS = ("z", "z+s(W)", "z+s(W)+shape")
 """Layouts of the hyper-representation a probe head can read (``embeddings.representation_layout``)."""
 
 
@@ -70,7 +70,8 @@ class HyperRepProbeConfig(PreTrainedConfig):
         input_dim: Size of the hyper-representation it reads (the encoder's ``latent_dim``, plus the s(W) columns
             for ``"z+s(W)"``).
         representation: The layout of that representation: ``"z"`` (z̄ alone; probes saved before this field
-            existed) or ``"z+s(W)"`` (z̄ followed by s(W), the encoder's ``append_weight_statistics``). The pipeline
+            existed), ``"z+s(W)"`` (z̄ followed by s(W), the encoder's ``append_weight_statistics``) or
+            ``"z+s(W)+shape"`` (s(W) and the shape statistics, ``weight_statistics: "s(W)+shape"``). The pipeline
             refuses heads whose layout differs from the encoder config's.
         labels: Class names in logit order (classification only).
         standardization_mean: (input_dim,) train mean of z the probe was fitted with (already folded into the

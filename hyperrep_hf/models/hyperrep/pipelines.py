@@ -41,7 +41,6 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .embeddings import (
     Z_LAYOUT,
-    Z_WEIGHT_STATISTICS_LAYOUT,
     embed_vectors,
     networks_per_pass,
     representation_dim,
@@ -141,12 +140,11 @@ class NetworkPropertyPredictionPipeline(Pipeline):
         for target, head in self.probes.items():
             fitted = getattr(head.config, "representation", Z_LAYOUT)
             if fitted != layout:
-                setting, wanted = ("true", "false") if layout == Z_WEIGHT_STATISTICS_LAYOUT else ("false", "true")
                 raise ProbeMismatchError(
                     f"Probe {target!r} (zoo {self.zoo}) was fitted on the representation {fitted!r}, but the "
-                    f"encoder's config gives {layout!r} (append_weight_statistics={setting}): the features do not "
-                    "match. Re-fit the probes for this setting with `hyperrep evaluate MODEL --zoo ZOO --out DIR "
-                    f"--overwrite`, or set append_weight_statistics to {wanted} in the model's config.json."
+                    f"encoder's config gives {layout!r} ({_layout_settings(layout)}): the features do not match. "
+                    "Re-fit the probes for this setting with `hyperrep evaluate MODEL --zoo ZOO --out DIR "
+                    f"--overwrite`, or set {_layout_settings(fitted)} in the model's config.json."
                 )
             if head.config.input_dim != size:
                 raise ProbeMismatchError(
@@ -373,6 +371,13 @@ def network_activation(network: Any) -> str | None:
         return None
     found = {name for kind, name in ACTIVATION_MODULES.items() for module in network.modules() if type(module) is kind}
     return found.pop() if len(found) == 1 else None
+
+
+def _layout_settings(layout: str) -> str:
+    """The config fields that give a representation layout, as ``hyperrep evaluate`` writes them."""
+    if layout == Z_LAYOUT:
+        return "append_weight_statistics=false"
+    return f"append_weight_statistics=true, weight_statistics={layout.removeprefix('z+')!r}"
 
 
 def _probabilities(labels: Sequence, row: np.ndarray) -> dict[str, float]:

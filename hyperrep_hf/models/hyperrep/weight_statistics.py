@@ -160,9 +160,69 @@ def weight_statistics(vectors: np.ndarray, architecture: Mapping) -> np.ndarray:
     return np.concatenate(blocks, axis=1)
 
 
-def num_weight_statistics(architecture: Mapping) -> int:
-    """Columns of :func:`weight_statistics` for ``architecture``: 7 per layer."""
-    return (2 + len(REFERENCE_PERCENTILES)) * len(layer_slices(architecture))
+def num_weight_statistics(architecture: Mapping, variant: str = "s(W)") -> int:
+    """Columns of :func:`weight_statistics` for ``architecture``: 7 per layer, 12 for ``"s(W)+shape"``."""
+    per_layer = 2 + len(REFERENCE_PERCENTILES) + (len(SHAPE_STATISTICS) if variant == SHAPE_VARIANT else 0)
+    return per_layer * len(layer_slices(architecture))
+
+
+SHAPE_STATISTICS: tuple[str, ...] = ("kurtosis", "mean_abs_ratio", "log_std", "positive_fraction", "max_abs_ratio")
+"""Per-layer shape statistics of :func:`shape_statistics`, in order."""
+SHAPE_VARIANT = "s(W)+shape"
+"""The variant of the weight statistics that follows each layer's s(W) with its :data:`SHAPE_STATISTICS`."""
+WEIGHT_STATISTICS_VARIANTS: tuple[str, ...] = ("s(W)", SHAPE_VARIANT)
+
+
+def shape_statistics(vectors: np.ndarray, architecture: Mapping) -> np.ndarray:
+    """The shape of each layer's weight distribution, beyond its scale: what a linear probe cannot form from s(W).
+
+    Per layer, with m and σ the mean and standard deviation (ddof 0) of its weights w (biases not used):
+
+    - ``kurtosis``: mean((w − m)⁴) / σ⁴ (3 for a normal distribution, 1.8 for a uniform one);
+    - ``mean_abs_ratio``: mean(|w − m|) / σ (√(2/π) ≈ 0.80 normal, √3/2 ≈ 0.87 uniform);
+    - ``log_std``: ln σ (initialisations differ by a factor of their scale: Kaiming and Xavier by √(1 + fan_out /
+      fan_in));
+    - ``positive_fraction``: the share of weights above 0;
+    - ``max_abs_ratio``: max(|w|) / σ.
+
+    s(W) carries a layer's shape only in its percentiles, which move with its scale. These are free of it: a
+    uniform and a normal initialisation of any variance differ in kurtosis by 1.2. Like s(W), the statistics do not
+    change when a layer's neurons are permuted; ``positive_fraction`` and the ratios change when a neuron's sign is
+    flipped. A layer whose weights are all equal (σ = 0) gets σ = 10⁻³⁰ (``log_std`` −69) rather than a NaN.
+
+    Returns:
+        (num_rows, 5 · num_layers) float64.
+    """
+    layers = layer_slices(architecture)
+    vectors = check_vectors(vectors, layers)
+    blocks = []
+    for layer in layers:
+        values = np.asarray(vectors[:, layer.weight], dtype=np.float64)
+        centred = values - values.mean(axis=1, keepdims=True)
+        std = np.maximum(centred.std(axis=1), _TINY)
+        blocks.append(
+            np.stack(
+                [
+                    ((centred / std[:, None]) ** 4).mean(axis=1),
+                    np.abs(centred).mean(axis=1) / std,
+                    np.log(std),
+                    (values > 0).mean(axis=1),
+                    np.abs(values).max(axis=1) / std,
+                ],
+                axis=1,
+            )
+        )
+    return np.concatenate(blocks, axis=1)
+
+
+def weight_statistics_variant(vectors: np.ndarray, architecture: Mapping, variant: str = "s(W)") -> np.ndarray:
+    """``"s(W)"``: :func:`weight_statistics`; ``"s(W)+shape"``: it followed by :func:`shape_statistics`."""
+    if variant not in WEIGHT_STATISTICS_VARIANTS:
+        raise ValueError(f"Unknown weight statistics {variant!r}; choose from {list(WEIGHT_STATISTICS_VARIANTS)}.")
+    statistics = weight_statistics(vectors, architecture)
+    if variant == SHAPE_VARIANT:
+        statistics = np.concatenate([statistics, shape_statistics(vectors, architecture)], axis=1)
+    return statistics
 
 
 def parameter_log_norms(vectors: np.ndarray, parameters: Sequence[Mapping[str, Any]]) -> np.ndarray:
