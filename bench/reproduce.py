@@ -249,15 +249,16 @@ SECTIONS: dict[str, Section] = {
         HYP_TARGETS,
         "The TETRIS-HYP preset (`training/configs/tetris_hyp.yaml`: EcD β 0.5 on permutation + erasing views, "
         "embedded on the canonical form, 6 epochs, trained on TETRIS-HYP's and TETRIS-SEED's training networks: "
-        "`extra_zoos`, self-supervised, no TETRIS-SEED label is read) on the filtered zoo (networks that left "
-        "chance); activation and init are accuracies of a linear softmax probe, the others test R². Evaluated on "
-        "10,000 rows per split (whole models, seeded). The same preset through the command line: "
-        "`docs/results/tetris_hyp.md`. Trained with two more seeds: 3 / 2 / 1 and 2 / 4 / 0 against s(W) (the gap "
-        "behind under seed 1, −5.7 [−9.8, −2.6]; test accuracy 85.0, 81.5, 79.6; `docs/results/seed_spread.md`). "
-        "The last row is the preset on TETRIS-HYP's networks alone (`--extra-zoos none`, the preset until session "
-        "11): 2 / 4 / 0 and 1 / 5 / 0 under the two other seeds; averaged over the 10 targets the preset is ahead "
-        "of it by +3.0, +1.0 and +0.3 points under the three seeds, and trained for as many steps it is not better "
-        "than at 6 epochs (`docs/results/tetris_hyp.md`).",
+        "`extra_zoos`, self-supervised, no TETRIS-SEED label is read; since session 21 probed on z̄ ⊕ s(W) ⊕ shape, "
+        "s(W) and five per-layer shape statistics appended, which the baseline `s(W)+shape` reads alone) on the "
+        "filtered zoo (networks that left chance); activation and init are accuracies of a linear softmax probe, the "
+        "others test R². Evaluated on 10,000 rows per split (whole models, seeded). The same preset through the "
+        "command line: `docs/results/tetris_hyp.md`. Trained with two more seeds (session 21, z̄ ⊕ s(W) ⊕ shape): "
+        "4 / 1 / 1 and 3 / 3 / 0 against s(W) on these 6 targets (the gap behind under seed 1; test accuracy 86.3, "
+        "83.2, 81.8; init 51.2, 52.5, 50.0 %). The last row is the preset on TETRIS-HYP's networks alone "
+        "(`--extra-zoos none`, the preset until session 11); on z̄ ⊕ s(W) (session 11) it was 2 / 4 / 0 and 1 / 5 / 0 "
+        "under the two other seeds, the preset ahead of it by +3.0, +1.0 and +0.3 points averaged over the 10 "
+        "targets, and trained for as many steps it is not better than at 6 epochs (`docs/results/tetris_hyp.md`).",
     ),
     "t7": Section(
         "Out of distribution, Table 7: the Tetris pair",
