@@ -1,9 +1,10 @@
-"""The hyper-representation against a baseline that runs the networks (linear_map or probe_outputs), side by side.
+"""The hyper-representation against a stronger baseline than s(W), side by side.
 
-For each (model, zoo): the model's own representation (z̄, or z̄ ⊕ s(W) where its config appends the statistics),
-s(W), the baseline B (``--baseline``: ``linear_map``, the network's affine map with its non-linearities taken out;
+For each (model, zoo): the model's own representation (z̄, or z̄ ⊕ s(W) [⊕ shape] as its config says), s(W), the
+baseline B (``--baseline``: ``linear_map``, the network's affine map with its non-linearities taken out;
 ``probe_outputs``, √ of its softmax outputs on 256 fixed random inputs under each of the zoo's activations;
-``hyperrep_hf.probing.baselines``) and the representation with B appended, each through the probes of
+``s(W)+shape``, s(W) and five statistics of each layer's shape; ``hyperrep_hf.probing.baselines``) and the
+representation with B appended, each through the probes of
 ``hyperrep evaluate`` (ridge / softmax, α or C on validation; ``--ridge-alphas`` as in evaluate), scored on test.
 Differences come with a 95 % paired bootstrap interval over the test networks (all their rows).
 
@@ -26,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # paired_probes, beside this script
 from paired_probes import add_model_zoo_arguments, load_probe_inputs, paired_rows, run_pairs
 
-BASELINES = ("linear_map", "probe_outputs")
+BASELINES = ("linear_map", "probe_outputs", "s(W)+shape")
 
 
 def pairs_of(baseline: str) -> tuple[tuple[str, str], ...]:

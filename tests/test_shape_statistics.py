@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-from tiny_models import make_zoo
+from tiny_models import evaluated_test_scores, make_zoo, run_compare_baseline
 from transformers import pipeline
 
 from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, NeuronTokenProcessor
@@ -206,6 +206,20 @@ def test_evaluate_writes_the_config_probes_report_and_card(shape_model):
     assert "| s(W) ⊕ shape |" in markdown and "hyperrep (z ⊕ s(W) ⊕ shape)" in markdown
     card = (model_dir / "README.md").read_text()
     assert "z̄ ⊕ s(W) ⊕ shape" in card and f"{LATENT_DIM} + 24 = {LATENT_DIM + 24} values" in card
+
+
+def test_the_baseline_bench_compares_with_the_shape_as_evaluate_does(shape_model, tmp_path):
+    """bench/compare_baseline.py --baseline 's(W)+shape': evaluate's scores, and intervals for every target."""
+    model_dir, zoo_dir, out = shape_model
+    result = run_compare_baseline(model_dir, zoo_dir, tmp_path / "b.json", "--baseline", "s(W)+shape")
+    evaluated = evaluated_test_scores(out)
+    assert result["s(W)+shape_width"] == 24 and result["representation_width"] == LATENT_DIM + 24
+    assert set(result["targets"]) == {target for _, target in evaluated}
+    for target, row in result["targets"].items():
+        for method in ("s(W)", "s(W)+shape", "hyperrep"):
+            assert row[method] == pytest.approx(evaluated[(method, target)], abs=1e-9), (method, target)
+        difference, low, high = row["hyperrep − s(W)+shape"]
+        assert difference == pytest.approx(row["hyperrep"] - row["s(W)+shape"], abs=1e-9) and low <= high
 
 
 def test_the_pipeline_reads_the_shape_and_refuses_a_mismatch(shape_model, tmp_path):
