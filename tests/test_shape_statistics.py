@@ -242,6 +242,17 @@ def test_the_pipeline_reads_the_shape_and_refuses_a_mismatch(shape_model, tmp_pa
     pipeline(TASK, model=str(copy), device=-1)  # matching again: loads
 
 
+@pytest.mark.slow
+def test_user_story_without_the_package_equals_the_library(shape_model, tmp_path):
+    """The shape statistics travel in the repo's remote code: a Python without hyperrep_hf gives the same z̄."""
+    from test_remote_code import assert_same_story, remote_and_library_stories
+
+    model_dir = Path(shutil.copytree(shape_model[0], tmp_path / "model"))
+    remote, library = remote_and_library_stories(model_dir, tmp_path, seed=3)
+    assert_same_story(remote, library)
+    assert remote["tensors"]["z_bar"].shape == (4, LATENT_DIM + 24)
+
+
 def test_weight_statistics_with_no_append_is_refused_before_anything_is_written(tmp_path, capsys):
     zoo_dir = make_zoo(tmp_path / "zoo")
     out = tmp_path / "out"
