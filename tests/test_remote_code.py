@@ -73,6 +73,14 @@ def assert_same_story(remote: dict, library: dict) -> None:
     assert remote["predictions"] == library["predictions"]
 
 
+def copied_model_story(model_dir: Path, tmp_path: Path, seed: int) -> dict:
+    """A copy of ``model_dir`` run both ways (:func:`remote_and_library_stories`), checked equal; the remote story."""
+    model_dir = Path(shutil.copytree(model_dir, tmp_path / "model"))
+    remote, library = remote_and_library_stories(model_dir, tmp_path, seed=seed)
+    assert_same_story(remote, library)
+    return remote
+
+
 @pytest.fixture(scope="module")
 def evaluated_model(tmp_path_factory):
     zoo_dir = make_zoo(tmp_path_factory.mktemp("zoo"))
