@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny_models import make_evaluated_model, make_zoo
+from tiny_models import make_evaluated_model, make_model_folder, make_zoo
 from torch import nn
 
-from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, NeuronTokenProcessor
+from hyperrep_hf import HyperRepForPreTraining
 from hyperrep_hf.cli import main
 from hyperrep_hf.models.hyperrep.pipelines import make_prediction_pipeline, network_activation
 from hyperrep_hf.probing.evaluation import evaluate_model, load_zoo_arrays
@@ -31,15 +31,10 @@ def mixed_model(tmp_path_factory, zoo):
 @pytest.fixture(scope="module")
 def tanh_model(tmp_path_factory, zoo):
     """An encoder trained on tanh networks only (config.activation 'tanh'), probed on the mixed zoo."""
-    torch.manual_seed(1)
-    folder = tmp_path_factory.mktemp("tanh")
-    processor = NeuronTokenProcessor.from_zoo(zoo)
-    config = HyperRepConfig(
-        **processor.model_config_kwargs(), d_model=32, num_attention_heads=2, intermediate_size=64, latent_dim=8,
+    folder = make_model_folder(
+        zoo, tmp_path_factory.mktemp("tanh"), seed=1, model_class=HyperRepForPreTraining,
         symmetries=["permutation"], embedding_symmetry_samples=2, activation="tanh",
     )  # fmt: skip
-    HyperRepForPreTraining(config).save_pretrained(folder)
-    processor.save_pretrained(folder)
     evaluate_model(folder, zoo, tmp_path_factory.mktemp("eval"), baselines=[], plots=False, progress=False)
     return folder
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tiny_models import make_model_folder
 
-from hyperrep_hf import HyperRepConfig, HyperRepModel, NetworkPropertyPredictionPipeline, NeuronTokenProcessor
+from hyperrep_hf import HyperRepModel, NetworkPropertyPredictionPipeline, NeuronTokenProcessor
 from hyperrep_hf import checks as checks_module
 from hyperrep_hf.cli import main
 from hyperrep_hf.models.hyperrep.pipelines import predict_networks
@@ -53,14 +54,7 @@ def zoos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def evaluated(zoos, tmp_path_factory):
     """A model folder with probes for the first zoo (kept pristine: tests that change a model copy it)."""
-    torch.manual_seed(0)
-    processor = NeuronTokenProcessor.from_zoo(zoos[0])
-    config = HyperRepConfig(
-        **processor.model_config_kwargs(), d_model=32, num_attention_heads=2, intermediate_size=64, latent_dim=8
-    )
-    model_dir = tmp_path_factory.mktemp("model")
-    HyperRepModel(config).save_pretrained(model_dir)
-    processor.save_pretrained(model_dir)
+    model_dir = make_model_folder(zoos[0], tmp_path_factory.mktemp("model"))
     evaluate_model(model_dir, f"{zoos[0]}:tetris_seed", tmp_path_factory.mktemp("out"), **QUIET)
     return model_dir
 

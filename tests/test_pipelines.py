@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_models import make_model_folder
 from transformers import pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
@@ -23,15 +24,9 @@ def evaluated_model(tmp_path_factory):
     """A tiny encoder with probes fitted on a tiny TETRIS-HYP zoo; returns (model_dir, zoo arrays, report)."""
     zoo_dir = tmp_path_factory.mktemp("zoo")
     build_zoo(load_recipe("tetris_hyp_v1"), zoo_dir, BuildOptions(num_models=30, epochs=2, subset=120), progress=False)
-    torch.manual_seed(0)
-    processor = NeuronTokenProcessor.from_zoo(zoo_dir)
-    config = HyperRepConfig(
-        **processor.model_config_kwargs(), d_model=32, num_attention_heads=2, intermediate_size=64, latent_dim=8,
-        symmetries=["permutation"], embedding_symmetry_samples=4,
-    )  # fmt: skip
-    model_dir = tmp_path_factory.mktemp("model")
-    HyperRepModel(config).save_pretrained(model_dir)
-    processor.save_pretrained(model_dir)
+    model_dir = make_model_folder(
+        zoo_dir, tmp_path_factory.mktemp("model"), symmetries=["permutation"], embedding_symmetry_samples=4
+    )
     report = evaluate_model(
         model_dir, zoo_dir, tmp_path_factory.mktemp("out"), baselines=[], plots=False, progress=False
     )

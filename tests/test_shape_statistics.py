@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-from tiny_models import evaluated_test_scores, make_zoo, run_compare_baseline
+from tiny_models import evaluated_test_scores, make_model_folder, make_zoo, run_compare_baseline
 from transformers import pipeline
 
 from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, NeuronTokenProcessor
@@ -177,15 +177,10 @@ def test_the_training_config_carries_the_field():
 def shape_model(tmp_path_factory):
     """A tiny encoder switched to z̄ ⊕ s(W) ⊕ shape by `hyperrep evaluate --weight-statistics s(W)+shape`."""
     zoo_dir = make_zoo(tmp_path_factory.mktemp("zoo"))
-    torch.manual_seed(0)
-    processor = NeuronTokenProcessor.from_zoo(zoo_dir)
-    config = HyperRepConfig(
-        **processor.model_config_kwargs(), d_model=32, num_attention_heads=2, intermediate_size=64,
-        latent_dim=LATENT_DIM, symmetries=["permutation"],
+    model_dir = make_model_folder(
+        zoo_dir, tmp_path_factory.mktemp("model"), model_class=HyperRepForPreTraining, latent_dim=LATENT_DIM,
+        symmetries=["permutation"],
     )  # fmt: skip
-    model_dir = tmp_path_factory.mktemp("model")
-    HyperRepForPreTraining(config).save_pretrained(model_dir)
-    processor.save_pretrained(model_dir)
     out = tmp_path_factory.mktemp("out")
     arguments = ["evaluate", str(model_dir), "--zoo", str(zoo_dir), "--out", str(out), "--quiet", "--threads", "1"]
     assert main([*arguments, "--baselines", "s(W)", "s(W)+shape", "--weight-statistics", "s(W)+shape"]) == 0

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny_models import make_zoo
+from tiny_models import make_model_folder, make_zoo
 from transformers import pipeline
 
 from hyperrep_hf import HyperRepConfig, HyperRepForPreTraining, HyperRepModel, NeuronTokenProcessor
@@ -149,15 +149,10 @@ def test_config_and_training_config_carry_the_option():
 def switched_model(tmp_path_factory):
     """A tiny encoder trained without the option, switched on by `hyperrep evaluate --append-weight-statistics`."""
     zoo_dir = make_zoo(tmp_path_factory.mktemp("zoo"))
-    torch.manual_seed(0)
-    processor = NeuronTokenProcessor.from_zoo(zoo_dir)
-    config = HyperRepConfig(
-        **processor.model_config_kwargs(), d_model=32, num_attention_heads=2, intermediate_size=64,
-        latent_dim=LATENT_DIM, symmetries=["permutation"], embedding_symmetry_samples=2,
+    model_dir = make_model_folder(
+        zoo_dir, tmp_path_factory.mktemp("model"), model_class=HyperRepForPreTraining, latent_dim=LATENT_DIM,
+        symmetries=["permutation"], embedding_symmetry_samples=2,
     )  # fmt: skip
-    model_dir = tmp_path_factory.mktemp("model")
-    HyperRepForPreTraining(config).save_pretrained(model_dir)
-    processor.save_pretrained(model_dir)
     config_path = model_dir / "config.json"  # as a model trained before the option existed saved it
     saved = json.loads(config_path.read_text())
     assert saved.pop("append_weight_statistics") is False

@@ -34,15 +34,28 @@ def make_zoo(folder: Path, recipe: str = "tetris_hyp_v1", options: BuildOptions 
     return folder
 
 
-def make_model_folder(zoo_dir: Path, folder: Path, seed: int = 0, **sizes) -> Path:
-    """An untrained tiny encoder of the zoo's architecture and its processor (d_model 32, latent 8 unless `sizes`)."""
+def make_model_folder(
+    zoo_dir: Path,
+    folder: Path,
+    seed: int = 0,
+    model_class: type = HyperRepModel,
+    canonical: str | None = None,
+    **fields,
+) -> Path:
+    """An untrained tiny encoder of the zoo's architecture and its processor (d_model 32, latent 8 unless `fields`).
+
+    ``model_class`` ``HyperRepForPreTraining`` saves it as a training run does; ``canonical`` (an activation) saves
+    the processor with the canonical form. ``fields`` are further model config fields (sizes, symmetries, ...).
+    """
     torch.manual_seed(seed)
     processor = NeuronTokenProcessor.from_zoo(zoo_dir)
+    if canonical is not None:
+        processor.set_canonical(canonical)
     config = HyperRepConfig(
         **processor.model_config_kwargs(),
-        **{"d_model": 32, "num_attention_heads": 2, "intermediate_size": 64, "latent_dim": 8, **sizes},
+        **{"d_model": 32, "num_attention_heads": 2, "intermediate_size": 64, "latent_dim": 8, **fields},
     )
-    HyperRepModel(config).save_pretrained(folder)
+    model_class(config).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
 
@@ -54,18 +67,10 @@ def make_evaluated_model(model_dir: Path, zoo_dir: Path, out_dir: Path, canonica
     so the symmetry average is exercised. ``canonical="tanh"`` (or ``"relu"``) saves a processor with the canonical
     form instead (permutation and, for tanh, sign canonicalised; K = 1), as the canonical presets train it.
     """
-    torch.manual_seed(0)
-    processor = NeuronTokenProcessor.from_zoo(zoo_dir)
     symmetries = {"symmetries": ["permutation"], "embedding_symmetry_samples": 4}
     if canonical is not None:
-        processor.set_canonical(canonical)
         symmetries = {"symmetries": [], "embedding_symmetry_samples": 1}
-    config = HyperRepConfig(
-        **processor.model_config_kwargs(), d_model=32, num_attention_heads=2, intermediate_size=64, latent_dim=8,
-        **symmetries,
-    )  # fmt: skip
-    HyperRepForPreTraining(config).save_pretrained(model_dir)
-    processor.save_pretrained(model_dir)
+    make_model_folder(zoo_dir, model_dir, model_class=HyperRepForPreTraining, canonical=canonical, **symmetries)
     evaluate_model(model_dir, zoo_dir, out_dir, baselines=[], plots=False, progress=False)
     return model_dir
 
